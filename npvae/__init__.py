@@ -1,0 +1,21 @@
+"""npvae: a NumPy-from-scratch reference Variational Autoencoder with hand-written backprop.
+
+Importing npvae compiles nothing, probes no GPU and prints nothing.
+"""
+
+from .importance import log_px
+from .layers import Dense
+from .likelihoods import Likelihood
+from .linear_gaussian import LinearGaussian, ppca_fit
+from .lme import log_mean_exp, softmax
+from .model import Arch, VAEParams, flatten, init_params, param_names, unflatten
+from .objectives import bound_value, log_weights, objective
+from .optim import adam_init, adam_update, sgd_init, sgd_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arch", "Dense", "Likelihood", "LinearGaussian", "VAEParams",
+    "adam_init", "adam_update", "bound_value", "flatten", "init_params", "log_mean_exp", "log_px",
+    "log_weights", "objective", "param_names", "ppca_fit", "sgd_init", "sgd_update", "softmax", "unflatten",
+]

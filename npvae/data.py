@@ -1,0 +1,375 @@
+"""Data sets as float arrays x: (N, D) with named splits, each checked as it is read.
+
+`load(name)` for name in DATASETS returns a `Dataset`. Every image set holds values in [0, 1];
+`synthetic` is the one exception (Gaussian data with a known exact log p(x)).
+
+Where files are looked for: for each directory d of `search_dirs`, then `cache_dir`, then (for
+fashion-mnist only) Debian's /usr/share/datasets/fashion-mnist, first `d/<name>/` then `d/` itself;
+the first directory holding a complete set of files wins. The library never reads the environment
+(STYLE.md, habit 13): the CLI builds `search_dirs` with `default_search_dirs` from --data-dir,
+$NPVAE_DATA_DIR and `default_cache_dir(os.environ)`. With `download=True` missing files are fetched
+into `cache_dir/<name>/` and checked against published SHA-256 sums (see _download.URLS).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import _download, _validate
+
+DATASETS = ("digits", "binarized-mnist", "mnist", "fashion-mnist", "synthetic")
+SPLITS = ("train", "valid", "test")
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+
+DIGITS_SPLIT = (1297, 250, 250)  # train/valid/test sizes out of sklearn's 1797 digits
+SYNTHETIC_SIZES = {"D": 16, "Z": 4, "train": 10_000, "valid": 2_000, "test": 2_000}
+
+# split -> (rows, sha256 of the unpacked (rows, 784) uint8 array's bytes in C order), from
+# /work/shared/data/README.md (the Larochelle & Murray 2011 static binarisation).
+BINARIZED_MNIST_SHA256 = {
+    "train": (50_000, "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a"),
+    "valid": (10_000, "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e"),
+    "test": (10_000, "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86"),
+}
+
+_AMAT = tuple(f"binarized_mnist_{s}.amat" for s in SPLITS)
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# data set -> alternative complete sets of files, tried in this order inside each directory
+_FILE_SETS = {"binarized-mnist": (("binarized_mnist.npz",), _AMAT), "mnist": (_IDX,), "fashion-mnist": (_IDX,)}
+_HOW_TO_GET = ("To get them: put the files in a directory and pass --data-dir DIR or set NPVAE_DATA_DIR=DIR, "
+               "or pass --download to fetch them into the cache (from Python: load(name, search_dirs=[DIR]) "
+               "or load(name, cache_dir=DIR, download=True)).")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files are in none of the directories searched; the message lists them all."""
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: == on arrays has no single truth value
+class Dataset:
+    """Named splits of one data set; x: (N, D) float32/float64, in [0, 1] except for `synthetic`."""
+
+    name: str
+    train: np.ndarray  # (N_train, D)
+    valid: np.ndarray  # (N_valid, D)
+    test: np.ndarray  # (N_test, D)
+    image_shape: tuple[int, int]  # rows * cols == D; (1, D) when the data are not images
+    binary: bool  # every value is exactly 0 or 1
+    train_labels: np.ndarray | None = None  # (N_train,) int64 class labels, when the source has them
+    valid_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    dynamic_binarize: bool = False  # grey levels meant to be redrawn by binarize_dynamic each epoch
+    truth: dict | None = None  # synthetic only: LinearGaussian(**truth) parameters W (D, Z), b (D,), sigma2
+
+    def __post_init__(self):
+        D = math.prod(self.image_shape)
+        for s in SPLITS:
+            x = _validate.float_array(s, getattr(self, s), 2)
+            _validate.shape(s, x, (None, D))
+            if x.dtype != self.train.dtype:
+                raise ValueError(f"{self.name}: {s} has dtype {x.dtype} but train has {self.train.dtype}")
+            labels = getattr(self, f"{s}_labels")
+            if labels is not None:
+                _validate.shape(f"{s}_labels", labels, (x.shape[0],))
+            if self.binary and not np.all((x == 0) | (x == 1)):
+                raise ValueError(f"{self.name}: {s} is marked binary but holds values other than 0 and 1")
+
+    def split(self, name: str) -> np.ndarray:
+        """The (N, D) array of split 'train', 'valid' or 'test'."""
+        return getattr(self, _validate.choice("split", name, SPLITS))
+
+
+def binarize_dynamic(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fresh Bernoulli(x) draw [u < x], u ~ U[0, 1), same shape and dtype as x: dynamic binarisation."""
+    _validate.float_array("x", x)
+    _validate.generator("rng", rng)
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"x must lie in [0, 1] to be a Bernoulli mean, got values in [{x.min()}, {x.max()}]")
+    return (rng.random(x.shape, dtype=x.dtype) < x).astype(x.dtype)
+
+
+def default_search_dirs(data_dir=None, env_dir=None, cache_dir=None) -> list[Path]:
+    """Directories in search order: --data-dir (one path or several), $NPVAE_DATA_DIR's value (os.pathsep-separated), the cache."""
+    parts = []
+    if data_dir is not None:
+        parts += [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    if env_dir:
+        parts += str(env_dir).split(os.pathsep)
+    if cache_dir is not None:
+        parts.append(cache_dir)
+    return _unique(Path(p).expanduser() for p in parts if str(p) != "")
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME/npvae, else $HOME/.cache/npvae, read from the mapping `env` passed in (e.g. os.environ).
+
+    Only when `env` has no HOME does this fall back to Path.home().
+    """
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG base-directory spec says to ignore relative values
+        return Path(xdg) / "npvae"
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".cache" / "npvae"
+
+
+def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, dtype=np.float64,
+         seed: int = 0, binarize: bool = False) -> Dataset:
+    """Load data set `name` (one of DATASETS) as (N, D) arrays of `dtype`; files are found as the module docstring says.
+
+    `seed` fixes the digits split and the synthetic draw; the MNIST splits are fixed. `binarize=True`
+    marks grey data (mnist, fashion-mnist) for dynamic binarisation; it changes nothing for the
+    already-binary sets and is an error for the Gaussian `synthetic` data.
+    """
+    _validate.choice("name", name, DATASETS)
+    dtype = np.dtype(dtype)
+    if dtype not in _validate.FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if download and cache_dir is None:
+        raise ValueError("download=True needs a cache_dir to download into")
+    if name == "digits":
+        return _digits(dtype, int(seed))
+    if name == "synthetic":
+        if binarize:
+            raise ValueError("synthetic data are Gaussian (not in [0, 1]) and cannot be binarised")
+        return _synthetic(dtype, int(seed))
+
+    if isinstance(search_dirs, (str, os.PathLike)):  # one directory, not a string of one-letter ones
+        search_dirs = [search_dirs]
+    extra = [FASHION_MNIST_SYSTEM_DIR] if name == "fashion-mnist" else []
+    roots = _unique([Path(d).expanduser() for d in search_dirs]
+                    + ([Path(cache_dir).expanduser()] if cache_dir is not None else []) + extra)
+    dirs = _unique(p for d in roots for p in (d / name, d))
+    paths, report = _locate(name, dirs)
+    if paths is None and download:
+        _fetch_all(name, Path(cache_dir).expanduser() / name)
+        paths, _ = _locate(name, [Path(cache_dir).expanduser() / name])
+    if paths is None:
+        needed = " or all of ".join(", ".join(s) for s in _FILE_SETS[name])
+        gz = " (each may also end in .gz)" if name != "binarized-mnist" else ""
+        raise DataNotFoundError(f"{name}: data files not found. Needed: {needed}{gz}.\nLooked in:\n"
+                                + ("\n".join(report) or "  (no directories were given)") + "\n" + _HOW_TO_GET)
+    if name == "binarized-mnist":
+        return _binarized_mnist(paths, dtype)
+    return _idx_dataset(name, paths, dtype, binarize)
+
+
+# ---- finding and fetching files ------------------------------------------------------------------
+
+def _unique(paths) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _find_file(d: Path, filename: str, gz_ok: bool) -> Path | None:
+    for candidate in (filename, filename + ".gz") if gz_ok else (filename,):
+        if (d / candidate).is_file():
+            return d / candidate
+    return None
+
+
+def _locate(name: str, dirs: list[Path]) -> tuple[list[Path] | None, list[str]]:
+    """The files of the first directory holding a complete set, or (None, one report line per directory)."""
+    report = []
+    for d in dirs:
+        if not d.is_dir():
+            report.append(f"  {d}  (no such directory)")
+            continue
+        notes = []
+        for files in _FILE_SETS[name]:
+            paths = [_find_file(d, f, gz_ok=name != "binarized-mnist") for f in files]
+            if all(paths):
+                return paths, []
+            notes.append("missing " + ", ".join(f for f, p in zip(files, paths) if p is None))
+        report.append(f"  {d}  ({'; or '.join(notes)})")
+    return None, report
+
+
+def _fetch_all(name: str, target: Path) -> None:
+    """Download every file of `name` not already in `target`; binarized MNIST is also checked after parsing."""
+    for filename, (url, sha256) in _download.URLS[name].items():
+        if (target / filename).is_file():  # a file only gets its final name once verified
+            continue
+        verify = None
+        if name == "binarized-mnist":
+            split = SPLITS[_AMAT.index(filename)]
+            verify = lambda p, split=split: _check_binarized(split, _parse_amat(p), p)  # noqa: E731
+        _download.fetch(url, target / filename, sha256, verify=verify)
+
+
+# ---- binarized MNIST -----------------------------------------------------------------------------
+
+def _parse_amat(path: Path) -> np.ndarray:
+    """(N, 784) uint8 from a Larochelle & Murray .amat file (one image a line, 784 space-separated 0/1); format checks only."""
+    path = Path(path)
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    kind = np.full(256, 4, dtype=np.uint8)  # byte -> 0 '0', 1 '1', 2 newline, 3 other space, 4 invalid
+    kind[[ord("0"), ord("1"), ord("\n"), ord(" "), ord("\t"), ord("\r")]] = [0, 1, 2, 3, 3, 3]
+    k = kind[raw]
+    if np.any(k == 4):
+        bad = bytes([int(raw[np.argmax(k == 4)])])
+        raise ValueError(f"{path}: unexpected byte {bad!r}; an .amat file holds only 0, 1, spaces and newlines")
+    digit = k < 2
+    if np.any(digit[1:] & digit[:-1]):
+        raise ValueError(f"{path}: values run together; each value must be a single 0 or 1 between spaces")
+    kept = k[k < 3]  # digits and newlines only
+    newlines = np.flatnonzero(kept == 2)
+    lengths = np.diff(np.concatenate(([-1], newlines, [kept.size]))) - 1  # values on each line
+    lengths = lengths[lengths > 0]  # blank lines (the trailing one included) carry nothing
+    if lengths.size == 0 or np.any(lengths != 784):
+        odd = sorted(set(lengths.tolist()) - {784})[:5]
+        raise ValueError(f"{path}: every line must hold 784 values; found lines with {odd or 'none at all'}")
+    return kept[kept < 2].reshape(-1, 784)
+
+
+def _read_binarized_npz(path: Path) -> dict[str, np.ndarray]:
+    """{'train', 'valid', 'test'}: (N, 784) uint8 from bit-packed arrays (N, 98) uint8 in an .npz."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            packed = {s: f[s] for s in SPLITS if s in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive: {e}") from e
+    out = {}
+    for s in SPLITS:
+        a = packed.get(s)
+        if a is None:
+            raise ValueError(f"{path}: has no array named {s!r}; expected 'train', 'valid' and 'test'")
+        if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != 98:
+            raise ValueError(f"{path}: {s} must be bit-packed uint8 of shape (N, 98), got {a.dtype} {a.shape}")
+        out[s] = np.unpackbits(a, axis=1)[:, :784]
+    return out
+
+
+def _check_binarized(split: str, a: np.ndarray, path: Path) -> None:
+    """Check (rows, 784) and the SHA-256 of the README table; 0/1 values follow from how `a` was parsed."""
+    rows, digest = BINARIZED_MNIST_SHA256[split]
+    if a.shape != (rows, 784):
+        raise ValueError(f"{path}: {split} has shape {a.shape}, expected ({rows}, 784)")
+    got = hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).data).hexdigest()
+    if got != digest:
+        raise ValueError(f"{path}: the {split} split's sha256 is {got}, expected {digest}: "
+                         f"the file is damaged or holds a different binarisation")
+
+
+def _binarized_mnist(paths: list[Path], dtype: np.dtype) -> Dataset:
+    """Larochelle & Murray (2011) static binarisation, 50k/10k/10k x 784, from the .npz or the three .amat files."""
+    if len(paths) == 1:
+        arrays, sources = _read_binarized_npz(paths[0]), dict.fromkeys(SPLITS, paths[0])
+    else:
+        arrays, sources = {s: _parse_amat(p) for s, p in zip(SPLITS, paths)}, dict(zip(SPLITS, paths))
+    for s in SPLITS:
+        _check_binarized(s, arrays[s], sources[s])
+    return Dataset("binarized-mnist", *(arrays[s].astype(dtype) for s in SPLITS), image_shape=(28, 28), binary=True)
+
+
+# ---- IDX: MNIST and Fashion-MNIST ----------------------------------------------------------------
+
+# IDX type byte -> element type (LeCun et al., "THE MNIST DATABASE", file format section)
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Parse an IDX file (gzipped when named *.gz): bytes 0 0 TYPE NDIM, NDIM big-endian uint32 sizes, then the data."""
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # EOFError: the gzip stream is cut short
+        raise ValueError(f"{path}: damaged gzip file: {e}") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file: magic number 0x{data[:4].hex()}, expected 0x0000TTNN "
+                         f"with type TT in {', '.join(f'{t:02x}' for t in _IDX_TYPES)} (0x00000803 for images)")
+    ndim, header = data[3], 4 + 4 * data[3]
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header: {ndim} sizes need {header} bytes, file has {len(data)}")
+    dims = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    item = np.dtype(_IDX_TYPES[data[2]])
+    need = math.prod(dims) * item.itemsize
+    if len(data) - header != need:
+        what = "truncated" if len(data) - header < need else "has trailing bytes"
+        raise ValueError(f"{path}: {what}: sizes {dims} of {item} need {need} data bytes, found {len(data) - header}")
+    return np.frombuffer(data, dtype=item, offset=header).reshape(dims).astype(item.newbyteorder("="), copy=False)
+
+
+def _read_idx_pair(images_path: Path, labels_path: Path, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 in 0..9; checks the types, sizes and that the counts agree."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{images_path}: expected uint8 images of size (N, 28, 28), got {images.dtype} {images.shape}")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise ValueError(f"{labels_path}: expected uint8 labels of size (N,), got {labels.dtype} {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{labels_path}: {labels.shape[0]} labels, but {Path(images_path).name} "
+                         f"holds {images.shape[0]} images")
+    if count is not None and images.shape[0] != count:
+        raise ValueError(f"{images_path}: expected {count} images, found {images.shape[0]}")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{labels_path}: labels must be 0..9, found {labels.max()}")
+    return images, labels.astype(np.int64)
+
+
+def _idx_dataset(name: str, paths: list[Path], dtype: np.dtype, binarize: bool) -> Dataset:
+    """MNIST-format grey levels / 255; train = first 50,000 of the training file, valid = its last 10,000, test = t10k."""
+    train_images, train_labels = _read_idx_pair(paths[0], paths[1], 60_000)
+    test_images, test_labels = _read_idx_pair(paths[2], paths[3], 10_000)
+    x_train, x_test = (np.divide(a.reshape(len(a), 784), dtype.type(255), dtype=dtype)  # (N, 784)
+                       for a in (train_images, test_images))
+    n = 50_000
+    return Dataset(name, x_train[:n], x_train[n:], x_test, image_shape=(28, 28), binary=False,
+                   train_labels=train_labels[:n], valid_labels=train_labels[n:], test_labels=test_labels,
+                   dynamic_binarize=bool(binarize))
+
+
+# ---- digits and synthetic (no files) -------------------------------------------------------------
+
+def _digits(dtype: np.dtype, seed: int) -> Dataset:
+    """sklearn's 8x8 digits (UCI optdigits, 1797 images), deterministically binarised: 1 where pixel / 16 >= 0.5.
+
+    Split 1297 / 250 / 250 by the permutation np.random.default_rng(seed).permutation(1797).
+    """
+    from sklearn.datasets import load_digits  # imported here so that importing npvae.data stays cheap
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0 >= 0.5).astype(dtype)  # (1797, 64)
+    y = bunch.target.astype(np.int64)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    a, b = DIGITS_SPLIT[0], DIGITS_SPLIT[0] + DIGITS_SPLIT[1]
+    idx = perm[:a], perm[a:b], perm[b:]
+    return Dataset("digits", *(x[i] for i in idx), image_shape=(8, 8), binary=True,
+                   train_labels=y[idx[0]], valid_labels=y[idx[1]], test_labels=y[idx[2]])
+
+
+def _synthetic(dtype: np.dtype, seed: int) -> Dataset:
+    """x = W z + b + sqrt(sigma2) eps, z ~ N(0, I_Z), eps ~ N(0, I_D): probabilistic PCA (Tipping & Bishop 1999).
+
+    So log p(x) = log N(x; b, W W^T + sigma2 I) exactly. NOT in [0, 1]: for Gaussian decoders.
+    From default_rng(seed), in this order: W (D, Z) ~ N(0, 1), b (D,) ~ N(0, 1), sigma2 ~ U(0.1, 0.5),
+    then z (N, Z) and eps (N, D) for all N = train + valid + test rows, split in that order.
+    """
+    D, Z = SYNTHETIC_SIZES["D"], SYNTHETIC_SIZES["Z"]
+    sizes = [SYNTHETIC_SIZES[s] for s in SPLITS]
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((D, Z))
+    b = rng.standard_normal(D)
+    sigma2 = float(rng.uniform(0.1, 0.5))
+    z = rng.standard_normal((sum(sizes), Z))
+    eps = rng.standard_normal((sum(sizes), D))
+    x = (z @ W.T + b + np.sqrt(sigma2) * eps).astype(dtype)  # (N, D)
+    train, valid, test = np.split(x, np.cumsum(sizes)[:-1])
+    return Dataset("synthetic", train, valid, test, image_shape=(1, D), binary=False,
+                   truth={"W": W.astype(dtype), "b": b.astype(dtype), "sigma2": sigma2})

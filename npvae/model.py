@@ -1,0 +1,141 @@
+"""The VAE's architecture and parameters: an MLP encoder x -> (mu, log_var) and an MLP decoder z -> likelihood parameters.
+
+Parameters are plain containers (`VAEParams` of tuples of `Dense`), so optimisers, checkpoints and
+gradient checks see a flat list of named arrays. Shapes: x (N, D), mu/log_var (N, Z), z (K, N, Z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate
+from .layers import ACTIVATIONS, Dense
+from .likelihoods import LIKELIHOODS, Likelihood
+from .mlp import mlp_forward, mlp_init
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the networks look like: D -> hidden... -> 2Z (encoder) and Z -> reversed(hidden)... -> D_out (decoder)."""
+
+    data_dim: int
+    hidden: tuple[int, ...]
+    latent_dim: int
+    activation: str = "tanh"
+    likelihood: Likelihood = Likelihood()
+
+    def __post_init__(self):
+        _validate.positive_int("data_dim", self.data_dim)
+        _validate.positive_int("latent_dim", self.latent_dim)
+        for h in self.hidden:
+            _validate.positive_int("hidden layer size", h)
+        _validate.choice("activation", self.activation, ACTIVATIONS)
+        _validate.choice("likelihood", self.likelihood.name, LIKELIHOODS)
+        if self.likelihood.name == "gaussian":
+            _validate.positive_scalar("sigma2", self.likelihood.sigma2)
+        if not np.isfinite(self.likelihood.min_log_var):
+            raise ValueError(f"min_log_var must be finite, got {self.likelihood.min_log_var}")
+
+    @classmethod
+    def parse(cls, spec: str, **kw) -> "Arch":
+        """'784-200-200-50' -> Arch(784, (200, 200), 50)."""
+        try:
+            sizes = [int(s) for s in spec.split("-")]
+        except ValueError:
+            raise ValueError(f"architecture must look like '784-200-50' (D-hidden...-Z), got {spec!r}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"architecture needs at least D and Z, e.g. '64-2', got {spec!r}")
+        return cls(sizes[0], tuple(sizes[1:-1]), sizes[-1], **kw)
+
+    @property
+    def spec(self) -> str:
+        """The inverse of `parse`."""
+        return "-".join(str(s) for s in (self.data_dim, *self.hidden, self.latent_dim))
+
+    def encoder_sizes(self) -> tuple[int, ...]:
+        return (self.data_dim, *self.hidden, 2 * self.latent_dim)
+
+    def decoder_sizes(self) -> tuple[int, ...]:
+        return (self.latent_dim, *reversed(self.hidden), self.likelihood.out_dim(self.data_dim))
+
+
+class VAEParams(NamedTuple):
+    """Encoder and decoder layers; gradients use the same container."""
+
+    encoder: tuple[Dense, ...]
+    decoder: tuple[Dense, ...]
+
+
+def init_params(arch: Arch, rng: np.random.Generator, dtype=np.float64) -> VAEParams:
+    """Fresh parameters from a passed-in Generator (He for ReLU layers, Glorot otherwise)."""
+    _validate.generator("rng", rng)
+    dtype = np.dtype(dtype)
+    if dtype not in _validate.FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    enc = mlp_init(rng, arch.encoder_sizes(), arch.activation, dtype)
+    dec = mlp_init(rng, arch.decoder_sizes(), arch.activation, dtype)
+    return VAEParams(enc, dec)
+
+
+def param_names(arch: Arch) -> list[str]:
+    """Names in `flatten` order: 'encoder.0.W', 'encoder.0.b', ..., 'decoder.L.b'."""
+    names = []
+    for part, sizes in (("encoder", arch.encoder_sizes()), ("decoder", arch.decoder_sizes())):
+        for i in range(len(sizes) - 1):
+            names += [f"{part}.{i}.W", f"{part}.{i}.b"]
+    return names
+
+
+def param_shapes(arch: Arch) -> list[tuple[int, ...]]:
+    """Shapes in `flatten` order."""
+    shapes = []
+    for sizes in (arch.encoder_sizes(), arch.decoder_sizes()):
+        for i in range(len(sizes) - 1):
+            shapes += [(sizes[i], sizes[i + 1]), (sizes[i + 1],)]
+    return shapes
+
+
+def flatten(params: VAEParams) -> list[np.ndarray]:
+    """[W, b, W, b, ...] encoder first, then decoder (the order of `param_names`)."""
+    return [a for part in params for layer in part for a in layer]
+
+
+def unflatten(arch: Arch, arrays) -> VAEParams:
+    """Inverse of `flatten`."""
+    arrays = list(arrays)
+    n_enc = len(arch.encoder_sizes()) - 1
+    layers = [Dense(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(arrays) // 2)]
+    return VAEParams(tuple(layers[:n_enc]), tuple(layers[n_enc:]))
+
+
+def check_params(arch: Arch, params: VAEParams) -> np.dtype:
+    """Validate parameter shapes, dtype (one for all) and finiteness against `arch`; return the dtype."""
+    if not isinstance(params, VAEParams):
+        raise ValueError(f"params must be a VAEParams, got {type(params).__name__}")
+    arrays = flatten(params)
+    names, shapes = param_names(arch), param_shapes(arch)
+    if len(arrays) != len(names):
+        raise ValueError(f"params have {len(arrays)} arrays but architecture {arch.spec} needs {len(names)}")
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    for name, shape, a in zip(names, shapes, arrays):
+        _validate.float_array(name, a)
+        _validate.shape(name, a, shape)
+        _validate.same_dtype(dtype, **{name: a})
+    return dtype
+
+
+def encode(params: VAEParams, arch: Arch, x):
+    """q(z|x) parameters: x (N, D) -> (mu (N, Z), log_var (N, Z), cache)."""
+    h, cache = mlp_forward(params.encoder, x, arch.activation)
+    Z = arch.latent_dim
+    return h[:, :Z], h[:, Z:], cache
+
+
+def decode(params: VAEParams, arch: Arch, z):
+    """Decoder output (logits or Gaussian parameters): z (..., Z) -> (..., D_out), cache."""
+    lead = z.shape[:-1]
+    out, cache = mlp_forward(params.decoder, z.reshape(-1, arch.latent_dim), arch.activation)
+    return out.reshape(*lead, out.shape[-1]), cache

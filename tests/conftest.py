@@ -1,0 +1,49 @@
+"""Shared test helpers: dtype-keyed tolerances and small random problems.
+
+Tolerances are keyed by dtype (jax's public_test_util habit) and are far tighter than any factor of
+two: a gradient off by 1 + 1e-4 fails every gradient test here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# rtol for float64 finite-difference checks (central differences, fixed step 1e-6) and for
+# float32-vs-float64 agreement of the same computation.
+FD_RTOL = {np.float64: 1e-6}
+AGREE_RTOL = {np.float32: 2e-4, np.float64: 1e-12}
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def random_problem(rng, likelihood="bernoulli", activation="tanh", D=6, hidden=(5,), Z=3, N=4, K=3, dtype=np.float64):
+    """(arch, params, x, eps) for a small VAE with data suited to its likelihood."""
+    from npvae import Arch, Likelihood, init_params
+
+    arch = Arch(D, hidden, Z, activation, Likelihood(likelihood, sigma2=0.7, min_log_var=-3.0))
+    params = init_params(arch, rng, dtype)
+    if likelihood == "bernoulli":
+        x = (rng.random((N, D)) < 0.5).astype(dtype)
+    else:
+        x = rng.standard_normal((N, D)).astype(dtype)
+    eps = rng.standard_normal((K, N, Z)).astype(dtype)
+    return arch, params, x, eps
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def assert_fd_close(analytic, fd, f_scale: float, rtol: float = FD_RTOL[np.float64]):
+    """Element-wise analytic vs central-difference gradient.
+
+    A central difference with step h = 1e-6 carries an absolute rounding error of about
+    1e-16 * |f| / h = 1e-10 |f|; the absolute term is 100x that, so only elements that rounding
+    alone could blur get it, and every element larger than ~1e-2 |f| is held to rtol.
+    """
+    np.testing.assert_allclose(analytic, fd, rtol=rtol, atol=1e-8 * max(1.0, abs(f_scale)))

@@ -1,0 +1,80 @@
+"""The one Gaussian parameterisation (mu, log_var): sampling, densities and the KL, against scipy and closed forms."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from npvae import gaussian as g
+from npvae.gradcheck import elementwise
+
+
+def test_reparameterised_sample_has_variance_exp_log_var(rng):
+    """Pins the meaning of log_var (the numpy-ml bug: read as log sigma in one place, log sigma^2 in another)."""
+    mu = np.array([[0.3, -1.0, 2.0]])
+    log_var = np.array([[np.log(4.0), 0.0, np.log(0.25)]])  # variances 4, 1, 0.25; log-sd reading would give 2, 1, 0.5
+    n = 400_000
+    z, _ = g.sample_forward(mu, log_var, rng.standard_normal((n, 1, 3)))
+    var = z.var(axis=0)[0]
+    # Sample variance has relative standard error sqrt(2/n) ~ 0.0022; 5 SE = 1.1%, far below the 2x of the bug.
+    np.testing.assert_allclose(var, [4.0, 1.0, 0.25], rtol=5 * np.sqrt(2 / n))
+    np.testing.assert_allclose(z.mean(axis=0)[0], mu[0], atol=5 * np.sqrt(4.0 / n))
+
+
+def test_log_prob_matches_scipy_and_eps_form(rng):
+    mu, log_var = rng.standard_normal((4, 3)), rng.uniform(-2, 2, (4, 3))
+    eps = rng.standard_normal((5, 4, 3))
+    z, _ = g.sample_forward(mu, log_var, eps)
+    ref = stats.norm.logpdf(z, loc=mu, scale=np.sqrt(np.exp(log_var))).sum(-1)
+    np.testing.assert_allclose(g.log_prob(z, mu, log_var), ref, rtol=1e-13)
+    np.testing.assert_allclose(g.log_prob_eps(log_var, eps), ref, rtol=1e-13)
+    np.testing.assert_allclose(g.log_std_normal(z), stats.norm.logpdf(z).sum(-1), rtol=1e-13)
+
+
+def test_kl_matches_full_covariance_formula(rng):
+    """Diagonal KL to N(0, I) vs the general KL(N(m0, S0) || N(m1, S1)) of MATHS.md, computed with dense matrices."""
+    mu, log_var = rng.standard_normal((3, 4)), rng.uniform(-3, 3, (3, 4))
+    for n in range(3):
+        S0 = np.diag(np.exp(log_var[n]))
+        ref = 0.5 * (np.trace(S0) + mu[n] @ mu[n] - 4 - np.linalg.slogdet(S0)[1])
+        assert g.kl_std_normal_forward(mu, log_var)[n] == pytest.approx(ref, rel=1e-13)
+
+
+def test_kl_precise_near_zero():
+    """expm1 keeps KL ~ log_var^2 / 4 accurate where exp(v) - 1 - v would cancel."""
+    v = np.array([[1e-9]])
+    assert g.kl_std_normal_forward(np.zeros((1, 1)), v)[0] == pytest.approx(v[0, 0] ** 2 / 4, rel=1e-6)
+
+
+def test_kl_and_sample_backward_vs_finite_differences(rng):
+    mu, log_var = rng.standard_normal((2, 3)), rng.uniform(-1, 1, (2, 3))
+    dkl = rng.standard_normal(2)
+    dmu, dlv = g.kl_std_normal_backward(dkl, mu, log_var)
+    f = lambda a: float(dkl @ g.kl_std_normal_forward(a[0], a[1]))
+    np.testing.assert_allclose(dmu, elementwise(f, [mu, log_var], 0, 1e-6), rtol=1e-7)
+    np.testing.assert_allclose(dlv, elementwise(f, [mu, log_var], 1, 1e-6), rtol=1e-7)
+
+    eps, dz = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 3))
+    _, cache = g.sample_forward(mu, log_var, eps)
+    dmu, dlv = g.sample_backward(dz, cache)
+    f = lambda a: float(np.sum(dz * g.sample_forward(a[0], a[1], eps)[0]))
+    np.testing.assert_allclose(dmu, elementwise(f, [mu, log_var], 0, 1e-6), rtol=1e-7)
+    np.testing.assert_allclose(dlv, elementwise(f, [mu, log_var], 1, 1e-6), rtol=1e-7)
+
+
+def test_path_gradient_is_dlogq_dz_at_fixed_parameters(rng):
+    mu, log_var = rng.standard_normal((2, 3)), rng.uniform(-1, 1, (2, 3))
+    eps = rng.standard_normal((1, 2, 3))
+    z, _ = g.sample_forward(mu, log_var, eps)
+    fd = elementwise(lambda a: float(g.log_prob(a[0], mu, log_var).sum()), [z], 0, 1e-6)
+    np.testing.assert_allclose(g.log_prob_path_grad(log_var, eps), fd, rtol=1e-7)
+
+
+def test_float32_stays_float32(rng):
+    mu = rng.standard_normal((2, 3)).astype(np.float32)
+    lv = rng.standard_normal((2, 3)).astype(np.float32)
+    eps = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    z, _ = g.sample_forward(mu, lv, eps)
+    assert z.dtype == np.float32
+    assert g.kl_std_normal_forward(mu, lv).dtype == np.float32
+    assert g.log_prob_eps(lv, eps).dtype == np.float32
+    assert g.log_std_normal(z).dtype == np.float32

@@ -1,0 +1,133 @@
+"""The bounds' hand-written gradients against central differences of forward-only surrogates (npvae.gradcheck).
+
+Every (likelihood, bound, kl, estimator) is checked per parameter in a random direction, and element-wise
+on a tiny model. The surrogates are built from forward passes only, so they are independent of the backward code.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close, random_problem
+from npvae import flatten, objective, param_names, unflatten
+from npvae.gradcheck import elementwise, per_parameter, surrogate
+from npvae.layers import ACTIVATIONS
+from npvae.likelihoods import LIKELIHOODS
+from npvae.objectives import VALID
+
+CASES = [(b, k, e) for (b, k), es in VALID.items() for e in es]
+# kl_weight (warm-up) exists for the ELBO only.
+WEIGHTED = [(b, k, e, w) for (b, k, e) in CASES for w in ((1.0, 0.4) if b == "elbo" else (1.0,))]
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("bound,kl,estimator,kl_weight", WEIGHTED)
+def test_gradient_per_parameter(rng, likelihood, bound, kl, estimator, kl_weight):
+    arch, params, x, eps = random_problem(rng, likelihood, "tanh", hidden=(5, 4))
+    options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=kl_weight)
+    _, grads = objective(params, arch, x, eps, **options)
+    for name, analytic, fd, err in per_parameter(params, grads, arch, x, eps, options, rng, param_names(arch)):
+        assert err < FD_RTOL[np.float64], f"{name}: analytic {analytic!r} vs finite difference {fd!r}"
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bound,kl,estimator", CASES)
+def test_gradient_elementwise(rng, activation, bound, kl, estimator):
+    arch, params, x, eps = random_problem(rng, "bernoulli", activation, D=3, hidden=(2,), Z=2, N=2, K=2)
+    options = dict(bound=bound, kl=kl, estimator=estimator)
+    _, grads = objective(params, arch, x, eps, **options)
+    arrays = flatten(params)
+    f = lambda a: surrogate(unflatten(arch, a), params, arch, x, eps, **options)
+    for i, g in enumerate(flatten(grads)):
+        assert_fd_close(g, elementwise(f, arrays, i, 1e-6), f(arrays))
+
+
+def test_value_is_the_bound_the_name_says(rng):
+    """Values against the definitions, computed from log-weights in the test: mean for the ELBO, LME for IWAE."""
+    from scipy.special import logsumexp
+
+    from npvae import log_weights
+
+    arch, params, x, eps = random_problem(rng, "bernoulli", K=6)
+    a = log_weights(params, arch, x, eps)
+    v_elbo, _ = objective(params, arch, x, eps, bound="elbo", kl="mc")
+    v_iwae, _ = objective(params, arch, x, eps, bound="iwae", kl="mc")
+    np.testing.assert_allclose(v_elbo, a.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(v_iwae, logsumexp(a, axis=0) - np.log(6), rtol=1e-13)
+    assert np.all(v_elbo <= v_iwae)  # Jensen, sample by sample
+
+
+def test_dreg_with_one_sample_is_stl(rng):
+    """Tucker et al. 2018: with K = 1 the squared weight is 1 and DReG reduces to STL."""
+    arch, params, x, eps = random_problem(rng, "gaussian", K=1)
+    v1, g1 = objective(params, arch, x, eps, bound="iwae", kl="mc", estimator="dreg")
+    v2, g2 = objective(params, arch, x, eps, bound="elbo", kl="mc", estimator="stl")
+    np.testing.assert_allclose(v1, v2, rtol=1e-14)
+    for a, b in zip(flatten(g1), flatten(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_estimators_share_value_and_decoder_gradient(rng):
+    arch, params, x, eps = random_problem(rng, "bernoulli", K=4)
+    for (bound, kl), estimators in VALID.items():
+        ref_v, ref_g = objective(params, arch, x, eps, bound=bound, kl=kl, estimator=estimators[0])
+        for est in estimators[1:]:
+            v, g = objective(params, arch, x, eps, bound=bound, kl=kl, estimator=est)
+            np.testing.assert_array_equal(v, ref_v)
+            for a, b in zip(g.decoder, ref_g.decoder):
+                np.testing.assert_allclose(a.W, b.W, rtol=1e-13)
+
+
+@pytest.mark.parametrize("bound,kl,estimator", CASES)
+def test_float32_preserved_and_agrees_with_float64(rng, bound, kl, estimator):
+    arch, p64, x64, eps64 = random_problem(rng, "bernoulli")
+    p32 = unflatten(arch, [a.astype(np.float32) for a in flatten(p64)])
+    v32, g32 = objective(p32, arch, x64.astype(np.float32), eps64.astype(np.float32), bound=bound, kl=kl, estimator=estimator)
+    v64, g64 = objective(p64, arch, x64, eps64, bound=bound, kl=kl, estimator=estimator)
+    assert v32.dtype == np.float32 and all(a.dtype == np.float32 for a in flatten(g32))
+    np.testing.assert_allclose(v32, v64, rtol=AGREE_RTOL[np.float32])
+    for a, b in zip(flatten(g32), flatten(g64)):
+        np.testing.assert_allclose(a, b, rtol=AGREE_RTOL[np.float32], atol=AGREE_RTOL[np.float32] * np.abs(b).max())
+
+
+def _bad(rng):
+    arch, params, x, eps = random_problem(rng, "bernoulli")
+    return arch, params, x, eps
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda a, p, x, e: (a, p, x[:, :-1], e), "x must have shape"),
+        (lambda a, p, x, e: (a, p, x[0], e), "x must have 2 dimension"),
+        (lambda a, p, x, e: (a, p, np.where(x == 1, np.nan, x), e), "non-finite"),
+        (lambda a, p, x, e: (a, p, x.astype(np.int64), e), "dtype float32 or float64"),
+        (lambda a, p, x, e: (a, p, x.astype(np.float32), e), "convert explicitly"),
+        (lambda a, p, x, e: (a, p, x * 0.5, e), "binary x"),
+        (lambda a, p, x, e: (a, p, x, e[:, :-1]), "eps must have shape"),
+        (lambda a, p, x, e: (a, p, x, e[0]), "eps must have 3 dimension"),
+        (lambda a, p, x, e: (a, p, x, e * np.inf), "non-finite"),
+        (lambda a, p, x, e: (a, p._replace(decoder=p.decoder[:1]), x, e), "needs"),
+        (lambda a, p, x, e: (a, unflatten(a, [np.full_like(t, np.nan) for t in flatten(p)]), x, e), "non-finite"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(rng, mutate, match):
+    arch, params, x, eps = mutate(*_bad(rng))
+    with pytest.raises(ValueError, match=match):
+        objective(params, arch, x, eps)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(bound="iwae", kl="analytic"), "no analytic-KL form"),
+        (dict(bound="elbo", kl="analytic", estimator="stl"), "not defined"),
+        (dict(bound="elbo", kl="mc", estimator="dreg"), "not defined"),
+        (dict(bound="vae"), "bound must be one of"),
+        (dict(bound="iwae", kl="mc", kl_weight=0.5), "kl_weight must be 1"),
+        (dict(kl_weight=-1.0), "kl_weight"),
+    ],
+)
+def test_bad_options(rng, options, match):
+    arch, params, x, eps = _bad(rng)
+    with pytest.raises(ValueError, match=match):
+        objective(params, arch, x, eps, **options)
