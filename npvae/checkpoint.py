@@ -163,7 +163,7 @@ def load_checkpoint(path, expected: Mapping[str, tuple[tuple[int, ...], np.dtype
         raise CheckpointError(f"checkpoint {path}: sha256 of the array data does not match its metadata; "
                               "the file is corrupted or was modified")
     if expected is not None:
-        _check_expected(path, arrays, expected)
+        check_expected(path, arrays, expected)
     return arrays, env["meta"]
 
 
@@ -221,7 +221,7 @@ def _parse_meta(path: str, a: np.ndarray | None) -> dict:
     return env
 
 
-def _check_expected(path: str, arrays: Mapping[str, np.ndarray], expected: Mapping) -> None:
+def check_expected(path: str, arrays: Mapping[str, np.ndarray], expected: Mapping) -> None:
     """Compare arrays against name -> (shape, dtype) and report every mismatch at once."""
     problems = [f"missing {n!r}" for n in sorted(expected) if n not in arrays]
     problems += [f"unexpected {n!r}" for n in sorted(arrays) if n not in expected]

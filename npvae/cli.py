@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+from datetime import datetime
+from pathlib import Path
 
 
 def _table(rows, verbose: bool) -> str:
@@ -37,6 +41,159 @@ def cmd_check(args) -> int:
     return 0 if all(r["passed"] for r in rows) else 1
 
 
+def _data_options(p) -> None:
+    p.add_argument("--data-dir", action="append", default=None, metavar="DIR",
+                   help="where data files are looked for first (repeatable); then $NPVAE_DATA_DIR, then the user cache")
+    p.add_argument("--download", action="store_true", help="fetch missing public files into the cache (sha256-verified)")
+
+
+def _search(args) -> dict:
+    """Search directories from the options and the environment: the CLI reads the environment, the library never does."""
+    from .data import default_cache_dir, default_search_dirs
+
+    cache = default_cache_dir(os.environ)
+    return {"search_dirs": default_search_dirs(args.data_dir, os.environ.get("NPVAE_DATA_DIR"), cache),
+            "cache_dir": cache, "download": args.download}
+
+
+def _limit_threads(n: int):
+    """Limit BLAS threads: on small shared machines one thread is fastest and timings are steady."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
+def _config_from_args(args):
+    from .config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig
+    from .data import load
+    from .train import TrainingDiverged, load_state, train
+
+    _limit_threads(args.threads)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config, _, _ = load_state(run_dir / "last.npz")
+        if args.epochs is not None:
+            config = dataclasses.replace(config, epochs=args.epochs)
+    else:
+        config = _config_from_args(args)
+        run_dir = Path(args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
+        if (run_dir / "last.npz").exists():
+            raise ValueError(f"{run_dir} already holds a run: use --resume {run_dir}, or another --out")
+    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
+    print(f"npvae train: {config.dataset}, {config.bound} K={config.k}, run directory {run_dir}", flush=True)
+    try:
+        state = train(config, dataset, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    except TrainingDiverged as e:
+        print(f"npvae train: {e}", file=sys.stderr)
+        return 3
+    if not args.no_pictures:
+        _pictures(run_dir, config, dataset, state)
+    print(f"npvae train: done, {state.epoch} epochs, best validation bound {state.best_valid:.4f}; run in {run_dir}")
+    return 0
+
+
+def _pictures(run_dir, config, dataset, state=None, checkpoint="best.npz", seed=0):
+    import numpy as np
+
+    from .model import unflatten
+    from .plots import run_pictures
+    from .train import load_state
+
+    _, arch, saved = load_state(Path(run_dir) / checkpoint)
+    history = (state or saved).history
+    paths = run_pictures(unflatten(arch, saved.params), arch, dataset, Path(run_dir), np.random.default_rng(seed), history=history)
+    for p in paths:
+        print(f"  picture: {p}")
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from .data import binarize_dynamic, load
+    from .evaluate import evaluate
+    from .model import unflatten
+    from .train import _progress, load_state
+
+    _limit_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    config, arch, state = load_state(run_dir / args.checkpoint)
+    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
+    x = dataset.split(args.split)
+    if args.n:
+        x = x[: args.n]
+    rng = np.random.default_rng(args.seed)
+    if dataset.dynamic_binarize:
+        x = binarize_dynamic(x, rng)  # one stochastic binarisation of the evaluation data, from the seed
+    bar = _progress(x.shape[0], f"eval k={args.k}", not (args.quiet or args.json))
+    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update)
+    bar.close()
+    metrics.update({"split": args.split, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(f"{config.dataset} {args.split} ({metrics['n_points']} points), {args.checkpoint} at epoch {state.epoch}")
+        print(f"  NLL (k={args.k})        {metrics['nll']:10.3f} +- {metrics['nll_se']:.3f} nats")
+        print(f"  -ELBO                  {-metrics['elbo']:10.3f} +- {metrics['elbo_se']:.3f}")
+        print(f"  reconstruction         {metrics['recon']:10.3f}")
+        print(f"  KL(q(z|x) || p(z))     {metrics['kl']:10.3f}")
+        print(f"  log p(x) - ELBO        {metrics['gap_log_px_minus_elbo']:10.3f}")
+        print(f"  active units           {metrics['active_units']:>6d} / {metrics['latent_dim']}")
+        print(f"  I(x; z) (aggregate)    {metrics['mutual_information']:10.3f}")
+        print(f"  written to {run_dir / 'metrics.json'}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .data import load
+    from .train import load_state
+
+    run_dir = Path(args.run_dir)
+    config, _, _ = load_state(run_dir / args.checkpoint)
+    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
+    _pictures(run_dir, config, dataset, checkpoint=args.checkpoint, seed=args.seed)
+    return 0
+
+
+def _train_options(t) -> None:
+    from .config import TrainConfig
+    from .layers import ACTIVATIONS
+    from .likelihoods import LIKELIHOODS
+    from .objectives import BOUNDS, ESTIMATORS, KL_MODES
+
+    d = TrainConfig()
+    t.add_argument("--dataset", default=None, help=f"digits (embedded, default), binarized-mnist, mnist, fashion-mnist, synthetic")
+    t.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of grey-level data (a fresh draw per epoch)")
+    t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2)")
+    t.add_argument("--activation", choices=ACTIVATIONS, default=None, help=f"default {d.activation}")
+    t.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help=f"default {d.likelihood}")
+    t.add_argument("--sigma2", type=float, default=None, help=f"variance of the fixed Gaussian likelihood (default {d.sigma2})")
+    t.add_argument("--min-log-var", dest="min_log_var", type=float, default=None, help=f"soft floor of a learned log-variance (default {d.min_log_var})")
+    t.add_argument("--bound", choices=BOUNDS, default=None, help="elbo (default) or iwae")
+    t.add_argument("-k", "--k", type=int, default=None, help="importance samples per point, K (default 1)")
+    t.add_argument("--kl", choices=KL_MODES, default=None, help="analytic (default) or mc; iwae needs mc")
+    t.add_argument("--estimator", choices=ESTIMATORS, default=None, help="reparam (default), stl (ELBO, MC KL), dreg (IWAE)")
+    t.add_argument("--kl-weight", dest="kl_weight", type=float, default=None, help="final KL weight beta (default 1)")
+    t.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=None, help="linear KL warm-up from 0 (default 0)")
+    t.add_argument("--free-bits", dest="free_bits", type=float, default=None, help="nats per latent dimension (default 0)")
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=None, help=f"default {d.batch_size}")
+    t.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
+    t.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d.lr})")
+    t.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "burda"), default=None,
+                   help="constant (default), or burda: 10^(-i/7) in stage i of 3^i epochs (Burda et al. 2016)")
+    t.add_argument("--adam-eps", dest="adam_eps", type=float, default=None, help=f"default {d.adam_eps}")
+    t.add_argument("--dtype", choices=("float32", "float64"), default=None, help=f"default {d.dtype}")
+    t.add_argument("--seed", type=int, default=None, help="seed of every random stream of the run (default 0)")
+    t.add_argument("--valid-k", dest="valid_k", type=int, default=None, help="K of the per-epoch validation bound (default: training K)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="npvae", description="A NumPy reference VAE: train, evaluate, sample, check, explain.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -46,6 +203,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--verbose", action="store_true", help="one row per parameter instead of the worst per objective")
     c.add_argument("--seed", type=int, default=0, help="seed of the random models and noise")
     c.set_defaults(func=cmd_check)
+
+    t = sub.add_parser("train", help="train a VAE (no arguments: the embedded digits, in seconds)")
+    _train_options(t)
+    _data_options(t)
+    t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<time>)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs may change)")
+    t.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-pictures", action="store_true", help="do not draw pictures at the end")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="test log-likelihood (importance sampling) and latent diagnostics of a run")
+    e.add_argument("run_dir")
+    e.add_argument("--k", type=int, default=5000, help="importance samples per point (default 5000, Burda et al.)")
+    e.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    e.add_argument("--n", type=int, default=0, help="evaluate only the first N points (default all)")
+    e.add_argument("--checkpoint", default="best.npz", help="best.npz (default) or last.npz")
+    e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--quiet", action="store_true")
+    _data_options(e)
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sample", help="pictures of a run: prior samples, reconstructions, curves, the latent space")
+    s.add_argument("run_dir")
+    s.add_argument("--checkpoint", default="best.npz")
+    s.add_argument("--seed", type=int, default=0)
+    _data_options(s)
+    s.set_defaults(func=cmd_sample)
     return p
 
 
@@ -53,7 +240,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input or missing files: a clear message, no traceback
         print(f"npvae {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -63,17 +63,22 @@ def log_std_normal_grad(z):
     return -z
 
 
-def kl_std_normal_forward(mu, log_var):
-    """KL(N(mu, diag(exp(log_var))) || N(0, I)) = 1/2 sum_j [mu_j^2 + expm1(log_var_j) - log_var_j]: (N, Z) -> (N,).
+def kl_std_normal_per_dim(mu, log_var):
+    """KL per latent dimension, 1/2 [mu_j^2 + expm1(log_var_j) - log_var_j]: (N, Z) -> (N, Z).
 
     Kingma & Welling 2014, App. B; expm1 keeps precision as log_var -> 0.
     """
-    return _c(mu, 0.5) * (mu * mu + np.expm1(log_var) - log_var).sum(axis=-1)
+    return _c(mu, 0.5) * (mu * mu + np.expm1(log_var) - log_var)
+
+
+def kl_std_normal_forward(mu, log_var):
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)), the sum over j of `kl_std_normal_per_dim`: (N, Z) -> (N,)."""
+    return kl_std_normal_per_dim(mu, log_var).sum(axis=-1)
 
 
 def kl_std_normal_backward(dkl, mu, log_var):
-    """(dmu, dlog_var) = dkl * (mu, expm1(log_var) / 2), with dkl: (N,) the derivative of the objective w.r.t. each KL."""
-    d = dkl[:, None]
+    """(dmu, dlog_var) = dkl * (mu, expm1(log_var) / 2); dkl: (N,) per KL, or (N, Z) per dimension's KL."""
+    d = dkl[:, None] if dkl.ndim == 1 else dkl
     return d * mu, d * _c(log_var, 0.5) * np.expm1(log_var)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import likelihoods as lik
-from .gaussian import kl_std_normal_forward, log_prob, log_std_normal, sample_forward
+from .gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
 from .lme import _log_mean_exp, _softmax
 from .model import Arch, VAEParams, decode, encode, flatten, unflatten
 
@@ -37,14 +37,15 @@ def _log_weights_z(live: VAEParams, arch: Arch, x, eps, q_params: VAEParams | No
     return log_px_z + kl_weight * (log_std_normal(z) - log_prob(z, mu, log_var))
 
 
-def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight=1.0) -> float:
+def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0) -> float:
     """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound."""
     if kl == "analytic":
         mu, log_var, _ = encode(live, arch, x)
         z, _ = sample_forward(mu, log_var, eps)
         out, _ = decode(live, arch, z)
         log_px_z, _ = lik.forward(arch.likelihood, out, x)
-        return float(np.mean(log_px_z.mean(axis=0) - kl_weight * kl_std_normal_forward(mu, log_var)))
+        kl_value = np.maximum(kl_std_normal_per_dim(mu, log_var), free_bits).sum(axis=-1)
+        return float(np.mean(log_px_z.mean(axis=0) - kl_weight * kl_value))
     if estimator == "dreg":
         dec_part = _log_mean_exp(_log_weights_z(VAEParams(base.encoder, live.decoder), arch, x, eps), axis=0)
         w_base = _softmax(_log_weights_z(base, arch, x, eps), axis=0)

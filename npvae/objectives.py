@@ -26,6 +26,7 @@ from . import likelihoods as lik
 from .gaussian import (
     kl_std_normal_backward,
     kl_std_normal_forward,
+    kl_std_normal_per_dim,
     log_prob_eps,
     log_prob_path_grad,
     log_std_normal,
@@ -88,7 +89,14 @@ def _encoder_backward(f: Forward, dmu, dlog_var):
     return grads
 
 
-def _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight):
+def _free_bits_kl(mu, log_var, free_bits: float):
+    """sum_j max(lambda, KL_j) per point, and the mask of dimensions above lambda (Kingma et al. 2016, eq. 13, per point)."""
+    kl_j = kl_std_normal_per_dim(mu, log_var)  # (N, Z)
+    above = kl_j > mu.dtype.type(free_bits)
+    return np.where(above, kl_j, mu.dtype.type(free_bits)).sum(axis=-1), above
+
+
+def _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
     """The value (N,) and the gradient of its batch mean; no checking (see `objective`)."""
     K, N = eps.shape[0], x.shape[0]
     t = x.dtype.type
@@ -97,12 +105,13 @@ def _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight):
     s_cache = f.caches[1]
 
     if kl == "analytic":
-        kl_value = kl_std_normal_forward(f.mu, f.log_var)
+        kl_value, above = _free_bits_kl(f.mu, f.log_var, free_bits)
         value = f.log_px_z.mean(axis=0) - beta * kl_value
         w = np.full((K, N), t(1.0 / (K * N)), dtype=x.dtype)  # d(batch mean)/d log p(x|z_k)
         dec_grads, dz = _decoder_backward(arch, f, w)
         dmu, dlog_var = sample_backward(dz, s_cache)
-        kmu, klv = kl_std_normal_backward(np.full(N, -beta / t(N), dtype=x.dtype), f.mu, f.log_var)
+        # A dimension held at its floor lambda passes no gradient to its KL.
+        kmu, klv = kl_std_normal_backward(np.where(above, -beta / t(N), t(0)), f.mu, f.log_var)
         return value, VAEParams(_encoder_backward(f, dmu + kmu, dlog_var + klv), dec_grads)
 
     a = _log_weights(f, eps, kl_weight)
@@ -151,7 +160,7 @@ def check_batch(params: VAEParams, arch: Arch, x, eps=None) -> np.dtype:
     return dtype
 
 
-def check_options(bound: str, kl: str, estimator: str, kl_weight: float) -> None:
+def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bits: float = 0.0) -> None:
     """Refuse unknown names and combinations that have no meaning, with the table of valid ones."""
     _validate.choice("bound", bound, BOUNDS)
     _validate.choice("kl", kl, KL_MODES)
@@ -166,17 +175,25 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float) -> None
         raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
     if bound == "iwae" and kw != 1.0:
         raise ValueError("kl_weight must be 1 for the IWAE bound (a weighted IWAE is not a bound on log p(x))")
+    fb = float(free_bits)
+    if not np.isfinite(fb) or fb < 0:
+        raise ValueError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {free_bits!r}")
+    if fb > 0 and kl != "analytic":
+        raise ValueError("free bits need the analytic KL (kl='analytic'): they floor each dimension's KL")
 
 
-def objective(params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", estimator="reparam", kl_weight=1.0):
+def objective(
+    params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", estimator="reparam", kl_weight=1.0, free_bits=0.0
+):
     """Bound per point (N,) and the gradient of its batch mean (VAEParams); x: (N, D), eps: (K, N, Z).
 
     kl_weight (beta) scales the KL term of the ELBO, or log p(z) - log q(z|x) in its MC form, for
-    warm-up; the value is then the weighted objective, a bound on log p(x) only at beta = 1.
+    warm-up; free_bits (lambda, analytic KL only) replaces each dimension's KL_j by max(lambda, KL_j).
+    The value is then the objective trained, a bound on log p(x) only at beta = 1, lambda = 0.
     """
-    check_options(bound, kl, estimator, kl_weight)
+    check_options(bound, kl, estimator, kl_weight, free_bits)
     check_batch(params, arch, x, eps)
-    return _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight)
+    return _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
 
 
 def log_weights(params: VAEParams, arch: Arch, x, eps):

@@ -47,3 +47,12 @@ def assert_fd_close(analytic, fd, f_scale: float, rtol: float = FD_RTOL[np.float
     alone could blur get it, and every element larger than ~1e-2 |f| is held to rtol.
     """
     np.testing.assert_allclose(analytic, fd, rtol=rtol, atol=1e-8 * max(1.0, abs(f_scale)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """One BLAS thread: on a shared 2-core machine OpenBLAS's thread pool makes small products ~30x slower."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

@@ -41,6 +41,26 @@ def test_gradient_elementwise(rng, activation, bound, kl, estimator):
         assert_fd_close(g, elementwise(f, arrays, i, 1e-6), f(arrays))
 
 
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_free_bits_gradient(rng, likelihood):
+    """lambda chosen between the dimensions' KLs, so some are floored and some are not (no point sits on the kink)."""
+    from npvae.gaussian import kl_std_normal_per_dim
+    from npvae.model import encode
+
+    arch, params, x, eps = random_problem(rng, likelihood, N=6)
+    kl_j = kl_std_normal_per_dim(*encode(params, arch, x)[:2])
+    vals = np.sort(kl_j.ravel())
+    i = vals.size // 2
+    lam = float(0.5 * (vals[i - 1] + vals[i]))  # half the dimensions floored, none within reach of the FD step
+    options = dict(bound="elbo", kl="analytic", estimator="reparam", kl_weight=0.8, free_bits=lam)
+    value, grads = objective(params, arch, x, eps, **options)
+    for name, analytic, fd, err in per_parameter(params, grads, arch, x, eps, options, rng, param_names(arch)):
+        assert err < FD_RTOL[np.float64], name
+    # Value: floored dimensions count lambda each.
+    v0, _ = objective(params, arch, x, eps, kl_weight=0.8)
+    np.testing.assert_allclose(value - v0, -0.8 * (np.maximum(kl_j, lam) - kl_j).sum(-1), rtol=1e-12)
+
+
 def test_value_is_the_bound_the_name_says(rng):
     """Values against the definitions, computed from log-weights in the test: mean for the ELBO, LME for IWAE."""
     from scipy.special import logsumexp
@@ -125,6 +145,8 @@ def test_bad_input_is_a_clear_value_error(rng, mutate, match):
         (dict(bound="vae"), "bound must be one of"),
         (dict(bound="iwae", kl="mc", kl_weight=0.5), "kl_weight must be 1"),
         (dict(kl_weight=-1.0), "kl_weight"),
+        (dict(bound="elbo", kl="mc", free_bits=0.5), "analytic KL"),
+        (dict(free_bits=-0.1), "free_bits"),
     ],
 )
 def test_bad_options(rng, options, match):

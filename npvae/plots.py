@@ -1,0 +1,408 @@
+"""PNG pictures of what a run learned: prior samples, reconstructions, learning curves and the 2-D latent space.
+
+Every function takes an output path ending in .png, writes one PNG and returns its Path. Matplotlib is
+imported inside the functions and driven through `Figure` + `FigureCanvasAgg`, never pyplot, so
+importing npvae selects no backend, changes no global state and opens no window.
+
+Images are drawn on a fixed grey scale, 0 white and 1 black (ink on paper); values outside [0, 1], such
+as a Gaussian decoder's means, show saturated rather than being rescaled, so pictures of different
+runs compare. Data that are not images (an image_shape with a side of 1, such as `synthetic`'s (1, D))
+are drawn as heat strips instead: one data point a row, on a colour scale with a colourbar.
+`latent_manifold` refuses such data (a grid of strips shows nothing) and `run_pictures` skips it,
+giving the reason in `skipped_pictures` and the log. Shapes: images, x (M, D) with D = rows * cols.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import _validate
+from .likelihoods import mean as decoder_mean
+from .model import Arch, VAEParams, check_params, decode, encode
+
+DPI = 100
+_PAD_COLOUR = "#9db4c8"  # the lines between tiles: neither white (0) nor black (1)
+_STRIP_CMAP = "viridis"
+
+log = logging.getLogger(__name__)
+
+
+# ---- checks at the boundary --------------------------------------------------------------------
+
+def _check_image_shape(image_shape, D: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of positive ints whose product is D."""
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2:
+        raise ValueError(f"image_shape must be (rows, cols), got {image_shape!r}")
+    shape = tuple(_validate.positive_int("image_shape entry", s) for s in image_shape)
+    if D is not None and math.prod(shape) != D:
+        raise ValueError(f"image_shape {shape} holds {math.prod(shape)} pixels but the data have D = {D}")
+    return shape
+
+
+def _check_png(path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png (a PNG is written), got {str(path)!r}")
+    return path
+
+
+def _check_x(params: VAEParams, arch: Arch, x) -> None:
+    """params match arch; x: (N, D) float, finite, of the parameters' dtype, N >= 1."""
+    dtype = check_params(arch, params)
+    _validate.float_array("x", x, 2)
+    _validate.shape("x", x, (None, arch.data_dim))
+    _validate.same_dtype(dtype, x=x)
+    if x.shape[0] == 0:
+        raise ValueError("x is empty: need at least one data point")
+
+
+def _check_z2(arch: Arch, what: str) -> None:
+    if arch.latent_dim != 2:
+        raise ValueError(f"{what} draws the latent plane and needs Z == 2, but this model has Z = {arch.latent_dim}")
+
+
+def is_image(image_shape) -> bool:
+    """Whether data of this shape are drawn as images (both sides > 1) rather than as heat strips."""
+    return min(image_shape) > 1
+
+
+# ---- the model, as pictures need it ------------------------------------------------------------
+
+def _means(params: VAEParams, arch: Arch, z) -> np.ndarray:
+    """Decoder means E[x|z]: z (M, Z) -> (M, D); no checking."""
+    out, _ = decode(params, arch, z)
+    return decoder_mean(arch.likelihood, out)
+
+
+# ---- drawing -----------------------------------------------------------------------------------
+
+def _figure(width: float, height: float):
+    """A Figure on its own Agg canvas: no pyplot, no global figure list, no window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, format="png")
+    finally:
+        fig.clear()  # drop the artists (and their arrays) now; nothing global refers to the figure
+    return path
+
+
+def _gap(image_shape) -> int:
+    """Pixels between tiles: 1 for 8x8 digits, 2 for 28x28 MNIST."""
+    return max(1, min(image_shape) // 14)
+
+
+def _tile_centres(count: int, size: int, gap: int) -> list[float]:
+    """Pixel coordinate of the centre of each of `count` tiles of `size` pixels along one axis of `_tile`."""
+    return [i * (size + gap) + (size - 1) / 2 for i in range(count)]
+
+
+def _pad_rows(a, m: int) -> np.ndarray:
+    """(k, D) -> (m, D) with NaN rows (blank tiles) after the k given."""
+    return np.concatenate([a, np.full((m - a.shape[0], a.shape[1]), np.nan)])
+
+
+def _tile(images, image_shape, ncols: int) -> np.ndarray:
+    """(M, D) -> RGBA (rows, cols, 4) of grey tiles, ncols to a row, split by gap lines; an all-NaN image is a blank cell.
+
+    Grey scale 0 -> white, 1 -> black, values outside [0, 1] saturate; blank cells are transparent.
+    """
+    import matplotlib
+
+    M = images.shape[0]
+    h, w = image_shape
+    gap = _gap(image_shape)
+    nrows = -(-M // ncols)
+    grey = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap), np.nan)  # NaN: a gap line
+    blank = np.zeros(grey.shape, dtype=bool)
+    for i in range(nrows * ncols):
+        r, c = divmod(i, ncols)
+        top, left = r * (h + gap), c * (w + gap)
+        if i < M and not np.all(np.isnan(images[i])):
+            grey[top : top + h, left : left + w] = images[i].reshape(h, w)
+        else:  # the cell and the gap lines above and left of it
+            blank[max(top - gap, 0) : top + h, max(left - gap, 0) : left + w] = True
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad=_PAD_COLOUR)
+    rgba = cmap(grey)  # below 0 and above 1 take the end colours (the colormap's under/over); NaN the gap colour
+    rgba[blank] = 0.0
+    return rgba
+
+
+def _grid_size(tiled: np.ndarray, ncols: int, extra_height: float = 0.45) -> tuple[float, float]:
+    """Figure inches that keep pixels square: about 0.6 in a tile, 3 to 9 in wide, plus room for a title."""
+    width = float(np.clip(0.6 * ncols, 3.0, 9.0))
+    return width, width * tiled.shape[0] / tiled.shape[1] + extra_height
+
+
+def _strip(fig, ax, rows, vmin: float, vmax: float, ylabel: str):
+    """Heat strip: one data point a row, dimension d along x."""
+    im = ax.imshow(rows, cmap=_STRIP_CMAP, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel(ylabel)
+    return im
+
+
+def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None) -> Path:
+    """Private core of image_grid: a grey tiled grid for images, a heat strip otherwise; no checking."""
+    if is_image(image_shape):
+        ncols = min(ncols, images.shape[0])
+        tiled = _tile(images, image_shape, ncols)
+        fig = _figure(*_grid_size(tiled, ncols))
+        ax = fig.add_subplot()
+        ax.imshow(tiled, interpolation="nearest")
+        ax.set_axis_off()
+    else:
+        fig = _figure(7.0, float(np.clip(0.12 * images.shape[0], 2.5, 8.0)))
+        ax = fig.add_subplot()
+        im = _strip(fig, ax, images, float(images.min()), float(images.max()), "data point")
+        fig.colorbar(im, ax=ax, label="value")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+# ---- public pictures ---------------------------------------------------------------------------
+
+def image_grid(images, image_shape, path, *, ncols: int = 10, title: str | None = None) -> Path:
+    """Tile images (M, D), values in [0, 1], into a grey-scale grid of ncols columns (heat strips for non-images)."""
+    _validate.float_array("images", images, 2)
+    image_shape = _check_image_shape(image_shape, images.shape[1])
+    ncols = _validate.positive_int("ncols", ncols)
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: nothing to draw")
+    return _draw_images(images, image_shape, _check_png(path), ncols, title)
+
+
+def prior_samples(params: VAEParams, arch: Arch, image_shape, path, rng: np.random.Generator, *, n: int = 100) -> Path:
+    """Decoder means E[x|z] at n draws z ~ N(0, I) from rng, in a grid: what the generative model imagines."""
+    dtype = check_params(arch, params)
+    image_shape = _check_image_shape(image_shape, arch.data_dim)
+    _validate.generator("rng", rng)
+    n = _validate.positive_int("n", n)
+    path = _check_png(path)
+    z = rng.standard_normal((n, arch.latent_dim), dtype=dtype)  # (n, Z)
+    title = f"decoder means E[x|z] at {n} draws z ~ N(0, I)"
+    return _draw_images(_means(params, arch, z), image_shape, path, 10, title)
+
+
+def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: int = 10) -> Path:
+    """Data x[:n] above their reconstructions, the decoder means at z = mu(x), the encoder mean."""
+    _check_x(params, arch, x)
+    image_shape = _check_image_shape(image_shape, arch.data_dim)
+    n = _validate.positive_int("n", n)
+    path = _check_png(path)
+    x = x[:n]
+    mu, _, _ = encode(params, arch, x)  # (n, Z)
+    recon = _means(params, arch, mu)  # (n, D)
+    title = "data (upper row) and decoder mean at z = encoder mean mu(x) (lower row)"
+    if not is_image(image_shape):
+        return _reconstruction_strips(x, recon, path)
+    ncols = min(10, x.shape[0])
+    # Blocks of ncols: a row of data over its row of reconstructions; a short last block is padded
+    # with blank tiles so that each reconstruction stays under its data point.
+    pairs = [np.concatenate([_pad_rows(a[i : i + ncols], ncols) for a in (x, recon)])
+             for i in range(0, x.shape[0], ncols)]
+    tiled = _tile(np.concatenate(pairs), image_shape, ncols)
+    fig = _figure(*_grid_size(tiled, ncols))
+    ax = fig.add_subplot()
+    ax.imshow(tiled, interpolation="nearest")
+    centres = _tile_centres(2 * len(pairs), image_shape[0], _gap(image_shape))
+    ax.set_yticks(centres, ["data", "recon."] * len(pairs), fontsize=9)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _reconstruction_strips(x, recon, path: Path) -> Path:
+    """Non-image data: heat strips of x and its reconstruction on one shared colour scale."""
+    vmin, vmax = float(min(x.min(), recon.min())), float(max(x.max(), recon.max()))
+    fig = _figure(7.0, float(np.clip(0.25 * x.shape[0], 2.0, 6.0)) * 2 + 0.5)
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, rows, name in zip(axes, (x, recon), ("data x", "decoder mean at z = mu(x)")):
+        im = _strip(fig, ax, rows, vmin, vmax, "data point")
+        ax.set_title(name, fontsize=10)
+    axes[0].set_xlabel("")
+    fig.colorbar(im, ax=axes, label="value")
+    return _save(fig, path)
+
+
+def _series(history: dict, key: str, n: int) -> np.ndarray:
+    """history[key] as a float array of length n; None (a value never computed) becomes NaN, a gap in the line."""
+    v = history[key]
+    try:
+        a = np.array([np.nan if e is None else e for e in v], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"history[{key!r}] must be a list of numbers, got {v!r}") from None
+    if a.shape != (n,):
+        raise ValueError(f"history[{key!r}] has {a.size} entries but history['epoch'] has {n}")
+    return a
+
+
+def curves(history: dict, path, *, title: str | None = None) -> Path:
+    """The train and valid bound against epoch (nats per data point); KL and reconstruction terms below if given.
+
+    history: {"epoch", "train_bound", "valid_bound"} lists of one length; optional "kl", "recon" (plotted)
+    and "kl_weight" (epochs with beta < 1 are shaded: there the train value is a warm-up objective, not a bound).
+    """
+    if not isinstance(history, dict):
+        raise ValueError(f"history must be a dict of lists, got {type(history).__name__}")
+    missing = [k for k in ("epoch", "train_bound", "valid_bound") if k not in history]
+    if missing:
+        raise ValueError(f"history lacks {', '.join(map(repr, missing))}; it needs 'epoch', 'train_bound' and 'valid_bound'")
+    path = _check_png(path)
+    n = len(history["epoch"])
+    if n == 0:
+        raise ValueError("history is empty: no epoch to plot")
+    epoch = _series(history, "epoch", n)
+    from matplotlib.ticker import MaxNLocator
+
+    terms = [k for k in ("recon", "kl") if k in history]
+    marker = "o" if n <= 30 else None  # a short run's points stay visible, even a single one
+
+    fig = _figure(6.5, 4.2 + 2.4 * bool(terms))
+    axes = fig.subplots(1 + bool(terms), 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
+    for key, label in (("train_bound", "train (mean over the epoch's batches)"), ("valid_bound", "valid (after the epoch)")):
+        ax.plot(epoch, _series(history, key, n), marker=marker, ms=3, label=label)
+    ax.set_ylabel("bound on log p(x)\n(nats per data point)")
+    ax.set_title(title or "learning curves (higher is better)", fontsize=10)
+    if "kl_weight" in history:
+        beta = _series(history, "kl_weight", n)
+        if np.any(beta < 1):
+            last = epoch[np.flatnonzero(beta < 1)[-1]]
+            for a in axes:
+                a.axvspan(epoch[0] - 0.5, last + 0.5, color="0.9", zorder=0)
+            ax.plot([], [], lw=6, color="0.9", label="KL warm-up (beta < 1)")
+    if terms:
+        names = {"recon": "E_q[log p(x|z)]", "kl": "KL(q(z|x) || p(z))"}
+        for key in terms:
+            axes[1].plot(epoch, _series(history, key, n), marker=marker, ms=3, label=names[key])
+        axes[1].set_ylabel("nats per data point")
+        axes[1].legend(fontsize=8)
+    for a in axes:
+        a.grid(alpha=0.3)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def latent_manifold(params: VAEParams, arch: Arch, image_shape, path, *, n: int = 15, span: float = 3.0) -> Path:
+    """Z == 2 only: decoder means at an n x n grid of z on [-span, span]^2, tiled with z1 across and z2 up."""
+    dtype = check_params(arch, params)
+    _check_z2(arch, "latent_manifold")
+    image_shape = _check_image_shape(image_shape, arch.data_dim)
+    if not is_image(image_shape):
+        raise ValueError(f"latent_manifold tiles images, but image_shape {image_shape} is not an image (a side is 1)")
+    n = _validate.positive_int("n", n)
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (grid points per axis), got {n}")
+    span = _validate.positive_scalar("span", span)
+    path = _check_png(path)
+    grid = np.linspace(-span, span, n, dtype=dtype)
+    z1, z2 = np.meshgrid(grid, grid[::-1])  # row 0 at the top is the largest z2
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1)  # (n * n, 2), row by row
+    tiled = _tile(_means(params, arch, z), image_shape, n)
+    # extent puts each tile's centre at its z: one tile plus its gap is one grid step
+    h, w = image_shape
+    gap, step = _gap(image_shape), 2 * span / (n - 1)
+    half_w, half_h = (w / 2) * step / (w + gap), (h / 2) * step / (h + gap)
+    extent = (-span - half_w, span + half_w, -span - half_h, span + half_h)
+    fig = _figure(6.5, 6.9)
+    ax = fig.add_subplot()
+    ax.imshow(tiled, interpolation="nearest", extent=extent)
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title(f"decoder means E[x|z] on a {n} x {n} grid of z in [-{span:g}, {span:g}]^2", fontsize=10)
+    return _save(fig, path)
+
+
+def latent_scatter(params: VAEParams, arch: Arch, x, labels, path) -> Path:
+    """Z == 2 only: the encoder means mu(x) of x (N, D), coloured by labels (N,) (one colour when labels is None)."""
+    _check_x(params, arch, x)
+    _check_z2(arch, "latent_scatter")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (x.shape[0],) or not np.issubdtype(labels.dtype, np.number):
+            raise ValueError(f"labels must be numbers of shape ({x.shape[0]},), got {labels.dtype} {labels.shape}")
+    path = _check_png(path)
+    mu, _, _ = encode(params, arch, x)  # (N, 2)
+    size = float(np.clip(4000 / x.shape[0], 1.0, 16.0))
+    fig = _figure(6.5, 5.6)
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(mu[:, 0], mu[:, 1], s=size, alpha=0.7, lw=0)
+    elif np.issubdtype(labels.dtype, np.integer) and np.unique(labels).size <= 20:
+        import matplotlib
+
+        classes = np.unique(labels)
+        cmap = matplotlib.colormaps["tab10" if classes.size <= 10 else "tab20"]
+        for i, c in enumerate(classes):
+            m = labels == c
+            ax.scatter(mu[m, 0], mu[m, 1], s=size, color=cmap(i), alpha=0.8, lw=0, label=str(c))
+        ax.legend(title="label", fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, s=size, cmap=_STRIP_CMAP, alpha=0.8, lw=0)
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("z1 (encoder mean)")
+    ax.set_ylabel("z2 (encoder mean)")
+    ax.set_title(f"encoder means mu(x) of {x.shape[0]} data points", fontsize=10)
+    return _save(fig, path)
+
+
+# ---- a run's set of pictures -------------------------------------------------------------------
+
+def skipped_pictures(arch: Arch, image_shape, history: dict | None = None) -> dict[str, str]:
+    """File name -> why run_pictures does not draw it, for this model, data shape and history."""
+    reasons = {}
+    if history is None:
+        reasons["curves.png"] = "no training history given"
+    if arch.latent_dim != 2:
+        why = f"the latent plane is drawn only for Z == 2; this model has Z = {arch.latent_dim}"
+        reasons["manifold.png"] = reasons["latent.png"] = why
+    elif not is_image(image_shape):
+        reasons["manifold.png"] = f"the data are not images (image_shape {tuple(image_shape)}), so there is nothing to tile"
+    return reasons
+
+
+def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random.Generator, history: dict | None = None) -> list[Path]:
+    """Write samples.png, reconstructions.png (test split), curves.png (with a history), manifold.png and latent.png (Z == 2) into run_dir.
+
+    Returns the paths written; each picture left out is logged (logger 'npvae.plots') with the reason
+    `skipped_pictures` gives.
+    """
+    image_shape = _check_image_shape(dataset.image_shape, arch.data_dim)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    skipped = skipped_pictures(arch, image_shape, history)
+    x = dataset.test
+    paths = [
+        prior_samples(params, arch, image_shape, run_dir / "samples.png", rng),
+        reconstructions(params, arch, x, image_shape, run_dir / "reconstructions.png"),
+    ]
+    if "curves.png" not in skipped:
+        paths.append(curves(history, run_dir / "curves.png"))
+    if "manifold.png" not in skipped:
+        paths.append(latent_manifold(params, arch, image_shape, run_dir / "manifold.png"))
+    if "latent.png" not in skipped:
+        paths.append(latent_scatter(params, arch, x, dataset.test_labels, run_dir / "latent.png"))
+    for name, why in skipped.items():
+        log.info("%s: not drawn: %s", run_dir / name, why)
+    return paths

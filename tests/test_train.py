@@ -1,0 +1,106 @@
+"""The trainer: bit-exact resume, best/last checkpoints, non-finite stops, and the config's guard rails."""
+
+import json
+
+import numpy as np
+import pytest
+
+from npvae.config import TrainConfig
+from npvae.data import load
+from npvae.train import TrainingDiverged, load_state, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+def test_resume_is_bit_identical(tmp_path, digits):
+    """2 epochs straight == 1 epoch + resume 1 epoch: parameters, Adam state and every Generator."""
+    cfg = TrainConfig(epochs=2, bound="iwae", k=3, kl="mc", estimator="dreg", batch_size=64)
+    straight = train(cfg, digits, tmp_path / "a", progress=False, log=lambda s: None)
+    train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), digits, tmp_path / "b", progress=False, log=lambda s: None)
+    resumed = train(cfg, digits, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    for a, b in zip(straight.params + list(straight.adam.m) + list(straight.adam.v), resumed.params + list(resumed.adam.m) + list(resumed.adam.v)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    for name in straight.rngs:
+        assert straight.rngs[name].bit_generator.state == resumed.rngs[name].bit_generator.state
+    assert straight.history["valid_bound"] == resumed.history["valid_bound"]
+
+
+def test_checkpoints_and_history(tmp_path, digits):
+    state = train(TrainConfig(epochs=3, dtype="float32"), load("digits", dtype=np.float32), tmp_path, progress=False, log=lambda s: None)
+    for f in ("config.json", "last.npz", "best.npz", "history.json"):
+        assert (tmp_path / f).exists(), f
+    cfg, arch, last = load_state(tmp_path / "last.npz")
+    assert cfg.dtype == "float32" and last.params[0].dtype == np.float32 and last.epoch == 3
+    h = json.loads((tmp_path / "history.json").read_text())
+    assert h["epoch"] == [1, 2, 3] and h["valid_bound"] == state.history["valid_bound"]
+    _, _, best = load_state(tmp_path / "best.npz")
+    assert best.best_valid == max(h["valid_bound"])
+
+
+def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch):
+    import npvae.train as T
+
+    cfg = TrainConfig(epochs=3)
+    train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), digits, tmp_path, progress=False, log=lambda s: None)
+    before = (tmp_path / "last.npz").read_bytes()
+    real, calls = T.objective, {"n": 0}
+
+    def poisoned(*a, **kw):
+        value, grads = real(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 5:  # mid-epoch
+            grads.decoder[0].W[0, 0] = np.nan
+        return value, grads
+
+    monkeypatch.setattr(T, "objective", poisoned)
+    with pytest.raises(TrainingDiverged, match="non-finite bound or gradient at epoch 2"):
+        train(cfg, digits, tmp_path, resume=True, progress=False, log=lambda s: None)
+    assert (tmp_path / "last.npz").read_bytes() == before
+    diag = json.loads((tmp_path / "diverged.json").read_text())
+    assert diag["epoch"] == 1 and diag["grads_nonfinite"] and diag["last_good_checkpoint"].endswith("last.npz")
+
+
+def test_warmup_and_lr_schedule():
+    c = TrainConfig(warmup_epochs=2, kl_weight=0.5)
+    assert c.kl_weight_at(0, 0, 10) == 0.0
+    assert c.kl_weight_at(1, 0, 10) == pytest.approx(0.25)
+    assert c.kl_weight_at(5, 3, 10) == 0.5
+    b = TrainConfig(lr_schedule="burda", lr=1.0)
+    # Burda et al. 2016: stage i lasts 3^i epochs at 10^(-i/7): epochs [0], [1, 3], [4, 12], [13, 39], ...
+    assert [b.lr_at(e) for e in (0, 1, 3, 4, 12, 13)] == pytest.approx([1, 10 ** (-1 / 7), 10 ** (-1 / 7), 10 ** (-2 / 7), 10 ** (-2 / 7), 10 ** (-3 / 7)])
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(bound="iwae", kl="analytic"), "no analytic-KL form"),
+        (dict(k=0), "k must be"),
+        (dict(dtype="float16"), "dtype must be one of"),
+        (dict(lr=-1.0), "lr must be"),
+        (dict(free_bits=1.0, kl="mc"), "free bits need the analytic KL"),
+        (dict(bound="iwae", kl="mc", k=5, warmup_epochs=3), "warm-up applies to the ELBO"),
+    ],
+)
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_arch_must_match_the_data(tmp_path, digits):
+    with pytest.raises(ValueError, match="D=784 but the data set has D=64"):
+        train(TrainConfig(arch="784-10-2", epochs=1), digits, tmp_path, progress=False)
+
+
+def test_bernoulli_on_grey_data_is_an_error_with_a_hint(tmp_path):
+    grey = load("synthetic")  # Gaussian, not binary
+    with pytest.raises(ValueError, match="--binarize"):
+        train(TrainConfig(dataset="synthetic", epochs=1), grey, tmp_path, progress=False)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, digits):
+    train(TrainConfig(epochs=1), digits, tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="only --epochs may change"):
+        train(TrainConfig(epochs=2, lr=0.01), digits, tmp_path, resume=True, progress=False)
