@@ -45,12 +45,16 @@ def log_prob_eps(log_var, eps):
     return _c(eps, -0.5) * (log2pi + log_var + eps * eps).sum(axis=-1)
 
 
-def log_prob_path_grad(log_var, eps):
-    """Path part of d log q(z|x) / dz with (mu, log_var) held fixed: -(z - mu) exp(-log_var) = -eps exp(-log_var/2): (K, N, Z).
+def log_prob_path_backward(c, log_var, eps):
+    """Path derivative of sum_k c_k log q(z_k|x), parameters held fixed, pulled back to (dmu, dlog_var): (N, Z) each.
 
-    This is the term "sticking the landing" keeps (Roeder et al. 2017).
+    d log q / dz = -(z - mu) exp(-log_var) = -eps exp(-log_var/2); times dz/dmu = 1 and
+    dz/dlog_var = exp(log_var/2) eps / 2 this is (-eps exp(-log_var/2), -eps^2 / 2). The log_var part is
+    written without sigma, so it stays finite when sigma underflows. This is the term "sticking the
+    landing" keeps (Roeder et al. 2017); c: (K, N) weights.
     """
-    return -eps / std(log_var)
+    c = c[..., None]
+    return -(c * eps).sum(axis=0) / std(log_var), _c(eps, -0.5) * (c * eps * eps).sum(axis=0)
 
 
 def log_std_normal(z):

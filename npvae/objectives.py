@@ -28,7 +28,7 @@ from .gaussian import (
     kl_std_normal_forward,
     kl_std_normal_per_dim,
     log_prob_eps,
-    log_prob_path_grad,
+    log_prob_path_backward,
     log_std_normal,
     sample_backward,
     sample_forward,
@@ -130,11 +130,14 @@ def _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_
         # log q written in eps has total derivative (0, -1/2) w.r.t. (mu, log_var); a_k holds -beta log q; sum_k w_k = 1.
         dlog_var = dlog_var + beta * t(0.5) / t(N)
     else:
-        # Path derivative only: - beta d log q / dz with (mu, log_var) held fixed.
-        dz = dz - beta * wn[..., None] * log_prob_path_grad(f.log_var, eps)
+        # Path derivative only: a_k holds -beta log q(z_k|x) with (mu, log_var) held fixed.
+        c = beta * wn
         if estimator == "dreg":
             dz = dz * w[..., None]  # squared normalised weights (Tucker et al. 2018, eq. 7)
+            c = c * w
         dmu, dlog_var = sample_backward(dz, s_cache)
+        pmu, plv = log_prob_path_backward(c, f.log_var, eps)
+        dmu, dlog_var = dmu - pmu, dlog_var - plv
     return value, VAEParams(_encoder_backward(f, dmu, dlog_var), dec_grads)
 
 
@@ -146,6 +149,8 @@ def check_batch(params: VAEParams, arch: Arch, x, eps=None) -> np.dtype:
     _validate.same_dtype(dtype, x=x)
     if x.shape[0] == 0:
         raise ValueError("x is empty: need at least one data point")
+    if arch.likelihood.name == "gaussian" and not 0 < dtype.type(arch.likelihood.sigma2) < np.inf:
+        raise ValueError(f"sigma2 = {arch.likelihood.sigma2} is not a positive finite {dtype} number")
     if arch.likelihood.name == "bernoulli" and not np.all((x == 0) | (x == 1)):
         raise ValueError(
             "the Bernoulli likelihood needs binary x (every value 0 or 1); binarise grey-level data first "

@@ -25,7 +25,7 @@ from .likelihoods import mean as decoder_mean
 from .model import Arch, VAEParams, check_params, decode, encode
 
 DPI = 100
-_PAD_COLOUR = "#9db4c8"  # the lines between tiles: neither white (0) nor black (1)
+_PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)
 _STRIP_CMAP = "viridis"
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,35 @@ def _means(params: VAEParams, arch: Arch, z) -> np.ndarray:
 # ---- drawing -----------------------------------------------------------------------------------
 
 def _figure(width: float, height: float):
-    """A Figure on its own Agg canvas: no pyplot, no global figure list, no window."""
+    """A Figure (inches) on its own Agg canvas: no pyplot, no global figure list, no window."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _axes(fig, left: float, bottom: float, width: float, height: float, **kw):
+    """Axes at a rectangle in inches from the lower left; fixed layouts cost half of a layout engine's redraws."""
+    W, H = fig.get_size_inches()
+    return fig.add_axes((left / W, bottom / H, width / W, height / H), **kw)
+
+
+def _grid_axes(tiled, tile_side: int, margins=(10, 10, 30, 10)):
+    """A figure whose axes show `tiled` at a whole number of screen pixels per image pixel; margins (left, bottom, top, right) in px.
+
+    A whole-number scale keeps every gap line and pixel the same width (no resampling seams). The
+    picture is about 600 px wide, at most 2000 px tall, and a tile (tile_side pixels) at most 120 px.
+    """
+    H, W = tiled.shape[:2]
+    scale = max(1, min(round(600 / W), 2000 // H, 120 // tile_side))
+    left, bottom, top, right = margins
+    widen = max(0, 320 - (left + W * scale + right))  # room for the title above a narrow grid
+    left, right = left + widen // 2, right + widen - widen // 2
+    w_px, h_px = left + W * scale + right, bottom + H * scale + top
+    fig = _figure(w_px / DPI, h_px / DPI)
+    return fig, _axes(fig, left / DPI, bottom / DPI, W * scale / DPI, H * scale / DPI)
 
 
 def _save(fig, path: Path) -> Path:
@@ -140,13 +162,7 @@ def _tile(images, image_shape, ncols: int) -> np.ndarray:
     return rgba
 
 
-def _grid_size(tiled: np.ndarray, ncols: int, extra_height: float = 0.45) -> tuple[float, float]:
-    """Figure inches that keep pixels square: about 0.6 in a tile, 3 to 9 in wide, plus room for a title."""
-    width = float(np.clip(0.6 * ncols, 3.0, 9.0))
-    return width, width * tiled.shape[0] / tiled.shape[1] + extra_height
-
-
-def _strip(fig, ax, rows, vmin: float, vmax: float, ylabel: str):
+def _strip(ax, rows, vmin: float, vmax: float, ylabel: str):
     """Heat strip: one data point a row, dimension d along x."""
     im = ax.imshow(rows, cmap=_STRIP_CMAP, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_xlabel("dimension d")
@@ -159,15 +175,15 @@ def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None)
     if is_image(image_shape):
         ncols = min(ncols, images.shape[0])
         tiled = _tile(images, image_shape, ncols)
-        fig = _figure(*_grid_size(tiled, ncols))
-        ax = fig.add_subplot()
+        fig, ax = _grid_axes(tiled, max(image_shape))
         ax.imshow(tiled, interpolation="nearest")
         ax.set_axis_off()
     else:
-        fig = _figure(7.0, float(np.clip(0.12 * images.shape[0], 2.5, 8.0)))
-        ax = fig.add_subplot()
-        im = _strip(fig, ax, images, float(images.min()), float(images.max()), "data point")
-        fig.colorbar(im, ax=ax, label="value")
+        h = float(np.clip(0.12 * images.shape[0], 1.6, 7.1))  # axes height, inches
+        fig = _figure(7.0, h + 0.9)
+        ax = _axes(fig, 0.8, 0.55, 4.9, h)
+        im = _strip(ax, images, float(images.min()), float(images.max()), "data point")
+        fig.colorbar(im, cax=_axes(fig, 5.85, 0.55, 0.18, h), label="value")
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
@@ -215,8 +231,7 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     pairs = [np.concatenate([_pad_rows(a[i : i + ncols], ncols) for a in (x, recon)])
              for i in range(0, x.shape[0], ncols)]
     tiled = _tile(np.concatenate(pairs), image_shape, ncols)
-    fig = _figure(*_grid_size(tiled, ncols))
-    ax = fig.add_subplot()
+    fig, ax = _grid_axes(tiled, max(image_shape), margins=(55, 6, 26, 10))
     ax.imshow(tiled, interpolation="nearest")
     centres = _tile_centres(2 * len(pairs), image_shape[0], _gap(image_shape))
     ax.set_yticks(centres, ["data", "recon."] * len(pairs), fontsize=9)
@@ -231,13 +246,16 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
 def _reconstruction_strips(x, recon, path: Path) -> Path:
     """Non-image data: heat strips of x and its reconstruction on one shared colour scale."""
     vmin, vmax = float(min(x.min(), recon.min())), float(max(x.max(), recon.max()))
-    fig = _figure(7.0, float(np.clip(0.25 * x.shape[0], 2.0, 6.0)) * 2 + 0.5)
-    axes = fig.subplots(2, 1, sharex=True)
-    for ax, rows, name in zip(axes, (x, recon), ("data x", "decoder mean at z = mu(x)")):
-        im = _strip(fig, ax, rows, vmin, vmax, "data point")
+    h = float(np.clip(0.25 * x.shape[0], 1.5, 5.0))  # each panel's height, inches
+    fig = _figure(7.0, 2 * h + 1.3)
+    lower = _axes(fig, 0.8, 0.55, 4.9, h)
+    upper = _axes(fig, 0.8, 0.95 + h, 4.9, h, sharex=lower)
+    for ax, rows, name in ((upper, x, "data x"), (lower, recon, "decoder mean at z = mu(x)")):
+        im = _strip(ax, rows, vmin, vmax, "data point")
         ax.set_title(name, fontsize=10)
-    axes[0].set_xlabel("")
-    fig.colorbar(im, ax=axes, label="value")
+    upper.set_xlabel("")
+    upper.tick_params(labelbottom=False)
+    fig.colorbar(im, cax=_axes(fig, 5.85, 0.55, 0.18, 2 * h + 0.4), label="value")
     return _save(fig, path)
 
 
@@ -269,14 +287,17 @@ def curves(history: dict, path, *, title: str | None = None) -> Path:
     if n == 0:
         raise ValueError("history is empty: no epoch to plot")
     epoch = _series(history, "epoch", n)
+    if not np.all(np.isfinite(epoch)):
+        raise ValueError(f"history['epoch'] must hold finite numbers, got {history['epoch']!r}")
     from matplotlib.ticker import MaxNLocator
 
     terms = [k for k in ("recon", "kl") if k in history]
     marker = "o" if n <= 30 else None  # a short run's points stay visible, even a single one
 
-    fig = _figure(6.5, 4.2 + 2.4 * bool(terms))
-    axes = fig.subplots(1 + bool(terms), 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
+    lower = 2.0 + 0.15 if terms else 0.0  # inches for the panel of terms and the gap above it
+    fig = _figure(6.5, 0.55 + lower + 3.3 + 0.35)
+    ax = _axes(fig, 1.0, 0.55 + lower, 5.25, 3.3)
+    axes = [ax, _axes(fig, 1.0, 0.55, 5.25, 2.0, sharex=ax)] if terms else [ax]
     for key, label in (("train_bound", "train (mean over the epoch's batches)"), ("valid_bound", "valid (after the epoch)")):
         ax.plot(epoch, _series(history, key, n), marker=marker, ms=3, label=label)
     ax.set_ylabel("bound on log p(x)\n(nats per data point)")
@@ -297,7 +318,10 @@ def curves(history: dict, path, *, title: str | None = None) -> Path:
     for a in axes:
         a.grid(alpha=0.3)
     axes[-1].set_xlabel("epoch")
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if terms:
+        ax.tick_params(labelbottom=False)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes[-1].set_xlim(epoch.min() - 0.5, epoch.max() + 0.5)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -323,8 +347,7 @@ def latent_manifold(params: VAEParams, arch: Arch, image_shape, path, *, n: int 
     gap, step = _gap(image_shape), 2 * span / (n - 1)
     half_w, half_h = (w / 2) * step / (w + gap), (h / 2) * step / (h + gap)
     extent = (-span - half_w, span + half_w, -span - half_h, span + half_h)
-    fig = _figure(6.5, 6.9)
-    ax = fig.add_subplot()
+    fig, ax = _grid_axes(tiled, max(image_shape), margins=(55, 50, 30, 20))
     ax.imshow(tiled, interpolation="nearest", extent=extent)
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
@@ -344,7 +367,7 @@ def latent_scatter(params: VAEParams, arch: Arch, x, labels, path) -> Path:
     mu, _, _ = encode(params, arch, x)  # (N, 2)
     size = float(np.clip(4000 / x.shape[0], 1.0, 16.0))
     fig = _figure(6.5, 5.6)
-    ax = fig.add_subplot()
+    ax = _axes(fig, 0.8, 0.55, 4.6, 4.7)
     if labels is None:
         ax.scatter(mu[:, 0], mu[:, 1], s=size, alpha=0.7, lw=0)
     elif np.issubdtype(labels.dtype, np.integer) and np.unique(labels).size <= 20:
@@ -358,7 +381,7 @@ def latent_scatter(params: VAEParams, arch: Arch, x, labels, path) -> Path:
         ax.legend(title="label", fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
         sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, s=size, cmap=_STRIP_CMAP, alpha=0.8, lw=0)
-        fig.colorbar(sc, ax=ax, label="label")
+        fig.colorbar(sc, cax=_axes(fig, 5.65, 0.55, 0.18, 4.7), label="label")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(alpha=0.3)
     ax.set_xlabel("z1 (encoder mean)")

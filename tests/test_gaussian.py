@@ -61,12 +61,21 @@ def test_kl_and_sample_backward_vs_finite_differences(rng):
     np.testing.assert_allclose(dlv, elementwise(f, [mu, log_var], 1, 1e-6), rtol=1e-7)
 
 
-def test_path_gradient_is_dlogq_dz_at_fixed_parameters(rng):
-    mu, log_var = rng.standard_normal((2, 3)), rng.uniform(-1, 1, (2, 3))
-    eps = rng.standard_normal((1, 2, 3))
-    z, _ = g.sample_forward(mu, log_var, eps)
-    fd = elementwise(lambda a: float(g.log_prob(a[0], mu, log_var).sum()), [z], 0, 1e-6)
-    np.testing.assert_allclose(g.log_prob_path_grad(log_var, eps), fd, rtol=1e-7)
+def test_path_backward_is_the_gradient_with_q_held_fixed(rng):
+    """d/d(mu, log_var) of sum_k c_k log q(z_k(mu, log_var); mu0, log_var0), the stop-gradient of STL, by central differences."""
+    mu0, lv0 = rng.standard_normal((2, 3)), rng.uniform(-1, 1, (2, 3))
+    eps, c = rng.standard_normal((4, 2, 3)), rng.random((4, 2))
+    f = lambda a: float(np.sum(c * g.log_prob(g.sample_forward(a[0], a[1], eps)[0], mu0, lv0)))
+    dmu, dlv = g.log_prob_path_backward(c, lv0, eps)
+    np.testing.assert_allclose(dmu, elementwise(f, [mu0, lv0], 0, 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(dlv, elementwise(f, [mu0, lv0], 1, 1e-6), rtol=1e-6)
+
+
+def test_path_backward_log_var_part_survives_sigma_underflow():
+    """At log_var = -1500, sigma = 0 in float64; the log_var part -c eps^2 / 2 must stay finite (review finding)."""
+    eps = np.full((1, 1, 2), 0.5)
+    _, dlv = g.log_prob_path_backward(np.ones((1, 1)), np.full((1, 2), -1500.0), eps)
+    np.testing.assert_array_equal(dlv, [[-0.125, -0.125]])
 
 
 def test_float32_stays_float32(rng):

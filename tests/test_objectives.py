@@ -153,3 +153,17 @@ def test_bad_options(rng, options, match):
     arch, params, x, eps = _bad(rng)
     with pytest.raises(ValueError, match=match):
         objective(params, arch, x, eps, **options)
+
+
+def test_stl_log_var_gradient_finite_when_sigma_underflows():
+    """Review finding: at log_var = -1500 (sigma = 0 in float64) STL's log_var gradient is the finite beta w eps^2 / 2."""
+    from npvae import Arch, Dense, Likelihood, VAEParams, init_params
+
+    arch = Arch(3, (), 2, "identity", Likelihood("gaussian", sigma2=1.0))
+    p = init_params(arch, np.random.default_rng(0))
+    b = p.encoder[0].b.copy()
+    b[2:] = -1500.0
+    p = VAEParams((Dense(p.encoder[0].W * 0, b),), p.decoder)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, g = objective(p, arch, np.ones((1, 3)), np.full((1, 1, 2), 0.5), bound="elbo", kl="mc", estimator="stl")
+    np.testing.assert_array_equal(g.encoder[0].b[2:], [0.125, 0.125])  # 0.5^2 / 2

@@ -104,3 +104,23 @@ def test_resume_with_a_different_config_is_refused(tmp_path, digits):
     train(TrainConfig(epochs=1), digits, tmp_path, progress=False, log=lambda s: None)
     with pytest.raises(ValueError, match="only --epochs may change"):
         train(TrainConfig(epochs=2, lr=0.01), digits, tmp_path, resume=True, progress=False)
+
+
+def test_dynamic_binarisation_resumes_bit_for_bit(tmp_path):
+    """Grey-level data redrawn every epoch from the run's 'binarize' Generator: resume must continue that stream."""
+    from sklearn.datasets import load_digits
+
+    from npvae.data import Dataset
+
+    grey = load_digits().data[:600] / 16.0
+    ds = Dataset("grey-digits", grey[:400], grey[400:500], grey[500:], (8, 8), binary=False, dynamic_binarize=True)
+    cfg = TrainConfig(dataset="grey-digits", epochs=2, batch_size=50)
+    straight = train(cfg, ds, tmp_path / "a", progress=False, log=lambda s: None)
+    train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), ds, tmp_path / "b", progress=False, log=lambda s: None)
+    resumed = train(cfg, ds, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    assert all(np.array_equal(a, b) for a, b in zip(straight.params, resumed.params))
+    # The draws really change between epochs: the stream advanced by one binarisation of the training set per epoch.
+    fresh = TrainConfig(**cfg.to_dict()).streams()["binarize"]
+    fresh.random(grey[:400].shape)
+    fresh.random(grey[:400].shape)
+    assert fresh.bit_generator.state == straight.rngs["binarize"].bit_generator.state

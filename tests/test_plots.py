@@ -1,0 +1,184 @@
+"""npvae.plots: every picture is a readable PNG, run_pictures writes the right set, bad inputs are refused.
+
+The pictures themselves are judged by eye; these tests pin what can be checked mechanically: the file
+format, the grey scale (0 white, 1 black), that randomness comes only from the Generator passed in,
+and that nothing global in matplotlib is touched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import npvae
+import npvae.data
+from npvae import plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return npvae.data.load("digits")
+
+
+def tiny(Z=2, rng_seed=0):
+    arch = npvae.Arch(64, (16,), Z, "tanh", npvae.Likelihood("bernoulli"))
+    return arch, npvae.init_params(arch, np.random.default_rng(rng_seed))
+
+
+def read_png(path, min_bytes=2000, min_side=50) -> np.ndarray:
+    """Check the PNG signature and a non-trivial size; return the decoded image (rows, cols[, channels])."""
+    from matplotlib.image import imread
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert len(data) > min_bytes, f"{path} is only {len(data)} bytes"
+    img = imread(path)
+    assert img.ndim in (2, 3) and min(img.shape[:2]) >= min_side, img.shape
+    return img
+
+
+HISTORY = {"epoch": [1, 2, 3, 4], "train_bound": [-40.0, -30.0, -27.0, -26.0], "valid_bound": [-38.0, -31.0, -28.0, None],
+           "kl": [8.0, 4.0, 3.0, 3.0], "recon": [-30.0, -27.0, -24.0, -23.0], "kl_weight": [0.3, 0.6, 1.0, 1.0]}
+
+
+# ---- each picture ---------------------------------------------------------------------------------
+
+def test_image_grid_grey_scale_white_is_zero_black_is_one(tmp_path):
+    images = np.stack([np.zeros(64), np.ones(64), np.full(64, 0.5)])
+    path = plots.image_grid(images, (8, 8), tmp_path / "grid.png", ncols=3, title="three")
+    img = read_png(path, min_bytes=500)
+    rgb = img[..., :3]
+    assert np.any(np.all(rgb == 0.0, axis=-1)), "the all-ones image should give black pixels"
+    assert np.any(np.all(np.abs(rgb - 0.5) < 0.01, axis=-1)), "0.5 should give mid-grey pixels"
+    assert path == tmp_path / "grid.png"
+
+
+def test_image_grid_partial_last_row(tmp_path, digits):
+    read_png(plots.image_grid(digits.test[:13], (8, 8), tmp_path / "grid13.png", ncols=5))
+
+
+def test_prior_samples_png_and_randomness_only_from_rng(tmp_path):
+    arch, params = tiny()
+    rng = np.random.default_rng(7)
+    a = read_png(plots.prior_samples(params, arch, (8, 8), tmp_path / "a.png", rng, n=30))
+    # The Generator advanced by exactly one (n, Z) standard-normal draw, and nothing else was random.
+    ref = np.random.default_rng(7)
+    ref.standard_normal((30, 2))
+    assert rng.bit_generator.state == ref.bit_generator.state
+    b = read_png(plots.prior_samples(params, arch, (8, 8), tmp_path / "b.png", np.random.default_rng(7), n=30))
+    c = read_png(plots.prior_samples(params, arch, (8, 8), tmp_path / "c.png", np.random.default_rng(8), n=30))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or np.any(a != c)
+
+
+@pytest.mark.parametrize("n", [10, 13, 1])
+def test_reconstructions(tmp_path, digits, n):
+    arch, params = tiny()
+    read_png(plots.reconstructions(params, arch, digits.test, (8, 8), tmp_path / "r.png", n=n))
+
+
+def test_curves_of_a_single_epoch(tmp_path):
+    # (the full history, with KL, reconstruction and warm-up, is drawn by test_run_pictures_z2_writes_the_full_set)
+    read_png(plots.curves({"epoch": [1], "train_bound": [-50.0], "valid_bound": [-51.0]}, tmp_path / "curves.png"))
+
+
+def test_latent_manifold(tmp_path):
+    arch, params = tiny()
+    read_png(plots.latent_manifold(params, arch, (8, 8), tmp_path / "m.png", n=5, span=2.0))
+
+
+@pytest.mark.parametrize("labels", ["classes", "float"])  # labels=None: test_run_pictures_non_image_data...
+def test_latent_scatter(tmp_path, digits, labels):
+    arch, params = tiny()
+    labels = digits.test_labels if labels == "classes" else np.linspace(0, 1, len(digits.test))
+    read_png(plots.latent_scatter(params, arch, digits.test, labels, tmp_path / "s.png"))
+
+
+# ---- the set for a run ----------------------------------------------------------------------------
+
+def test_run_pictures_z2_writes_the_full_set(tmp_path, digits):
+    arch, params = tiny(Z=2)
+    paths = plots.run_pictures(params, arch, digits, tmp_path / "run", np.random.default_rng(0), history=HISTORY)
+    names = ["samples.png", "reconstructions.png", "curves.png", "manifold.png", "latent.png"]
+    assert [p.name for p in paths] == names
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(names)
+    for p in paths:
+        read_png(p)
+
+
+def test_run_pictures_z3_skips_the_latent_plane(tmp_path, digits, caplog):
+    arch, params = tiny(Z=3)
+    with caplog.at_level("INFO", logger="npvae.plots"):
+        paths = plots.run_pictures(params, arch, digits, tmp_path, np.random.default_rng(0))
+    assert [p.name for p in paths] == ["samples.png", "reconstructions.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png", "samples.png"]
+    assert set(plots.skipped_pictures(arch, digits.image_shape)) == {"curves.png", "manifold.png", "latent.png"}
+    assert "Z == 2" in caplog.text and "latent.png" in caplog.text
+
+
+def test_run_pictures_non_image_data_skips_only_the_manifold(tmp_path):
+    # synthetic data: image_shape (1, 16), Gaussian values, no labels -> heat strips and a one-colour scatter
+    ds = npvae.data.load("synthetic")
+    arch = npvae.Arch(16, (8,), 2, "tanh", npvae.Likelihood("gaussian-learned"))
+    params = npvae.init_params(arch, np.random.default_rng(0))
+    paths = plots.run_pictures(params, arch, ds, tmp_path, np.random.default_rng(0))
+    assert [p.name for p in paths] == ["samples.png", "reconstructions.png", "latent.png"]
+    for p in paths:
+        read_png(p)
+    assert "not images" in plots.skipped_pictures(arch, ds.image_shape)["manifold.png"]
+
+
+# ---- bad inputs -----------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_value_error(tmp_path, digits):
+    arch2, p2 = tiny(Z=2)
+    arch3, p3 = tiny(Z=3)
+    x, out = digits.test, tmp_path / "x.png"
+    with pytest.raises(ValueError, match="Z == 2"):
+        plots.latent_manifold(p3, arch3, (8, 8), out)
+    with pytest.raises(ValueError, match="Z == 2"):
+        plots.latent_scatter(p3, arch3, x, None, out)
+    with pytest.raises(ValueError, match="D = 64"):
+        plots.image_grid(x, (7, 7), out)
+    with pytest.raises(ValueError, match="D = 64"):
+        plots.prior_samples(p2, arch2, (4, 4), out, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="x must have shape"):
+        plots.reconstructions(p2, arch2, x[:, :49], (7, 7), out)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        plots.image_grid(x.astype(np.uint8), (8, 8), out)
+    with pytest.raises(ValueError, match="not an image"):
+        plots.latent_manifold(p2, arch2, (1, 64), out)
+    with pytest.raises(ValueError, match="labels"):
+        plots.latent_scatter(p2, arch2, x, digits.test_labels[:5], out)
+    with pytest.raises(ValueError, match="Generator"):
+        plots.prior_samples(p2, arch2, (8, 8), out, 0)
+    with pytest.raises(ValueError, match=r"\.png"):
+        plots.image_grid(x, (8, 8), tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="valid_bound"):
+        plots.curves({"epoch": [1], "train_bound": [1.0]}, out)
+    with pytest.raises(ValueError, match="entries"):
+        plots.curves({"epoch": [1, 2], "train_bound": [1.0], "valid_bound": [1.0, 2.0]}, out)
+    with pytest.raises(ValueError, match="dtype"):
+        plots.reconstructions(p2, arch2, x.astype(np.float32), (8, 8), out)
+    assert not out.exists()
+
+
+# ---- nothing global -------------------------------------------------------------------------------
+
+def test_importing_npvae_plots_imports_no_matplotlib():
+    code = "import sys, npvae, npvae.plots; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_drawing_imports_no_pyplot(tmp_path):
+    if "matplotlib.pyplot" in sys.modules:
+        pytest.skip("another test imported pyplot into this process already")
+    plots.image_grid(np.zeros((2, 64)), (8, 8), tmp_path / "g.png")
+    plots.curves({"epoch": [1], "train_bound": [-5.0], "valid_bound": [-6.0]}, tmp_path / "c.png")
+    assert "matplotlib.pyplot" not in sys.modules
