@@ -91,24 +91,27 @@ def _figure(width: float, height: float):
 
 
 def _axes(fig, left: float, bottom: float, width: float, height: float, **kw):
-    """Axes at a rectangle in inches from the lower left; fixed layouts cost half of a layout engine's redraws."""
+    """Axes at a rectangle in inches from the lower left: a fixed layout, as a layout engine would double the drawing time."""
     W, H = fig.get_size_inches()
     return fig.add_axes((left / W, bottom / H, width / W, height / H), **kw)
 
 
-def _grid_axes(tiled, tile_side: int, margins=(10, 10, 30, 10)):
-    """A figure whose axes show `tiled` at a whole number of screen pixels per image pixel; margins (left, bottom, top, right) in px.
+def _grid_axes(tiled, tile_side: int, title: str | None, margins=(10, 10, 30, 10), min_width=360, fontsize=10):
+    """A figure whose axes show `tiled` at a whole number of screen pixels per image pixel; margins (l, b, t, r) in px.
 
     A whole-number scale keeps every gap line and pixel the same width (no resampling seams). The
-    picture is about 600 px wide, at most 2000 px tall, and a tile (tile_side pixels) at most 120 px.
+    picture is about 600 px wide (min_width at least, for the title), at most 2000 px tall, and a tile
+    (tile_side pixels) at most 120 px. The title is centred on the figure, whatever the margins.
     """
     H, W = tiled.shape[:2]
     scale = max(1, min(round(600 / W), 2000 // H, 120 // tile_side))
     left, bottom, top, right = margins
-    widen = max(0, 320 - (left + W * scale + right))  # room for the title above a narrow grid
+    widen = max(0, min_width - (left + W * scale + right))  # room for the title above a narrow grid
     left, right = left + widen // 2, right + widen - widen // 2
     w_px, h_px = left + W * scale + right, bottom + H * scale + top
     fig = _figure(w_px / DPI, h_px / DPI)
+    if title:
+        fig.text(0.5, 1 - 6 / h_px, title, ha="center", va="top", fontsize=fontsize)
     return fig, _axes(fig, left / DPI, bottom / DPI, W * scale / DPI, H * scale / DPI)
 
 
@@ -175,7 +178,7 @@ def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None)
     if is_image(image_shape):
         ncols = min(ncols, images.shape[0])
         tiled = _tile(images, image_shape, ncols)
-        fig, ax = _grid_axes(tiled, max(image_shape))
+        fig, ax = _grid_axes(tiled, max(image_shape), title)
         ax.imshow(tiled, interpolation="nearest")
         ax.set_axis_off()
     else:
@@ -184,8 +187,8 @@ def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None)
         ax = _axes(fig, 0.8, 0.55, 4.9, h)
         im = _strip(ax, images, float(images.min()), float(images.max()), "data point")
         fig.colorbar(im, cax=_axes(fig, 5.85, 0.55, 0.18, h), label="value")
-    if title:
-        ax.set_title(title, fontsize=10)
+        if title:
+            ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -209,7 +212,7 @@ def prior_samples(params: VAEParams, arch: Arch, image_shape, path, rng: np.rand
     n = _validate.positive_int("n", n)
     path = _check_png(path)
     z = rng.standard_normal((n, arch.latent_dim), dtype=dtype)  # (n, Z)
-    title = f"decoder means E[x|z] at {n} draws z ~ N(0, I)"
+    title = f"decoder means E[x|z] at {n} draw{'s' * (n > 1)} z ~ N(0, I)"
     return _draw_images(_means(params, arch, z), image_shape, path, 10, title)
 
 
@@ -222,7 +225,7 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     x = x[:n]
     mu, _, _ = encode(params, arch, x)  # (n, Z)
     recon = _means(params, arch, mu)  # (n, D)
-    title = "data (upper row) and decoder mean at z = encoder mean mu(x) (lower row)"
+    title = "decoder mean E[x|z] at z = encoder mean mu(x), under each data point"
     if not is_image(image_shape):
         return _reconstruction_strips(x, recon, path)
     ncols = min(10, x.shape[0])
@@ -231,7 +234,7 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     pairs = [np.concatenate([_pad_rows(a[i : i + ncols], ncols) for a in (x, recon)])
              for i in range(0, x.shape[0], ncols)]
     tiled = _tile(np.concatenate(pairs), image_shape, ncols)
-    fig, ax = _grid_axes(tiled, max(image_shape), margins=(55, 6, 26, 10))
+    fig, ax = _grid_axes(tiled, max(image_shape), title, margins=(55, 6, 26, 10), min_width=480, fontsize=9)
     ax.imshow(tiled, interpolation="nearest")
     centres = _tile_centres(2 * len(pairs), image_shape[0], _gap(image_shape))
     ax.set_yticks(centres, ["data", "recon."] * len(pairs), fontsize=9)
@@ -239,7 +242,6 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
-    ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -347,11 +349,11 @@ def latent_manifold(params: VAEParams, arch: Arch, image_shape, path, *, n: int 
     gap, step = _gap(image_shape), 2 * span / (n - 1)
     half_w, half_h = (w / 2) * step / (w + gap), (h / 2) * step / (h + gap)
     extent = (-span - half_w, span + half_w, -span - half_h, span + half_h)
-    fig, ax = _grid_axes(tiled, max(image_shape), margins=(55, 50, 30, 20))
+    title = f"decoder means E[x|z] on a {n} x {n} grid of z in [-{span:g}, {span:g}]^2"
+    fig, ax = _grid_axes(tiled, max(image_shape), title, margins=(55, 50, 30, 20))
     ax.imshow(tiled, interpolation="nearest", extent=extent)
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
-    ax.set_title(f"decoder means E[x|z] on a {n} x {n} grid of z in [-{span:g}, {span:g}]^2", fontsize=10)
     return _save(fig, path)
 
 
@@ -378,7 +380,8 @@ def latent_scatter(params: VAEParams, arch: Arch, x, labels, path) -> Path:
         for i, c in enumerate(classes):
             m = labels == c
             ax.scatter(mu[m, 0], mu[m, 1], s=size, color=cmap(i), alpha=0.8, lw=0, label=str(c))
-        ax.legend(title="label", fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(title="label", fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5,
+                  loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
         sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, s=size, cmap=_STRIP_CMAP, alpha=0.8, lw=0)
         fig.colorbar(sc, cax=_axes(fig, 5.65, 0.55, 0.18, 4.7), label="label")
@@ -405,11 +408,14 @@ def skipped_pictures(arch: Arch, image_shape, history: dict | None = None) -> di
     return reasons
 
 
-def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random.Generator, history: dict | None = None) -> list[Path]:
-    """Write samples.png, reconstructions.png (test split), curves.png (with a history), manifold.png and latent.png (Z == 2) into run_dir.
+def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random.Generator,
+                 history: dict | None = None) -> list[Path]:
+    """Write a run's pictures into run_dir and return their paths, in this order:
 
-    Returns the paths written; each picture left out is logged (logger 'npvae.plots') with the reason
-    `skipped_pictures` gives.
+    samples.png (100 prior samples, z from rng), reconstructions.png (the first 10 test points),
+    curves.png (when a history is given), manifold.png and latent.png (test split, coloured by its
+    labels; Z == 2 only, and manifold.png for image data only). Each picture left out is logged
+    (logger 'npvae.plots', level INFO) with the reason `skipped_pictures` gives.
     """
     image_shape = _check_image_shape(dataset.image_shape, arch.data_dim)
     run_dir = Path(run_dir)

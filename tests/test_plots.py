@@ -71,19 +71,17 @@ def test_prior_samples_png_and_randomness_only_from_rng(tmp_path):
     ref.standard_normal((30, 2))
     assert rng.bit_generator.state == ref.bit_generator.state
     b = read_png(plots.prior_samples(params, arch, (8, 8), tmp_path / "b.png", np.random.default_rng(7), n=30))
-    c = read_png(plots.prior_samples(params, arch, (8, 8), tmp_path / "c.png", np.random.default_rng(8), n=30))
     np.testing.assert_array_equal(a, b)
-    assert a.shape != c.shape or np.any(a != c)
 
 
-@pytest.mark.parametrize("n", [10, 13, 1])
+@pytest.mark.parametrize("n", [13, 1])  # n = 10: run_pictures
 def test_reconstructions(tmp_path, digits, n):
     arch, params = tiny()
     read_png(plots.reconstructions(params, arch, digits.test, (8, 8), tmp_path / "r.png", n=n))
 
 
 def test_curves_of_a_single_epoch(tmp_path):
-    # (the full history, with KL, reconstruction and warm-up, is drawn by test_run_pictures_z2_writes_the_full_set)
+    # (the full history, with KL, reconstruction and warm-up, is drawn by test_run_pictures_z2_...)
     read_png(plots.curves({"epoch": [1], "train_bound": [-50.0], "valid_bound": [-51.0]}, tmp_path / "curves.png"))
 
 
@@ -101,7 +99,8 @@ def test_latent_scatter(tmp_path, digits, labels):
 
 # ---- the set for a run ----------------------------------------------------------------------------
 
-def test_run_pictures_z2_writes_the_full_set(tmp_path, digits):
+def test_run_pictures_z2_writes_the_full_set_without_pyplot(tmp_path, digits):
+    pyplot_before = "matplotlib.pyplot" in sys.modules  # (True only if some other test imported it)
     arch, params = tiny(Z=2)
     paths = plots.run_pictures(params, arch, digits, tmp_path / "run", np.random.default_rng(0), history=HISTORY)
     names = ["samples.png", "reconstructions.png", "curves.png", "manifold.png", "latent.png"]
@@ -109,6 +108,7 @@ def test_run_pictures_z2_writes_the_full_set(tmp_path, digits):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(names)
     for p in paths:
         read_png(p)
+    assert pyplot_before or "matplotlib.pyplot" not in sys.modules, "drawing imported matplotlib.pyplot"
 
 
 def test_run_pictures_z3_skips_the_latent_plane(tmp_path, digits, caplog):
@@ -174,11 +174,3 @@ def test_importing_npvae_plots_imports_no_matplotlib():
     code = "import sys, npvae, npvae.plots; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
-
-
-def test_drawing_imports_no_pyplot(tmp_path):
-    if "matplotlib.pyplot" in sys.modules:
-        pytest.skip("another test imported pyplot into this process already")
-    plots.image_grid(np.zeros((2, 64)), (8, 8), tmp_path / "g.png")
-    plots.curves({"epoch": [1], "train_bound": [-5.0], "valid_bound": [-6.0]}, tmp_path / "c.png")
-    assert "matplotlib.pyplot" not in sys.modules
