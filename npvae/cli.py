@@ -71,7 +71,6 @@ def _config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .config import TrainConfig
     from .data import load
     from .train import TrainingDiverged, load_state, train
 
@@ -169,7 +168,7 @@ def _train_options(t) -> None:
     from .objectives import BOUNDS, ESTIMATORS, KL_MODES
 
     d = TrainConfig()
-    t.add_argument("--dataset", default=None, help=f"digits (embedded, default), binarized-mnist, mnist, fashion-mnist, synthetic")
+    t.add_argument("--dataset", default=None, help="digits (embedded, default), binarized-mnist, mnist, fashion-mnist, synthetic")
     t.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of grey-level data (a fresh draw per epoch)")
     t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2)")
     t.add_argument("--activation", choices=ACTIVATIONS, default=None, help=f"default {d.activation}")

@@ -12,185 +12,37 @@ are drawn as heat strips instead: one data point a row, on a colour scale with a
 giving the reason in `skipped_pictures` and the log. Shapes: images, x (M, D) with D = rows * cols.
 """
 
+
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
 from . import _validate
-from .likelihoods import mean as decoder_mean
-from .model import Arch, VAEParams, check_params, decode, encode
-
-DPI = 100
-_PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)
-_STRIP_CMAP = "viridis"
+from ._canvas import (  # noqa: F401  (is_image is public here too)
+    is_image,
+    _STRIP_CMAP,
+    _axes,
+    _check_image_shape,
+    _check_png,
+    _check_x,
+    _check_z2,
+    _draw_images,
+    _figure,
+    _gap,
+    _grid_axes,
+    _means,
+    _pad_rows,
+    _save,
+    _strip,
+    _tile,
+    _tile_centres,
+)
+from .model import Arch, VAEParams, check_params, encode
 
 log = logging.getLogger(__name__)
-
-
-# ---- checks at the boundary --------------------------------------------------------------------
-
-def _check_image_shape(image_shape, D: int | None = None) -> tuple[int, int]:
-    """(rows, cols) of positive ints whose product is D."""
-    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2:
-        raise ValueError(f"image_shape must be (rows, cols), got {image_shape!r}")
-    shape = tuple(_validate.positive_int("image_shape entry", s) for s in image_shape)
-    if D is not None and math.prod(shape) != D:
-        raise ValueError(f"image_shape {shape} holds {math.prod(shape)} pixels but the data have D = {D}")
-    return shape
-
-
-def _check_png(path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png (a PNG is written), got {str(path)!r}")
-    return path
-
-
-def _check_x(params: VAEParams, arch: Arch, x) -> None:
-    """params match arch; x: (N, D) float, finite, of the parameters' dtype, N >= 1."""
-    dtype = check_params(arch, params)
-    _validate.float_array("x", x, 2)
-    _validate.shape("x", x, (None, arch.data_dim))
-    _validate.same_dtype(dtype, x=x)
-    if x.shape[0] == 0:
-        raise ValueError("x is empty: need at least one data point")
-
-
-def _check_z2(arch: Arch, what: str) -> None:
-    if arch.latent_dim != 2:
-        raise ValueError(f"{what} draws the latent plane and needs Z == 2, but this model has Z = {arch.latent_dim}")
-
-
-def is_image(image_shape) -> bool:
-    """Whether data of this shape are drawn as images (both sides > 1) rather than as heat strips."""
-    return min(image_shape) > 1
-
-
-# ---- the model, as pictures need it ------------------------------------------------------------
-
-def _means(params: VAEParams, arch: Arch, z) -> np.ndarray:
-    """Decoder means E[x|z]: z (M, Z) -> (M, D); no checking."""
-    out, _ = decode(params, arch, z)
-    return decoder_mean(arch.likelihood, out)
-
-
-# ---- drawing -----------------------------------------------------------------------------------
-
-def _figure(width: float, height: float):
-    """A Figure (inches) on its own Agg canvas: no pyplot, no global figure list, no window."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _axes(fig, left: float, bottom: float, width: float, height: float, **kw):
-    """Axes at a rectangle in inches from the lower left: a fixed layout, as a layout engine would double the drawing time."""
-    W, H = fig.get_size_inches()
-    return fig.add_axes((left / W, bottom / H, width / W, height / H), **kw)
-
-
-def _grid_axes(tiled, tile_side: int, title: str | None, margins=(10, 10, 30, 10), min_width=360, fontsize=10):
-    """A figure whose axes show `tiled` at a whole number of screen pixels per image pixel; margins (l, b, t, r) in px.
-
-    A whole-number scale keeps every gap line and pixel the same width (no resampling seams). The
-    picture is about 600 px wide (min_width at least, for the title), at most 2000 px tall, and a tile
-    (tile_side pixels) at most 120 px. The title is centred on the figure, whatever the margins.
-    """
-    H, W = tiled.shape[:2]
-    scale = max(1, min(round(600 / W), 2000 // H, 120 // tile_side))
-    left, bottom, top, right = margins
-    widen = max(0, min_width - (left + W * scale + right))  # room for the title above a narrow grid
-    left, right = left + widen // 2, right + widen - widen // 2
-    w_px, h_px = left + W * scale + right, bottom + H * scale + top
-    fig = _figure(w_px / DPI, h_px / DPI)
-    if title:
-        fig.text(0.5, 1 - 6 / h_px, title, ha="center", va="top", fontsize=fontsize)
-    return fig, _axes(fig, left / DPI, bottom / DPI, W * scale / DPI, H * scale / DPI)
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, format="png")
-    finally:
-        fig.clear()  # drop the artists (and their arrays) now; nothing global refers to the figure
-    return path
-
-
-def _gap(image_shape) -> int:
-    """Pixels between tiles: 1 for 8x8 digits, 2 for 28x28 MNIST."""
-    return max(1, min(image_shape) // 14)
-
-
-def _tile_centres(count: int, size: int, gap: int) -> list[float]:
-    """Pixel coordinate of the centre of each of `count` tiles of `size` pixels along one axis of `_tile`."""
-    return [i * (size + gap) + (size - 1) / 2 for i in range(count)]
-
-
-def _pad_rows(a, m: int) -> np.ndarray:
-    """(k, D) -> (m, D) with NaN rows (blank tiles) after the k given."""
-    return np.concatenate([a, np.full((m - a.shape[0], a.shape[1]), np.nan)])
-
-
-def _tile(images, image_shape, ncols: int) -> np.ndarray:
-    """(M, D) -> RGBA (rows, cols, 4) of grey tiles, ncols to a row, split by gap lines; an all-NaN image is a blank cell.
-
-    Grey scale 0 -> white, 1 -> black, values outside [0, 1] saturate; blank cells are transparent.
-    """
-    import matplotlib
-
-    M = images.shape[0]
-    h, w = image_shape
-    gap = _gap(image_shape)
-    nrows = -(-M // ncols)
-    grey = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap), np.nan)  # NaN: a gap line
-    blank = np.zeros(grey.shape, dtype=bool)
-    for i in range(nrows * ncols):
-        r, c = divmod(i, ncols)
-        top, left = r * (h + gap), c * (w + gap)
-        if i < M and not np.all(np.isnan(images[i])):
-            grey[top : top + h, left : left + w] = images[i].reshape(h, w)
-        else:  # the cell and the gap lines above and left of it
-            blank[max(top - gap, 0) : top + h, max(left - gap, 0) : left + w] = True
-    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad=_PAD_COLOUR)
-    rgba = cmap(grey)  # below 0 and above 1 take the end colours (the colormap's under/over); NaN the gap colour
-    rgba[blank] = 0.0
-    return rgba
-
-
-def _strip(ax, rows, vmin: float, vmax: float, ylabel: str):
-    """Heat strip: one data point a row, dimension d along x."""
-    im = ax.imshow(rows, cmap=_STRIP_CMAP, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-    ax.set_xlabel("dimension d")
-    ax.set_ylabel(ylabel)
-    return im
-
-
-def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None) -> Path:
-    """Private core of image_grid: a grey tiled grid for images, a heat strip otherwise; no checking."""
-    if is_image(image_shape):
-        ncols = min(ncols, images.shape[0])
-        tiled = _tile(images, image_shape, ncols)
-        fig, ax = _grid_axes(tiled, max(image_shape), title)
-        ax.imshow(tiled, interpolation="nearest")
-        ax.set_axis_off()
-    else:
-        h = float(np.clip(0.12 * images.shape[0], 1.6, 7.1))  # axes height, inches
-        fig = _figure(7.0, h + 0.9)
-        ax = _axes(fig, 0.8, 0.55, 4.9, h)
-        im = _strip(ax, images, float(images.min()), float(images.max()), "data point")
-        fig.colorbar(im, cax=_axes(fig, 5.85, 0.55, 0.18, h), label="value")
-        if title:
-            ax.set_title(title, fontsize=10)
-    return _save(fig, path)
-
 
 # ---- public pictures ---------------------------------------------------------------------------
 

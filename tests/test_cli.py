@@ -1,7 +1,6 @@
 """The `npvae` command line on tiny data: train -> eval -> sample -> resume, and clear errors for hostile input."""
 
 import json
-import pickle
 import subprocess
 import sys
 

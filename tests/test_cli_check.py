@@ -2,8 +2,6 @@
 
 import json
 
-import numpy as np
-
 from npvae import cli
 from npvae import check as check_mod
 
