@@ -80,6 +80,8 @@ def cmd_train(args) -> int:
         config, _, _ = load_state(run_dir / "last.npz")
         if args.epochs is not None:
             config = dataclasses.replace(config, epochs=args.epochs)
+        if args.backend is not None:
+            config = dataclasses.replace(config, backend=args.backend)
     else:
         config = _config_from_args(args)
         run_dir = Path(args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -115,12 +117,15 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best.npz", seed=
 def cmd_eval(args) -> int:
     import numpy as np
 
+
+    from .backends import resolve
     from .data import binarize_dynamic, load
     from .evaluate import evaluate
     from .model import unflatten
     from .train import _progress, load_state
 
     _limit_threads(args.threads)
+    backend = resolve(args.backend)
     run_dir = Path(args.run_dir)
     config, arch, state = load_state(run_dir / args.checkpoint)
     dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
@@ -131,7 +136,7 @@ def cmd_eval(args) -> int:
     if dataset.dynamic_binarize:
         x = binarize_dynamic(x, rng)  # one stochastic binarisation of the evaluation data, from the seed
     bar = _progress(x.shape[0], f"eval k={args.k}", not (args.quiet or args.json))
-    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update)
+    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update, backend=backend)
     bar.close()
     metrics.update({"split": args.split, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -161,10 +166,37 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import run
+
+    out = Path(args.out or Path("runs") / f"explain-{args.topic}")
+    with _limit_threads(args.threads):
+        result = run(args.topic, out, quick=args.quick, seed=args.seed, data_dir=args.data_dir)
+    for note in result["notes"]:
+        print(f"  note: {note}")
+    print(json.dumps(result["numbers"], indent=1) if args.json else f"npvae explain {args.topic}: {result['question']}")
+    for f in result["files"]:
+        print(f"  wrote {out / f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Run bench/bench_train.py from a source checkout (the benchmark is a program, not part of the package)."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
+    if not script.exists():
+        raise FileNotFoundError(f"the benchmark lives in the source checkout ({script} not found)")
+    sys.argv = [str(script), *args.bench_args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def _train_options(t) -> None:
     from .config import TrainConfig
     from .layers import ACTIVATIONS
     from .likelihoods import LIKELIHOODS
+    from .backends import BACKENDS
     from .objectives import BOUNDS, ESTIMATORS, KL_MODES
 
     d = TrainConfig()
@@ -191,9 +223,13 @@ def _train_options(t) -> None:
     t.add_argument("--dtype", choices=("float32", "float64"), default=None, help=f"default {d.dtype}")
     t.add_argument("--seed", type=int, default=None, help="seed of every random stream of the run (default 0)")
     t.add_argument("--valid-k", dest="valid_k", type=int, default=None, help="K of the per-epoch validation bound (default: training K)")
+    t.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="where the kernels run: numpy (default, the reference), numba (CPU kernels), cuda, auto (fastest available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKENDS
+
     p = argparse.ArgumentParser(prog="npvae", description="A NumPy reference VAE: train, evaluate, sample, check, explain.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -207,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_options(t)
     _data_options(t)
     t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<time>)")
-    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs may change)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs and --backend may change)")
     t.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--no-pictures", action="store_true", help="do not draw pictures at the end")
@@ -223,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--backend", choices=BACKENDS, default="numpy", help="where log p(x)'s kernels run: numpy (default), numba, cuda, auto")
     _data_options(e)
     e.set_defaults(func=cmd_eval)
 
@@ -232,6 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     _data_options(s)
     s.set_defaults(func=cmd_sample)
+
+    from .explain import QUESTIONS, TOPICS
+
+    x = sub.add_parser("explain", help="experiments that answer the classic VAE questions with numbers and pictures",
+                       description="\n".join(f"{t}: {q}" for t, q in QUESTIONS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("topic", choices=TOPICS)
+    x.add_argument("--out", default=None, help="output directory (default runs/explain-TOPIC)")
+    x.add_argument("--quick", action="store_true", help="a few seconds, smaller experiment")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--data-dir", action="append", default=None, help="where binarized_mnist.npz is (posterior topic)")
+    x.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    x.add_argument("--threads", type=int, default=1)
+    x.set_defaults(func=cmd_explain)
+
+    b = sub.add_parser("bench", help="training and evaluation throughput, numpy vs numba (vs torch if importable)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of bench/bench_train.py, e.g. --quick")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

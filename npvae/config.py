@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate
+from .backends import BACKENDS
 from .likelihoods import LIKELIHOODS, Likelihood
 from .model import Arch
 from .objectives import check_options
@@ -49,11 +50,13 @@ class TrainConfig:
     dtype: str = "float64"
     seed: int = 0
     valid_k: int = 0  # importance samples for the per-epoch validation bound; 0: the training bound's own K
+    backend: str = "numpy"  # where the kernels run (npvae.backends): numpy, numba, cuda or auto; the numbers are the same
 
     def __post_init__(self):
         _validate.choice("likelihood", self.likelihood, LIKELIHOODS)
         _validate.choice("dtype", self.dtype, ("float32", "float64"))
         _validate.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _validate.choice("backend", self.backend, BACKENDS)
         for name in ("k", "batch_size", "epochs"):
             _validate.positive_int(name, getattr(self, name))
         for name in ("warmup_epochs", "seed", "valid_k"):

@@ -47,7 +47,7 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
 
 
 def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: int = 5000, elbo_k: int = 10,
-             batch: int = 100, progress=None) -> dict:
+             batch: int = 100, progress=None, backend: str = "numpy") -> dict:
     """Metrics on x: (N, D); every random draw from `rng`. See the module docstring for definitions."""
     check_batch(params, arch, x)
     N = x.shape[0]
@@ -55,7 +55,7 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     recon = np.empty(N)
     for s in _batches(N, batch):
         xb = x[s]
-        log_p[s] = log_px(params, arch, xb, k, rng)
+        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend)
         mu, log_var, _ = encode(params, arch, xb)
         eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=x.dtype)
         z, _ = sample_forward(mu, log_var, eps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate
+from .backends import resolve
 from .objectives import _forward, _log_weights, check_batch
 from .model import Arch, VAEParams
 
@@ -20,11 +21,13 @@ def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:
     return max(1, max_elements // per_sample)
 
 
-def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *, max_elements: int = 1 << 22):
+def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *, max_elements: int = 1 << 22,
+           backend="numpy"):
     """Estimate of log p(x) per point, (N,), from k importance samples drawn with `rng`; x: (N, D).
 
     Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
     whatever `max_elements` is, because the draws are made in one (k, N, Z) order.
+    backend="numba" runs the same computation with npvae.backends.numba_cpu's kernels.
     """
     dtype = check_batch(params, arch, x)
     _validate.positive_int("k", k)
@@ -32,6 +35,10 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     _validate.positive_int("max_elements", max_elements)
     N, Z = x.shape[0], arch.latent_dim
     chunk = _chunk_size(arch, N, max_elements)
+    if resolve(backend) == "numba":
+        from .backends import numba_cpu
+
+        return numba_cpu.log_px(params, arch, x, k, rng, chunk)
     m = np.full(N, -np.inf, dtype=dtype)  # running max of the log-weights
     s = np.zeros(N, dtype=dtype)  # running sum of exp(a - m)
     done = 0

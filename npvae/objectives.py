@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _validate
 from . import likelihoods as lik
+from .backends import resolve
 from .gaussian import (
     kl_std_normal_backward,
     kl_std_normal_forward,
@@ -188,29 +189,43 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bi
 
 
 def objective(
-    params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", estimator="reparam", kl_weight=1.0, free_bits=0.0
+    params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", estimator="reparam", kl_weight=1.0, free_bits=0.0,
+    backend="numpy",
 ):
     """Bound per point (N,) and the gradient of its batch mean (VAEParams); x: (N, D), eps: (K, N, Z).
 
     kl_weight (beta) scales the KL term of the ELBO, or log p(z) - log q(z|x) in its MC form, for
     warm-up; free_bits (lambda, analytic KL only) replaces each dimension's KL_j by max(lambda, KL_j).
     The value is then the objective trained, a bound on log p(x) only at beta = 1, lambda = 0.
+    backend: "numpy" (this module, the specification), "numba" (npvae.backends.numba_cpu), or "auto".
     """
     check_options(bound, kl, estimator, kl_weight, free_bits)
     check_batch(params, arch, x, eps)
+    if resolve(backend) == "numba":
+        from .backends import numba_cpu
+
+        return numba_cpu.bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
     return _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
 
 
-def log_weights(params: VAEParams, arch: Arch, x, eps):
+def log_weights(params: VAEParams, arch: Arch, x, eps, *, backend="numpy"):
     """Log importance weights a_k = log p(x, z_k) - log q(z_k|x): (K, N), z_k = mu + sigma eps_k."""
     check_batch(params, arch, x, eps)
+    if resolve(backend) == "numba":
+        from .backends import numba_cpu
+
+        return numba_cpu.log_weights(params, arch, x, eps)
     return _log_weights(_forward(params, arch, x, eps), eps)
 
 
-def bound_value(params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic"):
+def bound_value(params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", backend="numpy"):
     """The bound per point (N,) without gradients (for evaluation)."""
     check_options(bound, kl, VALID[(bound, kl)][0] if (bound, kl) in VALID else "reparam", 1.0)
     check_batch(params, arch, x, eps)
+    if resolve(backend) == "numba":
+        from .backends import numba_cpu
+
+        return numba_cpu.bound_value(params, arch, x, eps, bound, kl)
     f = _forward(params, arch, x, eps)
     if kl == "analytic":
         return f.log_px_z.mean(axis=0) - kl_std_normal_forward(f.mu, f.log_var)

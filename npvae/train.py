@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from .backends import resolve
 from .config import TrainConfig
 from .data import Dataset, binarize_dynamic
 from .model import Arch, flatten, init_params, param_names, param_shapes, unflatten
@@ -105,7 +106,7 @@ def _fixed_valid(config: TrainConfig, dataset: Dataset):
     return x
 
 
-def validation_bound(params, arch: Arch, config: TrainConfig, x, rng) -> float:
+def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: str = "numpy") -> float:
     """Mean bound on the validation split (training bound, K = valid_k or k), in batches so memory stays bounded."""
     k = config.valid_k or config.k
     bound = "iwae" if k > 1 and config.bound == "iwae" else "elbo"
@@ -114,7 +115,7 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng) -> float:
     for i in range(0, x.shape[0], config.batch_size):
         xb = x[i : i + config.batch_size]
         eps = rng.standard_normal((k, xb.shape[0], arch.latent_dim), dtype=xb.dtype)
-        total += float(bound_value(params, arch, xb, eps, bound=bound, kl=kl).sum())
+        total += float(bound_value(params, arch, xb, eps, bound=bound, kl=kl, backend=backend).sum())
     return total / x.shape[0]
 
 
@@ -147,8 +148,9 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
         raise ValueError(f"the Bernoulli likelihood needs binary data; {dataset.name} is grey-level: add --binarize")
     if resume:
         saved_config, arch, state = load_state(run_dir / "last.npz")
-        if {**saved_config.to_dict(), "epochs": config.epochs} != config.to_dict():
-            raise ValueError("resume: the run's config differs from the one given (only --epochs may change)")
+        # The backend changes where the kernels run, not the run (results agree to rounding; bit for bit only on the same one).
+        if {**saved_config.to_dict(), "epochs": config.epochs, "backend": config.backend} != config.to_dict():
+            raise ValueError("resume: the run's config differs from the one given (only --epochs may change, and --backend)")
     else:
         arch = config.make_arch(dataset.train.shape[1])
         state = new_state(config, arch)
@@ -158,7 +160,8 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
     N = dataset.train.shape[0]
     steps_per_epoch = -(-N // config.batch_size)
     dtype = np.dtype(config.dtype)
-    options = dict(bound=config.bound, kl=config.kl, estimator=config.estimator, free_bits=config.free_bits)
+    backend = resolve(config.backend)
+    options = dict(bound=config.bound, kl=config.kl, estimator=config.estimator, free_bits=config.free_bits, backend=backend)
     rngs = state.rngs
     while state.epoch < config.epochs:
         t0 = time.perf_counter()
@@ -175,7 +178,12 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
                 raise _diverged(run_dir, state, "bound or gradient", value, g)
             lr = config.lr_at(state.epoch)
-            params, adam = adam_update(state.params, [-a for a in g], state.adam, lr, (config.beta1, config.beta2), config.adam_eps)
+            if backend == "numba":  # in place, on minus the gradient without building it; equal to adam_update bit for bit
+                from .backends.numba_cpu import adam_update_
+
+                params, adam = adam_update_(state.params, g, state.adam, lr, (config.beta1, config.beta2), config.adam_eps, sign=-1.0)
+            else:
+                params, adam = adam_update(state.params, [-a for a in g], state.adam, lr, (config.beta1, config.beta2), config.adam_eps)
             if not all(np.all(np.isfinite(a)) for a in params):
                 raise _diverged(run_dir, state, "parameter after the update", value, g)
             state.params, state.adam = params, adam
@@ -184,7 +192,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             bar.update(1)
             bar.set_postfix_str(f"bound {running:.3f}", refresh=False)
         bar.close()
-        valid = validation_bound(unflatten(arch, state.params), arch, config, x_valid, rngs["valid"])
+        valid = validation_bound(unflatten(arch, state.params), arch, config, x_valid, rngs["valid"], backend)
         state.epoch += 1
         h = state.history
         for key, v in (("epoch", state.epoch), ("train_bound", running), ("valid_bound", valid), ("kl_weight", beta), ("seconds", time.perf_counter() - t0)):

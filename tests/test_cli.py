@@ -110,3 +110,11 @@ def test_console_script_runs_as_a_process(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert str(tmp_path / "p") in out.stdout
+
+
+def test_explain_writes_its_numbers_and_pictures(tmp_path, capsys):
+    assert run("explain", "joint", "--quick", "--out", tmp_path) == 0
+    assert (tmp_path / "joint.json").exists() and (tmp_path / "joint.png").exists()
+    assert str(tmp_path / "joint.png") in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse refuses an unknown topic, listing the choices
+        run("explain", "nonsense")

@@ -7,14 +7,19 @@ probing, and only when it is called.
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 
 BACKENDS = ("numpy", "numba", "cuda", "auto")
 
 
+@functools.lru_cache(maxsize=None)
 def numba_available() -> bool:
-    """Whether numba can be imported (looked up without importing it)."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether numba imports here (tried once, on first use; a broken install counts as absent)."""
+    try:
+        import numba  # noqa: F401
+    except Exception:  # ImportError, or e.g. a numba built for another NumPy
+        return False
+    return True
 
 
 def cuda_available() -> bool:

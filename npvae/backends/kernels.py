@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from . import cpu_math  # noqa: F401  (registers the CPU exp_neg, expm1_neg, log1p_unit that scalar.py calls)
 from ._jit import jit, like
 from .scalar import (
     BERNOULLI,
     GAUSSIAN,
-    activation,
-    activation_grad,
+    RELU,
+    SOFTPLUS,
+    TANH,
     bernoulli,
     gaussian,
     gaussian_learned,
     kl_std_normal_dim,
     nan_max,
+    relu,
+    relu_grad,
+    softplus,
+    softplus_grad,
+    tanh,
+    tanh_grad,
 )
 
 ANALYTIC, ELBO_MC, IWAE = 0, 1, 2  # head modes: ELBO with analytic KL, ELBO with MC KL, IWAE
@@ -30,13 +40,26 @@ REPARAM, STL, DREG = 0, 1, 2  # encoder gradient estimators
 
 @jit
 def bias_activation(a, b, code, y):
-    """y = f(a + b) row by row, and a += b (kept for softplus, whose backward needs it); y may be a itself (M, H)."""
+    """a <- f(a + b) in place, or for softplus (whose backward needs a + b) a <- a + b and y <- f(a): (M, H).
+
+    One loop per activation, each branch-free, so that it vectorises; in place, so that LLVM sees
+    each element read and written at the same address.
+    """
     M, H = a.shape
     for m in range(M):
-        for j in range(H):
-            v = a[m, j] + b[j]
-            a[m, j] = v
-            y[m, j] = activation(code, v)
+        if code == RELU:
+            for j in range(H):
+                a[m, j] = relu(a[m, j] + b[j])
+        elif code == TANH:
+            for j in range(H):
+                a[m, j] = tanh(a[m, j] + b[j])
+        elif code == SOFTPLUS:
+            for j in range(H):
+                a[m, j] = a[m, j] + b[j]
+                y[m, j] = softplus(a[m, j])
+        else:
+            for j in range(H):
+                a[m, j] = a[m, j] + b[j]
 
 
 @jit
@@ -46,10 +69,17 @@ def activation_backward(d, cache, code, db):
     for j in range(H):
         db[j] = like(db[0], 0.0)
     for m in range(M):
+        if code == RELU:
+            for j in range(H):
+                d[m, j] = relu_grad(d[m, j], cache[m, j])
+        elif code == TANH:
+            for j in range(H):
+                d[m, j] = tanh_grad(d[m, j], cache[m, j])
+        elif code == SOFTPLUS:
+            for j in range(H):
+                d[m, j] = softplus_grad(d[m, j], cache[m, j])
         for j in range(H):
-            g = activation_grad(code, d[m, j], cache[m, j])
-            d[m, j] = g
-            db[j] += g
+            db[j] += d[m, j]
 
 
 @jit
@@ -74,31 +104,43 @@ def sample(mu, log_var, eps, z, sd, lp_lq, want_lp):
                 lp_lq[k, n] = -half * sp - -half * sq
 
 
-@jit
-def _row_log_lik(row, xn, lik, c1, c2, grad):
-    """sum_d log p(x_d | row) for one decoder output row; with `grad`, the row is overwritten by d log p / d row."""
-    D = xn.shape[0]
-    s = like(c1, 0.0)
-    if lik == BERNOULLI:
-        for d in range(D):
-            lp, g = bernoulli(xn[d], row[d])
-            s += lp
-            if grad:
-                row[d] = g
-    elif lik == GAUSSIAN:
-        for d in range(D):
-            lp, g = gaussian(xn[d], row[d], c1, c2)
-            s += lp
-            if grad:
-                row[d] = g
-    else:
-        for d in range(D):
-            lp, gm, gr = gaussian_learned(xn[d], row[d], row[D + d], c1, c2)
-            s += lp
-            if grad:
-                row[d] = gm
-                row[D + d] = gr
+@jit(fastmath={"reassoc"})  # reassociation only, so that LLVM may vectorise the sum; NaN and inf keep their meaning
+def _sum(v):
+    s = like(v[0], 0.0)
+    for i in range(v.shape[0]):
+        s += v[i]
     return s
+
+
+@jit
+def _row_log_lik(row, xn, lik, c1, c2, grad, lp):
+    """sum_d log p(x_d | row) for one decoder output row; with `grad`, the row is overwritten by d log p / d row.
+
+    Terms go to the scratch row lp and are summed after, so the element loops have no reduction and vectorise.
+    """
+    D = xn.shape[0]
+    if lik == BERNOULLI:
+        if grad:
+            for d in range(D):
+                lp[d], row[d] = bernoulli(xn[d], row[d])
+        else:
+            for d in range(D):
+                lp[d] = bernoulli(xn[d], row[d])[0]
+    elif lik == GAUSSIAN:
+        if grad:
+            for d in range(D):
+                lp[d], row[d] = gaussian(xn[d], row[d], c1, c2)
+        else:
+            for d in range(D):
+                lp[d] = gaussian(xn[d], row[d], c1, c2)[0]
+    else:
+        if grad:
+            for d in range(D):
+                lp[d], row[d], row[D + d] = gaussian_learned(xn[d], row[d], row[D + d], c1, c2)
+        else:
+            for d in range(D):
+                lp[d] = gaussian_learned(xn[d], row[d], row[D + d], c1, c2)[0]
+    return _sum(lp[:D])
 
 
 @jit
@@ -114,9 +156,10 @@ def head(out, x, lp_lq, lik, c1, c2, mode, beta, wconst, n_t, grad, value, logw,
     """
     K, N, _ = out.shape
     log_k = like(beta, math.log(K))
+    scratch = np.empty(x.shape[1], dtype=x.dtype)
     for n in range(N):
         for k in range(K):
-            lp = _row_log_lik(out[k, n], x[n], lik, c1, c2, grad)
+            lp = _row_log_lik(out[k, n], x[n], lik, c1, c2, grad, scratch)
             logw[k, n] = lp if mode == ANALYTIC else lp + beta * lp_lq[k, n]
         if mode != IWAE:
             s = like(beta, 0.0)
@@ -138,10 +181,11 @@ def head(out, x, lp_lq, lik, c1, c2, mode, beta, wconst, n_t, grad, value, logw,
             for k in range(K):
                 w[k, n] = w[k, n] / s
                 wn[k, n] = w[k, n] / n_t
-            s_lme = like(beta, 0.0)
-            for k in range(K):
-                s_lme += math.exp(logw[k, n] - m_safe)
-            value[n] = math.log(s_lme) + m_safe - log_k
+            if m_safe != m:  # all -inf (or NaN): shift by 0 as NumPy's LME does, so -inf stays -inf
+                s = like(beta, 0.0)
+                for k in range(K):
+                    s += math.exp(logw[k, n] - m_safe)
+            value[n] = math.log(s) + m_safe - log_k
         if grad:
             for k in range(K):
                 row = out[k, n]

@@ -1,0 +1,311 @@
+"""Training and evaluation throughput of npvae's backends (numpy, numba) beside PyTorch, in one run on one machine.
+
+Workloads (binarised MNIST, float32, one thread everywhere):
+  A      784-400-20 ReLU, Bernoulli, ELBO (analytic KL), batch 128: the pytorch/examples VAE
+  B-k    784-200-200-50 tanh, IWAE with k = 1, 5, 50, batch 128 (Burda et al. 2016)
+  eval   importance-sampled log p(x) of --eval-n test points with k = --eval-k, model B
+
+A training step is what npvae.train does per batch: the objective and its gradient, then Adam
+(numpy: adam_update; numba: the in-place kernel; torch: autograd + torch.optim.Adam). Every backend
+starts from the same parameters (torch's are copied from npvae's), sees the same batches and the
+same noise eps, drawn before the clock starts. Warm-up steps (numba's compilation included) are
+not timed. Each figure is the median of --repeats timed runs of --steps steps, in samples/s.
+
+    python bench/bench_train.py                                # full: ~10 minutes, eval k=5000 on 1000 points
+    python bench/bench_train.py --quick                        # < 2 minutes
+    python bench/bench_train.py --data-dir ../shared/data --json runs/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from npvae import Arch, Likelihood, flatten, init_params, log_px, objective
+from npvae.data import load
+from npvae.optim import adam_init, adam_update
+
+WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
+    "A": ("784-400-20", "relu", "elbo", "analytic", 1),
+    "B-k1": ("784-200-200-50", "tanh", "iwae", "mc", 1),
+    "B-k5": ("784-200-200-50", "tanh", "iwae", "mc", 5),
+    "B-k50": ("784-200-200-50", "tanh", "iwae", "mc", 50),
+}
+BATCH = 128
+
+
+def machine() -> dict:
+    """CPU, versions and thread settings, recorded beside every figure."""
+    cpu = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k in ("model name", "cpu family", "model", "flags") and k not in cpu:
+                cpu[k] = v.strip()
+    except OSError:
+        pass
+    flags = set(cpu.pop("flags", "").split())
+    info = {
+        "cpu": cpu.get("model name", platform.processor()),
+        "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
+        "simd": " ".join(f for f in ("avx2", "fma", "avx512f") if f in flags),
+        "cores": os.cpu_count(),
+        "load_average_1_5_15min": os.getloadavg(),  # other processes on a small machine move every figure
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        "blas": [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for d in threadpool_info()],
+    }
+    try:
+        import llvmlite
+        import numba
+
+        info.update(numba=numba.__version__, llvmlite=llvmlite.__version__, numba_svml=bool(numba.config.USING_SVML),
+                    numba_threads=numba.config.NUMBA_NUM_THREADS)
+    except ImportError:
+        pass
+    torch = _torch()
+    if torch is not None:
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    return info
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+def problem(name, x_train, steps, seed=0):
+    """(arch, initial params, batches, eps per step): identical for every backend."""
+    spec, act, bound, kl, K = WORKLOADS[name]
+    arch = Arch.parse(spec, activation=act, likelihood=Likelihood("bernoulli"))
+    params = init_params(arch, np.random.default_rng(seed), np.float32)
+    rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(x_train.shape[0])
+    batches = [np.ascontiguousarray(x_train[order[(i * BATCH) % len(order):][:BATCH]]) for i in range(steps)]
+    eps = [rng.standard_normal((K, BATCH, arch.latent_dim), dtype=np.float32) for _ in range(steps)]
+    return arch, params, batches, eps, dict(bound=bound, kl=kl, estimator="reparam")
+
+
+def npvae_steps(backend, arch, params, batches, eps, options):
+    """A function running the training steps on the given data (state carried across calls)."""
+    flat = [a.copy() for a in flatten(params)]
+    state = [adam_init(flat)]
+    from npvae.model import unflatten
+
+    if backend == "numba":
+        from npvae.backends.numba_cpu import adam_update_
+
+    def run(xs, es):
+        p, s = flat, state[0]
+        for xb, e in zip(xs, es):
+            _, grads = objective(unflatten(arch, p), arch, xb, e, backend=backend, **options)
+            g = flatten(grads)
+            if backend == "numba":
+                p, s = adam_update_(p, g, s, 1e-3, sign=-1.0)
+            else:
+                p, s = adam_update(p, [-a for a in g], s, 1e-3)
+        flat[:] = p
+        state[0] = s
+
+    return run
+
+
+def torch_model(torch, arch, params):
+    """The same VAE in PyTorch, with npvae's initial parameters (W transposed to torch's (out, in))."""
+    nn = torch.nn
+
+    def mlp(layers, act):
+        mods = []
+        for i, layer in enumerate(layers):
+            lin = nn.Linear(*layer.W.shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(layer.W.T.copy()))
+                lin.bias.copy_(torch.from_numpy(layer.b))
+            mods.append(lin)
+            if i < len(layers) - 1:
+                mods.append(nn.ReLU() if act == "relu" else nn.Tanh())
+        return nn.Sequential(*mods)
+
+    return mlp(params.encoder, arch.activation), mlp(params.decoder, arch.activation)
+
+
+def torch_bound(torch, enc, dec, arch, x, eps, bound, kl):
+    """Per-point bound (N,): ELBO with analytic KL, or IWAE's LME of the log-weights; eps: (K, N, Z)."""
+    F = torch.nn.functional
+    Z = arch.latent_dim
+    h = enc(x)
+    mu, log_var = h[:, :Z], h[:, Z:]
+    z = mu + torch.exp(0.5 * log_var) * eps  # (K, N, Z)
+    logits = dec(z)
+    log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)  # (K, N)
+    if kl == "analytic":
+        return log_px_z.mean(0) - 0.5 * (mu * mu + torch.expm1(log_var) - log_var).sum(-1)
+    log_pz = -0.5 * (z * z).sum(-1)
+    log_qz = -0.5 * (log_var + eps * eps).sum(-1)  # the log 2pi terms cancel
+    a = log_px_z + log_pz - log_qz
+    return torch.logsumexp(a, 0) - np.log(a.shape[0])
+
+
+def torch_steps(torch, arch, params, batches, eps, options):
+    enc, dec = torch_model(torch, arch, params)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+
+    def run(xs, es):
+        for xb, e in zip(xs, es):
+            opt.zero_grad(set_to_none=True)
+            loss = -torch_bound(torch, enc, dec, arch, xb, e, options["bound"], options["kl"]).mean()
+            loss.backward()
+            opt.step()
+
+    return run
+
+
+def time_training(name, backends, x_train, steps, warmup, repeats):
+    """samples/s per backend: the median of `repeats` runs of `steps` steps, backends interleaved."""
+    arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
+    torch = _torch() if "torch" in backends else None
+    runs, data = {}, {}
+    for b in backends:
+        if b == "torch":
+            runs[b] = torch_steps(torch, arch, params, batches, eps, options)
+            data[b] = ([torch.from_numpy(x) for x in batches], [torch.from_numpy(e) for e in eps])
+            # The same model: torch's bound at step 0 equals npvae's.
+            ref = objective(params, arch, batches[0], eps[0], **options)[0]
+            enc, dec = torch_model(torch, arch, params)
+            with torch.no_grad():
+                got = torch_bound(torch, enc, dec, arch, data[b][0][0], data[b][1][0], options["bound"], options["kl"]).numpy()
+            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
+        else:
+            runs[b] = npvae_steps(b, arch, params, batches, eps, options)
+            data[b] = (batches, eps)
+    for b in backends:  # warm-up (compilation, caches, allocator)
+        runs[b](data[b][0][:warmup], data[b][1][:warmup])
+    times = {b: [] for b in backends}
+    for _ in range(repeats):
+        for b in backends:
+            xs, es = data[b][0][warmup:], data[b][1][warmup:]
+            t = time.perf_counter()
+            runs[b](xs, es)
+            times[b].append(time.perf_counter() - t)
+    return {b: {"samples_per_s": BATCH * steps / statistics.median(ts), "runs_s": ts} for b, ts in times.items()}
+
+
+def time_eval(backends, x_test, n, k, seed=0, batch=100):
+    """Seconds for the importance-sampled log p(x) of n test points (model B, untrained: the cost is the same)."""
+    arch, params, _, _, _ = problem("B-k1", x_test, 0)
+    x = np.ascontiguousarray(x_test[:n])
+    out = {}
+    for b in backends:
+        t = time.perf_counter()
+        if b == "torch":
+            lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch)
+        else:
+            if b == "numba":  # compile outside the clock
+                log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
+                t = time.perf_counter()
+            lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
+                                 for i in range(0, n, batch)])
+        out[b] = {"seconds": time.perf_counter() - t, "mean_log_px": float(np.mean(lp))}
+    return out
+
+
+def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22):
+    """The same estimator in torch, same noise (drawn by numpy's Generator in the same chunks as npvae)."""
+    from npvae.importance import _chunk_size
+
+    enc, dec = torch_model(torch, arch, params)
+    Z = arch.latent_dim
+    res = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            xb = torch.from_numpy(x[i:i + batch])
+            g = np.random.default_rng((0, i))
+            chunk = _chunk_size(arch, xb.shape[0], max_elements)
+            h = enc(xb)
+            mu, log_var = h[:, :Z], h[:, Z:]
+            parts, done = [], 0
+            while done < k:
+                kc = min(chunk, k - done)
+                e = torch.from_numpy(g.standard_normal((kc, xb.shape[0], Z), dtype=np.float32))
+                z = mu + torch.exp(0.5 * log_var) * e
+                logits = dec(z)
+                lpx = -torch.nn.functional.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+                parts.append(lpx - 0.5 * (z * z).sum(-1) + 0.5 * (log_var + e * e).sum(-1))
+                done += kc
+            res.append((torch.logsumexp(torch.cat(parts), 0) - np.log(k)).numpy())
+    return np.concatenate(res)
+
+
+def table(results, backends) -> str:
+    """A markdown table: samples/s (training) or seconds (evaluation) per backend, and ratios to torch and numpy."""
+    head = "| workload | " + " | ".join(backends) + " | numba / numpy | numba / torch |"
+    lines = [head, "|" + "---|" * (len(backends) + 3)]
+    for name, r in results.items():
+        if name == "eval":
+            cells = [f"{r[b]['seconds']:.1f} s" for b in backends]
+            ratio = lambda a, b: f"{r[b]['seconds'] / r[a]['seconds']:.2f}x" if a in r and b in r else "-"
+        else:
+            cells = [f"{r[b]['samples_per_s']:,.0f}/s" for b in backends]
+            ratio = lambda a, b: f"{r[a]['samples_per_s'] / r[b]['samples_per_s']:.2f}x" if a in r and b in r else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio('numba', 'numpy')} | {ratio('numba', 'torch')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
+    p.add_argument("--backends", default="numpy,numba,torch", help="torch is skipped when it does not import")
+    p.add_argument("--steps", type=int, default=100, help="timed steps per repeat (B-k50: a fifth of it)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--eval-k", type=int, default=5000)
+    p.add_argument("--quick", action="store_true", help="steps 20, repeats 3, eval 100 points with k = 500")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default="runs/bench_train.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats, args.eval_n, args.eval_k = 20, 3, 100, 500
+    threadpool_limits(args.threads)
+    backends = [b for b in args.backends.split(",") if b != "torch" or _torch() is not None]
+    info = machine()
+    print("machine: " + json.dumps(info))
+    d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
+    results = {}
+    for name in args.workloads.split(","):
+        if name == "eval":
+            results[name] = time_eval(backends, d.test, args.eval_n, args.eval_k)
+        else:
+            steps = max(2, args.steps // 5) if name == "B-k50" else args.steps
+            results[name] = time_training(name, backends, d.train, steps, args.warmup, args.repeats)
+        print(f"{name}: " + json.dumps({b: {k: v for k, v in r.items() if k != 'runs_s'} for b, r in results[name].items()}), flush=True)
+    print()
+    print(f"float32, batch {BATCH}, {args.threads} thread(s); training in samples/s (median of {args.repeats} x {args.steps} steps),"
+          f" eval = log p(x) of {args.eval_n} test points with k = {args.eval_k} (seconds)")
+    print(table(results, backends))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results, "load_average_end": os.getloadavg()}, indent=1))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The numba CPU backend: the same forward and backward as npvae.objectives, with fused kernels between BLAS products.
+
+Matrix products stay on BLAS (`np.matmul(..., out=buffer)`); everything element-wise between them is
+one pass of a numba kernel (npvae.backends.kernels). Activations, decoder outputs and the latent
+arrays live in a per-thread `Workspace` reused from step to step while shapes and dtype stay the
+same; what is returned (values, gradients, log-weights) is always freshly allocated.
+Private cores: no checking; `npvae.objectives` and `npvae.importance` validate and then call these.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from ..layers import ACTIVATIONS, Dense
+from ..model import Arch, VAEParams
+from . import kernels as kern
+from . import scalar
+
+_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # identity, relu, tanh, softplus -> scalar codes
+assert _ACT == {"identity": scalar.IDENTITY, "relu": scalar.RELU, "tanh": scalar.TANH, "softplus": scalar.SOFTPLUS}
+_LIK = {"bernoulli": scalar.BERNOULLI, "gaussian": scalar.GAUSSIAN, "gaussian-learned": scalar.GAUSSIAN_LEARNED}
+_ESTIMATOR = {"reparam": kern.REPARAM, "stl": kern.STL, "dreg": kern.DREG}
+
+
+class Workspace:
+    """Named buffers, reallocated only when a shape or dtype changes."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, name, shape, dtype, fill=None):
+        b = self.buffers.get(name)
+        if b is None or b.shape != tuple(shape) or b.dtype != dtype:
+            b = np.empty(shape, dtype=dtype)
+            self.buffers[name] = b
+        if fill is not None:
+            b.fill(fill)
+        return b
+
+
+_local = threading.local()
+
+
+def workspace() -> Workspace:
+    """This thread's workspace (two threads never share buffers)."""
+    ws = getattr(_local, "ws", None)
+    if ws is None:
+        ws = _local.ws = Workspace()
+    return ws
+
+
+def _mlp_forward(ws, tag, layers, x, code):
+    """(M, H_0) -> (M, H_L) through BLAS products and bias+activation kernels; returns (out, caches) for `_mlp_backward`."""
+    h = x
+    caches = []
+    for i, (W, b) in enumerate(layers):
+        a = ws.get((tag, i, "a"), (h.shape[0], W.shape[1]), h.dtype)
+        np.matmul(h, W, out=a)
+        act = code if i < len(layers) - 1 else scalar.IDENTITY
+        # softplus' derivative needs the pre-activation a; the others can overwrite it with y.
+        y = ws.get((tag, i, "y"), a.shape, a.dtype) if act == scalar.SOFTPLUS else a
+        kern.bias_activation(a, b, act, y)
+        caches.append((h, a if act == scalar.SOFTPLUS else y))
+        h = y
+    return h, caches
+
+
+def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx):
+    """Back through the layers from dout (M, H_L), which is overwritten; returns (grads tuple of Dense, dx or None)."""
+    grads = [None] * len(layers)
+    d = dout
+    for i in reversed(range(len(layers))):
+        h, cache = caches[i]
+        W = layers[i].W
+        db = np.empty(W.shape[1], dtype=d.dtype)
+        kern.activation_backward(d, cache, code if i < len(layers) - 1 else scalar.IDENTITY, db)
+        grads[i] = Dense(np.matmul(h.T, d), db)
+        if i > 0 or need_dx:
+            dx = ws.get((tag, i, "dx"), h.shape, d.dtype)
+            np.matmul(d, W.T, out=dx)
+            d = dx
+    return tuple(grads), (d if need_dx else None)
+
+
+def _lik_constants(arch: Arch, t):
+    """The two constants each likelihood kernel takes, in the data's float type."""
+    lik = arch.likelihood
+    if lik.name == "gaussian":
+        return t(lik.sigma2), t(math.log(2.0 * math.pi * lik.sigma2))
+    if lik.name == "gaussian-learned":
+        return t(lik.min_log_var), t(math.log(2.0 * math.pi))
+    return t(0.0), t(0.0)
+
+
+def _encode(ws, params, arch, x):
+    code = _ACT[arch.activation]
+    h, caches = _mlp_forward(ws, "enc", params.encoder, x, code)
+    Z = arch.latent_dim
+    return h[:, :Z], h[:, Z:], caches
+
+
+def _sample_decode(ws, params, arch, x, eps, mu, log_var, want_lp):
+    """z, sd, lp_lq and the decoder output (K, N, D_out) for noise eps (K, N, Z)."""
+    K, N, Z = eps.shape
+    dt = x.dtype
+    z = ws.get("z", (K, N, Z), dt)
+    sd = ws.get("sd", (N, Z), dt)
+    lp_lq = ws.get("lp_lq", (K, N), dt)
+    kern.sample(mu, log_var, eps, z, sd, lp_lq, want_lp)
+    out, caches = _mlp_forward(ws, "dec", params.decoder, z.reshape(K * N, Z), _ACT[arch.activation])
+    return z, sd, lp_lq, out.reshape(K, N, -1), caches
+
+
+def _head(ws, arch, x, out, lp_lq, mode, beta, wconst, grad):
+    K, N = lp_lq.shape
+    t = x.dtype.type
+    c1, c2 = _lik_constants(arch, t)
+    value = np.empty(N, dtype=x.dtype)
+    logw = ws.get("logw", (K, N), x.dtype)
+    w = ws.get("w", (K, N), x.dtype)
+    wn = ws.get("wn", (K, N), x.dtype)
+    kern.head(out, x, lp_lq, _LIK[arch.likelihood.name], c1, c2, mode, t(beta), t(wconst), t(N), grad, value, logw, w, wn)
+    return value, logw, w, wn
+
+
+def _mode(bound, kl):
+    return kern.ANALYTIC if kl == "analytic" else (kern.ELBO_MC if bound == "elbo" else kern.IWAE)
+
+
+def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
+    """The value (N,) and the gradient of its batch mean, as objectives._bound_and_grad; no checking."""
+    x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
+    ws = workspace()
+    K, N, Z = eps.shape
+    t = x.dtype.type
+    beta = t(kl_weight)
+    mode = _mode(bound, kl)
+    mu, log_var, enc_caches = _encode(ws, params, arch, x)
+    z, sd, lp_lq, out, dec_caches = _sample_decode(ws, params, arch, x, eps, mu, log_var, mode != kern.ANALYTIC)
+    # Decoder weights as NumPy rounds them: 1/(K N) for the analytic KL, (1/K)/N for the MC ELBO.
+    wconst = 1.0 / (K * N) if mode == kern.ANALYTIC else 1.0 / K
+    value, _, w, wn = _head(ws, arch, x, out, lp_lq, mode, beta, wconst, True)  # out now holds dout
+    code = _ACT[arch.activation]
+    dec_grads, dz = _mlp_backward(ws, "dec", params.decoder, dec_caches, out.reshape(K * N, -1), code, True)
+    above = ws.get("above", (N, Z), np.bool_)
+    if mode == kern.ANALYTIC:
+        kl_value = ws.get("kl", (N,), x.dtype)
+        kern.kl_free_bits(mu, log_var, t(free_bits), kl_value, above)
+        value -= beta * kl_value
+    dh = ws.get("dh", (N, 2 * Z), x.dtype)
+    kern.latent_backward(dz.reshape(K, N, Z), z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
+                         _ESTIMATOR[estimator], dh)
+    enc_grads, _ = _mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False)
+    return value, VAEParams(enc_grads, dec_grads)
+
+
+def log_weights(params: VAEParams, arch: Arch, x, eps):
+    """a_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): (K, N), fresh; no checking."""
+    x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
+    ws = workspace()
+    mu, log_var, _ = _encode(ws, params, arch, x)
+    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, True)
+    _, logw, _, _ = _head(ws, arch, x, out, lp_lq, kern.ELBO_MC, 1.0, 1.0 / eps.shape[0], False)
+    return logw.copy()
+
+
+def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
+    """The bound per point (N,) without gradients, as objectives.bound_value; no checking."""
+    x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
+    ws = workspace()
+    K, N, Z = eps.shape
+    mode = _mode(bound, kl)
+    mu, log_var, _ = _encode(ws, params, arch, x)
+    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, mode != kern.ANALYTIC)
+    value, _, _, _ = _head(ws, arch, x, out, lp_lq, mode, 1.0, 1.0 / K, False)
+    if mode == kern.ANALYTIC:
+        kl_value = ws.get("kl", (N,), x.dtype)
+        kern.kl_free_bits(mu, log_var, x.dtype.type(-np.inf), kl_value, ws.get("above", (N, Z), np.bool_))
+        value -= kl_value
+    return value
+
+
+def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
+    """Importance-sampled log p(x) (N,) as npvae.importance.log_px, k samples in chunks of `chunk`; no checking.
+
+    The encoder runs once (its output does not depend on the noise); the noise is drawn chunk by chunk
+    in the same (k, N, Z) order as the NumPy path, so both see the same draws.
+    """
+    ws = workspace()
+    x = np.ascontiguousarray(x)
+    N, Z = x.shape[0], arch.latent_dim
+    dtype = x.dtype
+    mu, log_var, _ = _encode(ws, params, arch, x)  # views of the encoder's buffer, which the chunks leave alone
+    m = np.full(N, -np.inf, dtype=dtype)
+    s = np.zeros(N, dtype=dtype)
+    done = 0
+    while done < k:
+        kc = min(chunk, k - done)
+        eps = rng.standard_normal((kc, N, Z), dtype=dtype)
+        _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, True)
+        _, logw, _, _ = _head(ws, arch, x, out, lp_lq, kern.ELBO_MC, 1.0, 1.0 / kc, False)
+        kern.lme_update(logw, m, s)
+        done += kc
+    out = np.empty(N, dtype=dtype)
+    kern.lme_finish(m, s, dtype.type(np.log(k)), out)
+    return out
+
+
+def log_mean_exp(a):
+    """LME over axis 0 of a (K, N) -> (N,), fresh; no checking."""
+    out = np.empty(a.shape[1:], dtype=a.dtype)
+    kern.log_mean_exp(a.reshape(a.shape[0], -1), out.reshape(-1))
+    return out
+
+
+def adam_update_(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
+    """npvae.optim.adam_update IN PLACE on params and state's m, v (with gradient sign * grads); returns (params, new state).
+
+    The trainer passes the bound's gradient with sign = -1 (Adam descends on the loss) and so never
+    builds the negated copies. Results equal adam_update's bit for bit.
+    """
+    from ..optim import AdamState
+
+    b1, b2 = betas
+    step = state.step + 1
+    bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
+    for p, g, m, v in zip(params, grads, state.m, state.v):
+        t = p.dtype.type
+        flat = [np.ascontiguousarray(a).reshape(-1) for a in (p, g, m, v)]  # views, unless an array is not C-ordered
+        kern.adam(*flat, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
+        for a, f in ((p, flat[0]), (m, flat[2]), (v, flat[3])):
+            if not np.shares_memory(a, f):
+                a[...] = f.reshape(a.shape)
+    return params, AdamState(step, state.m, state.v)

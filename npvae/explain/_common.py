@@ -1,0 +1,137 @@
+"""What the explain experiments share: the demonstration model, the linear encoder, Gaussian closed forms, figures, JSON.
+
+Shapes: x (N, D), z (N, Z); a linear encoder is mu = x A^T + a with A: (Z, D), a: (Z,) and a log-variance
+log_S: (Z,) shared by every x. Private helpers: no input checking (the experiments build their own inputs).
+Matplotlib is imported inside the functions and only through Figure + FigureCanvasAgg (no pyplot),
+so nothing global changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..layers import Dense
+from ..linear_gaussian import LinearGaussian
+from ..model import VAEParams
+
+# One colour per role, the same in every figure of every topic.
+C_POSTERIOR, C_PRIOR, C_Q, C_BEST = "black", "0.55", "tab:blue", "tab:orange"
+C_REPARAM, C_STL, C_DREG, C_SCORE, C_DECODER = "tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple"
+
+
+def correlated_model(rng: np.random.Generator, D: int, sigma2: float, cos: float, norms=(2.0, 1.5)) -> LinearGaussian:
+    """A LinearGaussian with Z = 2 whose columns of W have lengths `norms` and cosine `cos`, in a random D-dim plane.
+
+    M = W^T W + sigma2 I then has off-diagonal norms[0] norms[1] cos, so p(z|x) = N(., sigma2 M^-1) is
+    correlated (a diagonal q cannot match it) whenever cos != 0 (MATHS.md, "The linear-Gaussian model").
+    """
+    Q, _ = np.linalg.qr(rng.standard_normal((D, 2)))  # (D, 2), orthonormal columns
+    a1, a2 = norms
+    R = np.array([[a1, a2 * cos], [0.0, a2 * math.sqrt(1.0 - cos * cos)]])
+    return LinearGaussian(Q @ R, rng.standard_normal(D), sigma2)
+
+
+def correlation_gap(model: LinearGaussian) -> float:
+    """1/2 [sum_j log M_jj - log|M|]: log p(x) - ELBO of the best diagonal q, the same for every x (MATHS.md)."""
+    M = model.W.T @ model.W + model.sigma2 * np.eye(model.Z)
+    return 0.5 * float(np.sum(np.log(np.diag(M))) - np.linalg.slogdet(M)[1])
+
+
+def encoder_params(model: LinearGaussian, A, a, log_S) -> VAEParams:
+    """Linear-VAE parameters (npvae.linear_vae layout) with q(z|x) = N(A x + a, diag(exp(log_S))) and the model's decoder."""
+    D, Z = model.D, model.Z
+    enc = Dense(np.concatenate([A.T, np.zeros((D, Z))], axis=1), np.concatenate([a, log_S]))  # (D, 2Z), (2Z,)
+    return VAEParams((enc,), (Dense(model.W.T.copy(), model.b.copy()),))
+
+
+def read_encoder(params: VAEParams, Z: int):
+    """(A (Z, D), a (Z,), log_S (Z,)) of a linear encoder whose log-variance weights are zero."""
+    enc = params.encoder[0]
+    return enc.W[:, :Z].T, enc.b[:Z], enc.b[Z:]
+
+
+def read_decoder(params: VAEParams, sigma2: float) -> LinearGaussian:
+    """The LinearGaussian a linear VAE's decoder defines: W = dec.W^T, b = dec.b."""
+    dec = params.decoder[0]
+    return LinearGaussian(dec.W.T.copy(), dec.b.copy(), sigma2)
+
+
+def kl_gauss(m0, S0, m1, S1) -> float:
+    """KL(N(m0, S0) || N(m1, S1)) = 1/2 [tr(S1^-1 S0) + (m1-m0)^T S1^-1 (m1-m0) - n + log|S1| - log|S0|] (MATHS.md)."""
+    d = m1 - m0
+    return 0.5 * float(np.trace(np.linalg.solve(S1, S0)) + d @ np.linalg.solve(S1, d) - len(m0)
+                       + np.linalg.slogdet(S1)[1] - np.linalg.slogdet(S0)[1])
+
+
+def entropy_gauss(S) -> float:
+    """H(N(m, S)) = 1/2 log|2 pi e S|."""
+    return 0.5 * float(S.shape[0] * math.log(2 * math.pi * math.e) + np.linalg.slogdet(S)[1])
+
+
+def ellipse(mean, cov, n_sd: float = 2.0, n: int = 100):
+    """Points (n, 2) on the n_sd-standard-deviation contour of a 2-D Gaussian."""
+    t = np.linspace(0.0, 2.0 * np.pi, n)
+    return mean + n_sd * np.stack([np.cos(t), np.sin(t)], axis=1) @ np.linalg.cholesky(cov).T
+
+
+def mean_se(a, axis=0):
+    """Mean and its standard error along `axis`."""
+    a = np.asarray(a, dtype=np.float64)
+    return a.mean(axis=axis), a.std(axis=axis, ddof=1) / math.sqrt(a.shape[axis])
+
+
+def figure(width: float, height: float):
+    """A Figure (inches) on its own Agg canvas: no pyplot, no global figure list, no window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, out_dir: Path, name: str) -> str:
+    """Write fig to out_dir/name, drop its artists, and return the file name (relative to out_dir)."""
+    try:
+        fig.savefig(out_dir / name, format="png")
+    finally:
+        fig.clear()
+    return name
+
+
+def style(ax, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None, legend: bool = True):
+    """The look every panel shares: a light grid, labels, a small legend."""
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def to_jsonable(obj):
+    """Arrays -> lists, numpy scalars -> floats/ints, non-finite floats -> None (strict JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False))

@@ -1,0 +1,180 @@
+"""Topic `joint`: the ELBO averaged over the data is a KL between two joint distributions over (x, z).
+
+With q(x) the data distribution and q(x, z) = q(x) q(z|x), the integrand log p(x, z) - log q(z|x) of the
+ELBO is -(log q(x, z) - log p(x, z)) - (-log q(x)) for every (x, z), so (MATHS.md, "Joint view")
+    E_q(x) ELBO(x) = -KL(q(x) q(z|x) || p(x, z)) - H(q(x)).
+H(q(x)) does not depend on the model: maximising the averaged ELBO over encoder AND decoder is minimising
+one KL between joints. Factorising both joints over x first splits it into the two jobs of a VAE:
+    KL(q(x, z) || p(x, z)) = KL(q(x) || p(x)) + E_q(x) KL(q(z|x) || p(z|x))   (fit the data; infer z).
+The encoder only moves the second term, so at best it reaches E_q(x) log p(x) = -H(q(x)) - KL(q(x) || p(x)).
+Checked on the linear-Gaussian model p(x, z) (MATHS.md) with q(x) = N(m, C), a Gaussian of our choosing
+that p does not match, and a linear encoder q(z|x) = N(A x + a, diag(S)): every term is a closed form
+(expectations of quadratics under q(x); KL between (D+Z)-dimensional Gaussians), and each is also
+estimated by Monte Carlo from pairs (x, z) ~ q(x) q(z|x), the ELBO's integrand coming from npvae.bound_value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import multivariate_normal
+
+from ..linear_gaussian import LinearGaussian
+from ..linear_vae import linear_arch
+from ..objectives import bound_value
+from . import _common as c
+
+
+def expected_elbo(model: LinearGaussian, A, a, log_S, m, C) -> float:
+    """E_{x ~ N(m, C)} ELBO(x) for q(z|x) = N(A x + a, diag(S)), from MATHS.md's closed-form ELBO.
+
+    ELBO(x) = -D/2 log(2 pi s2) - [||B x - d||^2 + sum_j S_j ||W_:j||^2] / (2 s2) - 1/2 sum_j [S_j + mu_j^2 - 1 - log S_j],
+    B = I - W A, d = b + W a, mu = A x + a; E||B x - d||^2 = ||B m - d||^2 + tr(B C B^T), E||mu||^2 = ||A m + a||^2 + tr(A C A^T).
+    """
+    W, b, s2 = model.W, model.b, float(model.sigma2)
+    S = np.exp(log_S)
+    B, d = np.eye(model.D) - W @ A, b + W @ a
+    e_resid = np.sum((B @ m - d) ** 2) + np.trace(B @ C @ B.T)
+    e_mu2 = np.sum((A @ m + a) ** 2) + np.trace(A @ C @ A.T)
+    return float(-0.5 * model.D * np.log(2 * np.pi * s2) - (e_resid + S @ np.sum(W * W, axis=0)) / (2 * s2)
+                 - 0.5 * (np.sum(S - 1 - log_S) + e_mu2))
+
+
+def joint_gaussians(model: LinearGaussian, A, a, log_S, m, C):
+    """(mean, cov) of q(x, z) = N(m, C) N(A x + a, diag S) and of p(x, z) = N(0, I) N(W z + b, s2 I), in (x, z) order."""
+    W, b, s2, Z = model.W, model.b, float(model.sigma2), model.Z
+    q_mean = np.concatenate([m, A @ m + a])
+    q_cov = np.block([[C, C @ A.T], [A @ C, A @ C @ A.T + np.diag(np.exp(log_S))]])
+    p_mean = np.concatenate([b, np.zeros(Z)])
+    p_cov = np.block([[W @ W.T + s2 * np.eye(model.D), W], [W.T, np.eye(Z)]])
+    return (q_mean, q_cov), (p_mean, p_cov)
+
+
+def expected_kl_to_posterior(model: LinearGaussian, A, a, log_S, m, C) -> float:
+    """E_{x ~ N(m, C)} KL(N(A x + a, diag S) || N(P (x - b), s2 M^-1)), P = M^-1 W^T (MATHS.md, full-covariance KL).
+
+    The mean difference e(x) = (A - P) x + a + P b is linear in x, so E e^T L e = e(m)^T L e(m) + tr(L (A-P) C (A-P)^T).
+    """
+    W, b, s2 = model.W, model.b, float(model.sigma2)
+    M = W.T @ W + s2 * np.eye(model.Z)
+    P = np.linalg.solve(M, W.T)
+    L = M / s2  # inverse posterior covariance
+    e, G = (A - P) @ m + a + P @ b, A - P
+    quad = e @ L @ e + np.trace(L @ G @ C @ G.T)
+    return float(0.5 * (np.sum(np.diag(L) * np.exp(log_S)) + quad - model.Z - np.linalg.slogdet(L)[1] - np.sum(log_S)))
+
+
+def expected_kl_to_prior(A, a, log_S, m, C) -> float:
+    """E_{x ~ N(m, C)} KL(N(A x + a, diag S) || N(0, I)) = 1/2 [sum_j (S_j - 1 - log S_j) + ||A m + a||^2 + tr(A C A^T)]."""
+    return float(0.5 * (np.sum(np.exp(log_S) - 1 - log_S) + np.sum((A @ m + a) ** 2) + np.trace(A @ C @ A.T)))
+
+
+def closed_forms(model, A, a, log_S, m, C) -> dict:
+    """Every term of the three views of E_q(x) ELBO(x)."""
+    (qm, qc), (pm, pc) = joint_gaussians(model, A, a, log_S, m, C)
+    C_p = model.W @ model.W.T + model.sigma2 * np.eye(model.D)
+    return {"expected_elbo": expected_elbo(model, A, a, log_S, m, C),
+            "kl_joint": c.kl_gauss(qm, qc, pm, pc),
+            "entropy_qx": c.entropy_gauss(C),
+            "kl_qx_to_px": c.kl_gauss(m, C, model.b, C_p),
+            "expected_kl_to_posterior": expected_kl_to_posterior(model, A, a, log_S, m, C),
+            "expected_kl_to_prior": expected_kl_to_prior(A, a, log_S, m, C)}
+
+
+def monte_carlo(model, A, a, log_S, m, C, n: int, rng) -> dict:
+    """Per-pair estimates of the ELBO, the joint KL and H(q(x)) from (x, z) ~ q(x) q(z|x): per-pair values (n,) each."""
+    Z = model.Z
+    x = m + rng.standard_normal((n, model.D)) @ np.linalg.cholesky(C).T  # (n, D) ~ N(m, C)
+    params = c.encoder_params(model, A, a, log_S)
+    elbo = bound_value(params, linear_arch(model.D, Z, float(model.sigma2)), x, rng.standard_normal((1, n, Z)), bound="elbo", kl="mc")
+    log_qx = multivariate_normal(m, C).logpdf(x)
+    # log p(x, z) - log q(z|x) = elbo; log q(x, z) - log p(x, z) = log q(x) - elbo; H(q(x)) = E[-log q(x)].
+    return {"elbo": elbo, "kl_joint": log_qx - elbo, "entropy_qx": -log_qx}
+
+
+def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dict:
+    n = 20_000 if quick else 400_000
+    model = c.correlated_model(rng, D=5, sigma2=0.3, cos=0.5)
+    D, Z = model.D, model.Z
+    # q(x): not the model's marginal p(x) = N(b, W W^T + s2 I) -- shifted, and with variance in every direction.
+    m = model.b + 0.5 * rng.standard_normal(D)
+    R = rng.standard_normal((D, D)) / np.sqrt(D)
+    C = model.W @ model.W.T + 0.5 * R @ R.T + 0.2 * np.eye(D)
+    M = model.W.T @ model.W + model.sigma2 * np.eye(Z)
+    A_best, log_S_best = np.linalg.solve(M, model.W.T), np.log(model.sigma2 / np.diag(M))
+    A, a, log_S = 0.8 * A_best, -0.8 * A_best @ model.b + 0.2, log_S_best + 0.3  # an encoder that is not the best
+    exact = closed_forms(model, A, a, log_S, m, C)
+    mc = monte_carlo(model, A, a, log_S, m, C, n, rng)
+    mc_summary = {k: c.mean_se(v) for k, v in mc.items()}
+    # A path of encoders from q(z|x) = p(z) (t = 0) through the best diagonal one (t = 1) and beyond.
+    ts = np.linspace(0.0, 1.6, 33)
+    path = {"t": ts, **{k: [] for k in exact}, "mc_t": ts[::4], "mc_elbo": [], "mc_elbo_se": []}
+    for t in ts:
+        for k, v in closed_forms(model, t * A_best, -t * A_best @ model.b, t * log_S_best, m, C).items():
+            path[k].append(v)
+    for t in path["mc_t"]:
+        e = monte_carlo(model, t * A_best, -t * A_best @ model.b, t * log_S_best, m, C, n // 10, rng)["elbo"]
+        mean, se = c.mean_se(e)
+        path["mc_elbo"].append(mean)
+        path["mc_elbo_se"].append(se)
+    running = np.cumsum(mc["elbo"]) / np.arange(1, n + 1)
+    at = np.unique(np.geomspace(10, n, 200).astype(int)) - 1
+    numbers = {"model": {"W": model.W, "b": model.b, "sigma2": model.sigma2}, "q_x": {"mean": m, "cov": C},
+               "encoder": {"A": A, "a": a, "log_S": log_S}, "closed_form": exact, "n": n,
+               "monte_carlo": {k: {"mean": v[0], "se": v[1]} for k, v in mc_summary.items()},
+               "running": {"n": at + 1, "mean": running[at], "sd": np.sqrt(np.var(mc["elbo"]) / (at + 1))}, "path": path}
+    return {"files": [_plot(numbers, out_dir)], "numbers": numbers}
+
+
+def _plot(nb: dict, out_dir) -> str:
+    """Three panels: the three decompositions as waterfalls; the Monte Carlo check; the encoder path."""
+    e = nb["closed_form"]
+    total = e["expected_elbo"]
+    fig = c.figure(17.0, 4.8)
+    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.12, top=0.86, wspace=0.22)
+    ax = fig.add_subplot(1, 3, 1)
+    rows = [("ELBO\nview", [("E_q[log p(x|z)]", total + e["expected_kl_to_prior"], c.C_DECODER),
+                           ("-E KL(q(z|x) || p(z))", -e["expected_kl_to_prior"], c.C_STL)]),
+            ("joint\nview", [("-H(q(x))", -e["entropy_qx"], c.C_PRIOR), ("-KL(q(x,z) || p(x,z))", -e["kl_joint"], c.C_SCORE)]),
+            ("fit p(x) +\ninfer z", [("-H(q(x))", None, c.C_PRIOR), ("-KL(q(x) || p(x))", -e["kl_qx_to_px"], c.C_BEST),
+                                 ("-E KL(q(z|x) || p(z|x))", -e["expected_kl_to_posterior"], c.C_Q)])]
+    width = max(abs(v) for _, terms in rows for _, v, _ in terms if v is not None)
+    for i, (name, terms) in enumerate(rows):
+        left = 0.0
+        for label, v, colour in terms:
+            v = -e["entropy_qx"] if v is None else v  # the same -H(q(x)) bar, labelled once
+            ax.barh(i, v, left=left, color=colour, height=0.6, edgecolor="white", label=label if label not in
+                    ax.get_legend_handles_labels()[1] else None)
+            if abs(v) > 0.08 * width:
+                ax.text(left + v / 2, i, f"{v:.3f}", ha="center", va="center", fontsize=9, color="white", weight="bold")
+            left += v
+    ax.axvline(total, color=c.C_POSTERIOR, lw=2, label=f"E_q(x) ELBO(x) = {total:.3f}")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_ylim(-0.5, len(rows) + 1.3)  # room for the legend above the bars
+    ax.set_xlim(min(total, 0) * 1.08, max(0, total) + 0.5)
+    c.style(ax, "one number, three splits (closed forms)", "nats (bars add up from 0)", legend=False)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax = fig.add_subplot(1, 3, 2)
+    r = nb["running"]
+    ax.fill_between(r["n"], r["mean"] - 2 * r["sd"], r["mean"] + 2 * r["sd"], color=c.C_Q, alpha=0.2, label="+- 2 SE")
+    ax.plot(r["n"], r["mean"], color=c.C_Q, lw=2, label="Monte Carlo: mean of log p(x,z) - log q(z|x)")
+    ax.axhline(-e["kl_joint"] - e["entropy_qx"], color=c.C_POSTERIOR, ls="--", lw=2, label="-KL(q(x,z) || p(x,z)) - H(q(x))")
+    ax.set_xscale("log")
+    ax.set_ylim(total - 8 * r["sd"][-1] * np.sqrt(r["n"][-1] / 1000), total + 8 * r["sd"][-1] * np.sqrt(r["n"][-1] / 1000))
+    c.style(ax, "(x, z) ~ q(x) q(z|x): the average converges to the joint KL", "pairs drawn", "nats")
+    ax = fig.add_subplot(1, 3, 3)
+    p = nb["path"]
+    t = np.array(p["t"])
+    ax.plot(t, p["expected_elbo"], color=c.C_Q, lw=3, label="E_q(x) ELBO(x)")
+    ax.plot(t, -np.array(p["kl_joint"]) - np.array(p["entropy_qx"]), color=c.C_POSTERIOR, ls="--", lw=1.5,
+            label="-KL(q(x,z) || p(x,z)) - H(q(x))")
+    ax.errorbar(p["mc_t"], p["mc_elbo"], yerr=2 * np.array(p["mc_elbo_se"]), fmt="o", color=c.C_Q, ms=4, label="Monte Carlo (+- 2 SE)")
+    ceiling = -np.array(p["entropy_qx"]) - np.array(p["kl_qx_to_px"])
+    ax.plot(t, ceiling, color=c.C_BEST, lw=1.5, label="E_q(x) log p(x) = -H(q(x)) - KL(q(x) || p(x))")
+    best = int(np.argmax(p["expected_elbo"]))
+    ax.annotate(f"gap left at t = {t[best]:.2f}:\nE KL(q(z|x) || p(z|x)) = {p['expected_kl_to_posterior'][best]:.3f}\n"
+                "(a diagonal q, a correlated posterior)", (t[best], p["expected_elbo"][best]),
+                xytext=(0.45, 0.1), textcoords="axes fraction", fontsize=8, arrowprops={"arrowstyle": "->", "color": "0.4"})
+    ax.set_ylim(min(p["expected_elbo"]) - 1, ceiling[0] + 0.3 * (ceiling[0] - min(p["expected_elbo"])))
+    c.style(ax, "encoders q_t: t = 0 is the prior, t = 1 the best diagonal", "t", "nats")
+    fig.suptitle("The joint view: E_q(x) ELBO(x) = -KL(q(x) q(z|x) || p(x, z)) - H(q(x))", fontsize=12)
+    return c.save_png(fig, out_dir, "joint.png")

@@ -1,0 +1,138 @@
+"""Topic `posterior`, nonlinear part: the same questions on an MLP VAE, where log p(x) can only be estimated.
+
+A tanh VAE (784-200-20 on a subset of binarised MNIST; 64-64-4 on the embedded digits in quick mode) is
+trained with the ELBO (analytic KL, Kingma & Welling 2014) and measured on held-out points after each
+stage of training:
+- log p(x) by importance sampling with k samples from q(z|x) (Burda et al. 2016), `npvae.importance.log_px`;
+- the ELBO, and the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) (estimated: the k-sample estimate is itself
+  a lower bound, so the gap is slightly under-estimated);
+- E KL(q(z|x) || p(z)) (analytic) split by ELBO surgery (Hoffman & Johnson 2016) into I_q(x; z), estimated
+  by `npvae.evaluate.mutual_information` with q(x) the empirical distribution of M = 1000 held-out points
+  (so I_q <= log M), and the remainder KL(q(z) || p(z)).
+At the end, log p(x) is estimated with K samples from the encoder and with K samples from the prior
+(an encoder whose last layer is zero outputs mu = 0, log_var = 0: q(z|x) = p(z)); both are consistent,
+but with the prior as proposal almost every sample misses the posterior and the estimate creeps up slowly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from ..data import DataNotFoundError, load
+from ..evaluate import encoder_stats, evaluate, mutual_information
+from ..gaussian import kl_std_normal_forward
+from ..importance import log_px
+from ..layers import Dense
+from ..model import Arch, flatten, init_params, unflatten
+from ..objectives import objective
+from ..optim import adam_init, adam_update
+from . import _common as c
+
+# (data set, arch, training points, epochs at which to measure, held-out points, k for log p(x), Ks for the proposals)
+QUICK = ("digits", "64-64-4", 1297, (0, 1, 2, 4, 8), 100, 64, (1, 10, 100))
+FULL = ("binarized-mnist", "784-200-20", 10_000, (0, 1, 2, 4, 8, 14, 20), 200, 200, (1, 10, 100, 1000))
+
+
+def prior_proposal(params):
+    """The same VAE with its encoder's last layer zeroed, so q(z|x) = N(0, I) = p(z) for every x."""
+    *body, last = params.encoder
+    return params._replace(encoder=(*body, Dense(np.zeros_like(last.W), np.zeros_like(last.b))))
+
+
+def _search_dirs(data_dir) -> list:
+    """None -> no directory; one path -> [it]; a list of paths -> the list."""
+    if data_dir is None:
+        return []
+    return [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+
+
+def _measure(params, arch, x, x_agg, rng, k: int) -> dict:
+    """Bound and estimate on x; the surgery terms with q(x) the empirical distribution of x_agg (M points)."""
+    m = evaluate(params, arch, x, rng, k=k, elbo_k=10)
+    mu, log_var = encoder_stats(params, arch, x_agg)
+    kl = float(kl_std_normal_forward(mu, log_var).mean())
+    info = mutual_information(mu, log_var, rng, max_points=x_agg.shape[0])
+    return {"log_px": -m["nll"], "log_px_se": m["nll_se"], "elbo": m["elbo"], "gap": m["gap_log_px_minus_elbo"],
+            "kl_to_prior": kl, "mutual_information": info, "kl_aggregate_to_prior": kl - info, "active_units": m["active_units"]}
+
+
+def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dict:
+    """Train, measure after each stage, compare proposals; returns the numbers and file names, or a note if skipped."""
+    name, spec, n_train, measure_at, n_eval, k, proposal_ks = QUICK if quick else FULL
+    try:
+        ds = load(name, search_dirs=_search_dirs(data_dir))
+    except DataNotFoundError as e:
+        note = (f"posterior: the nonlinear part needs {name}, which was not found, so it was skipped "
+                f"(pass data_dir=DIR, or --data-dir DIR, where DIR holds binarized_mnist.npz). {str(e).splitlines()[0]}")
+        return {"files": [], "notes": [note], "skipped": note}
+    X = ds.train[rng.permutation(ds.train.shape[0])[:n_train]]
+    x_eval = ds.test[:n_eval]
+    x_agg = ds.test[: min(1000, ds.test.shape[0])]  # the M points whose q(z|x) make up the aggregate posterior
+    arch = Arch.parse(spec, activation="tanh")
+    flat = flatten(init_params(arch, rng))
+    state = adam_init(flat)
+    hist: dict = {"epoch": []}
+    batch = 100
+    for epoch in range(measure_at[-1] + 1):
+        if epoch in measure_at:
+            for key, v in _measure(unflatten(arch, flat), arch, x_eval, x_agg, rng, k).items():
+                hist.setdefault(key, []).append(v)
+            hist["epoch"].append(epoch)
+        if epoch == measure_at[-1]:
+            break
+        order = rng.permutation(X.shape[0])
+        for j in range(0, X.shape[0], batch):
+            xb = X[order[j : j + batch]]
+            eps = rng.standard_normal((1, xb.shape[0], arch.latent_dim))
+            _, grads = objective(unflatten(arch, flat), arch, xb, eps)
+            flat, state = adam_update(flat, [-g for g in flatten(grads)], state, lr=1e-3)
+    params = unflatten(arch, flat)
+    n_prop = min(50, n_eval)
+    proposals = {"K": list(proposal_ks), "encoder": [], "prior": []}
+    for K in proposal_ks:
+        for key, p in (("encoder", params), ("prior", prior_proposal(params))):
+            proposals[key].append(float(log_px(p, arch, x_eval[:n_prop], K, rng).mean()))
+    out = {"dataset": name, "arch": spec, "n_train": X.shape[0], "n_eval": n_eval, "k": k, "history": hist,
+           "log_M": math.log(x_agg.shape[0]), "M": x_agg.shape[0], "proposals": proposals, "proposal_points": n_prop}
+    out["files"] = [_plot(out, out_dir)]
+    out["notes"] = []
+    return out
+
+
+def _plot(r: dict, out_dir) -> str:
+    """Three panels: bound and estimate over training; the KL to the prior by surgery; encoder vs prior proposals."""
+    h = r["history"]
+    ep = np.array(h["epoch"])
+    fig = c.figure(15.0, 4.6)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.86, wspace=0.25)
+    ax = fig.add_subplot(1, 3, 1)
+    ax.plot(ep, h["log_px"], "o-", color=c.C_POSTERIOR, lw=2, label=f"log p(x), importance sampled (k = {r['k']})")
+    ax.plot(ep, h["elbo"], "o-", color=c.C_Q, lw=2, label="ELBO")
+    ax.fill_between(ep, h["elbo"], h["log_px"], color=c.C_Q, alpha=0.15, label="gap = KL(q(z|x) || p(z|x))")
+    lo = min(h["elbo"][1:]) if len(ep) > 1 else h["elbo"][0]
+    ax.set_ylim(lo - 0.3 * (h["log_px"][-1] - lo), h["log_px"][-1] + 0.15 * (h["log_px"][-1] - lo))
+    c.style(ax, "held-out bound and estimate", "epoch", "nats per data point")
+    ax = fig.add_subplot(1, 3, 2)
+    info, kl_agg = np.array(h["mutual_information"]), np.array(h["kl_aggregate_to_prior"])
+    ax.fill_between(ep, 0, info, color=c.C_Q, alpha=0.25, label="I_q(x; z)")
+    ax.fill_between(ep, info, info + kl_agg, color=c.C_BEST, alpha=0.35, label="KL(q(z) || p(z)) (the rest)")
+    ax.plot(ep, h["kl_to_prior"], "o-", color=c.C_PRIOR, lw=2.5, label="E KL(q(z|x) || p(z))")
+    ax.plot(ep, h["gap"], "o-", color=c.C_POSTERIOR, lw=2.5, label="E KL(q(z|x) || p(z|x)) (estimated gap)")
+    ax.axhline(r["log_M"], color=c.C_Q, ls=":", lw=1.5, label=f"log M = {r['log_M']:.1f}: I_q's ceiling for M points")
+    c.style(ax, "ELBO surgery: KL to the prior = I_q + KL(q(z) || p(z))", "epoch", "nats")
+    ax = fig.add_subplot(1, 3, 3)
+    prop = r["proposals"]
+    ax.plot(prop["K"], prop["encoder"], "o-", color=c.C_Q, lw=2, label="z ~ q(z|x)  (the encoder)")
+    ax.plot(prop["K"], prop["prior"], "s-", color=c.C_PRIOR, lw=2, label="z ~ p(z)  (the prior)")
+    for key, dy, colour in (("encoder", -18, c.C_Q), ("prior", 10, c.C_PRIOR)):
+        ax.annotate(f"K = {prop['K'][-1]}: {prop[key][-1]:.1f}", (prop["K"][-1], prop[key][-1]), xytext=(-4, dy),
+                    textcoords="offset points", ha="right", fontsize=9, color=colour, weight="bold")
+    ax.set_xscale("log")
+    c.style(ax, f"estimating log p(x) of the trained model ({r['proposal_points']} points)",
+            "K samples per point", "log (1/K) sum_k p(x, z_k) / proposal(z_k)")
+    fig.suptitle(f"A nonlinear VAE ({r['arch']} on {r['dataset']}): q is far from the prior and close to the posterior",
+                 fontsize=12)
+    return c.save_png(fig, out_dir, "posterior_nonlinear.png")
