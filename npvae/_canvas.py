@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _validate
 from .likelihoods import mean as decoder_mean
-from .model import Arch, VAEParams, check_params, decode
+from .model import Arch, VAEParams, decode
+from .objectives import check_x
 
 DPI = 100
 _PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)
@@ -39,13 +40,8 @@ def _check_png(path) -> Path:
 
 
 def _check_x(params: VAEParams, arch: Arch, x) -> None:
-    """params match arch; x: (N, D) float, finite, of the parameters' dtype, N >= 1."""
-    dtype = check_params(arch, params)
-    _validate.float_array("x", x, 2)
-    _validate.shape("x", x, (None, arch.data_dim))
-    _validate.same_dtype(dtype, x=x)
-    if x.shape[0] == 0:
-        raise ValueError("x is empty: need at least one data point")
+    """params match arch; x: (N, D) float, finite, of the parameters' dtype (any values: pictures show grey data too)."""
+    check_x(params, arch, x)
 
 
 def _check_z2(arch: Arch, what: str) -> None:

@@ -142,14 +142,20 @@ def _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_
     return value, VAEParams(_encoder_backward(f, dmu, dlog_var), dec_grads)
 
 
-def check_batch(params: VAEParams, arch: Arch, x, eps=None) -> np.dtype:
-    """Validate params, x: (N, D) and eps: (K, N, Z) at the boundary; return the common dtype."""
+def check_x(params: VAEParams, arch: Arch, x) -> np.dtype:
+    """Validate params against arch and x: (N, D) float, finite, of the parameters' dtype, N >= 1; return the dtype."""
     dtype = check_params(arch, params)
     _validate.float_array("x", x, 2)
     _validate.shape("x", x, (None, arch.data_dim))
     _validate.same_dtype(dtype, x=x)
     if x.shape[0] == 0:
         raise ValueError("x is empty: need at least one data point")
+    return dtype
+
+
+def check_batch(params: VAEParams, arch: Arch, x, eps=None) -> np.dtype:
+    """Validate params, x: (N, D) for the likelihood, and eps: (K, N, Z) at the boundary; return the common dtype."""
+    dtype = check_x(params, arch, x)
     if arch.likelihood.name == "gaussian" and not 0 < dtype.type(arch.likelihood.sigma2) < np.inf:
         raise ValueError(f"sigma2 = {arch.likelihood.sigma2} is not a positive finite {dtype} number")
     if arch.likelihood.name == "bernoulli" and not np.all((x == 0) | (x == 1)):

@@ -7,7 +7,7 @@ Imported only when the numba backend is first used (importing npvae never import
   numba re-validates a cached function against its own file only, yet kernels inline functions from
   the other files of this package; so every cache entry is stamped with all of npvae/backends/*.py
   (an edit anywhere recompiles everything), and where that cannot be done there is no cache.
-- No `fastmath=True`: it lets LLVM assume no NaN and no inf and delete the checks that make a NaN in
+- fastmath is never switched on wholesale: that lets LLVM assume no NaN and no inf and delete the checks that make a NaN in
   the input come out as a NaN. Kernels are serial (no `parallel=True`): numba's thread pool and
   OpenBLAS's fight over the same two cores.
 - Constants: a Python float literal is a float64 in numba, and float32 * float64 is float64, so every
