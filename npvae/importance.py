@@ -27,7 +27,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
 
     Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
     whatever `max_elements` is, because the draws are made in one (k, N, Z) order.
-    backend="numba" runs the same computation with npvae.backends.numba_cpu's kernels.
+    backend="numba" or "cuda" runs the same computation with npvae.backends.numba_cpu's or cuda_gpu's kernels.
     """
     dtype = check_batch(params, arch, x)
     _validate.positive_int("k", k)
@@ -35,10 +35,15 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     _validate.positive_int("max_elements", max_elements)
     N, Z = x.shape[0], arch.latent_dim
     chunk = _chunk_size(arch, N, max_elements)
-    if resolve(backend) == "numba":
+    name = resolve(backend)
+    if name == "numba":
         from .backends import numba_cpu
 
         return numba_cpu.log_px(params, arch, x, k, rng, chunk)
+    if name == "cuda":
+        from .backends import cuda_gpu
+
+        return cuda_gpu.log_px(params, arch, x, k, rng, chunk)
     m = np.full(N, -np.inf, dtype=dtype)  # running max of the log-weights
     s = np.zeros(N, dtype=dtype)  # running sum of exp(a - m)
     done = 0

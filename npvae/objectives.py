@@ -203,24 +203,34 @@ def objective(
     kl_weight (beta) scales the KL term of the ELBO, or log p(z) - log q(z|x) in its MC form, for
     warm-up; free_bits (lambda, analytic KL only) replaces each dimension's KL_j by max(lambda, KL_j).
     The value is then the objective trained, a bound on log p(x) only at beta = 1, lambda = 0.
-    backend: "numpy" (this module, the specification), "numba" (npvae.backends.numba_cpu), or "auto".
+    backend: "numpy" (this module, the specification), "numba" (npvae.backends.numba_cpu), "cuda" (npvae.backends.cuda_gpu), or "auto".
     """
     check_options(bound, kl, estimator, kl_weight, free_bits)
     check_batch(params, arch, x, eps)
-    if resolve(backend) == "numba":
+    name = resolve(backend)
+    if name == "numba":
         from .backends import numba_cpu
 
         return numba_cpu.bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
+    if name == "cuda":
+        from .backends import cuda_gpu
+
+        return cuda_gpu.bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
     return _bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
 
 
 def log_weights(params: VAEParams, arch: Arch, x, eps, *, backend="numpy"):
     """Log importance weights a_k = log p(x, z_k) - log q(z_k|x): (K, N), z_k = mu + sigma eps_k."""
     check_batch(params, arch, x, eps)
-    if resolve(backend) == "numba":
+    name = resolve(backend)
+    if name == "numba":
         from .backends import numba_cpu
 
         return numba_cpu.log_weights(params, arch, x, eps)
+    if name == "cuda":
+        from .backends import cuda_gpu
+
+        return cuda_gpu.log_weights(params, arch, x, eps)
     return _log_weights(_forward(params, arch, x, eps), eps)
 
 
@@ -228,10 +238,15 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="anal
     """The bound per point (N,) without gradients (for evaluation)."""
     check_options(bound, kl, VALID[(bound, kl)][0] if (bound, kl) in VALID else "reparam", 1.0)
     check_batch(params, arch, x, eps)
-    if resolve(backend) == "numba":
+    name = resolve(backend)
+    if name == "numba":
         from .backends import numba_cpu
 
         return numba_cpu.bound_value(params, arch, x, eps, bound, kl)
+    if name == "cuda":
+        from .backends import cuda_gpu
+
+        return cuda_gpu.bound_value(params, arch, x, eps, bound, kl)
     f = _forward(params, arch, x, eps)
     if kl == "analytic":
         return f.log_px_z.mean(axis=0) - kl_std_normal_forward(f.mu, f.log_var)

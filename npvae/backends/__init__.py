@@ -1,4 +1,4 @@
-"""Choosing where the kernels run: "numpy" (the specification), "numba" (CPU kernels), "cuda" (not yet), "auto".
+"""Choosing where the kernels run: "numpy" (the specification), "numba" (CPU kernels), "cuda" (GPU kernels), "auto".
 
 The model, the objectives and the trainer are the same for every backend; only the kernels differ.
 Importing this package imports no numba, compiles nothing and probes no GPU: `resolve` does the
@@ -22,25 +22,42 @@ def numba_available() -> bool:
     return True
 
 
+def _cuda_state() -> tuple[bool, bool]:
+    """(numba-cuda imports with its simulator on, numba-cuda imports and a real GPU is present): probed when called, never at import."""
+    try:
+        import numba
+        from numba import cuda
+    except Exception:  # no numba-cuda, or a broken install
+        return False, False
+    if numba.config.ENABLE_CUDASIM:
+        return True, False
+    try:
+        return False, bool(cuda.is_available())
+    except Exception:  # a driver that fails to initialise counts as no GPU
+        return False, False
+
+
 def cuda_available() -> bool:
-    """Whether the CUDA backend can run here. It is not written yet, so never; a GPU probe goes here when it is."""
-    return False
+    """Whether backend="cuda" can run here: numba-cuda imports and there is a real GPU or the simulator (NUMBA_ENABLE_CUDASIM=1) is on."""
+    sim, gpu = _cuda_state()
+    return sim or gpu
 
 
 def resolve(backend: str) -> str:
-    """The concrete backend for a name in BACKENDS: "auto" -> "cuda" if usable, else "numba" if importable, else "numpy".
+    """The concrete backend for a name in BACKENDS: "auto" -> "cuda" if a real GPU is usable, else "numba" if importable, else "numpy".
 
     "numba" and "cuda" never fall back silently: if they cannot run here, this raises ValueError.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if backend == "auto":
-        if cuda_available():
+        if _cuda_state()[1]:  # a real GPU only: the simulator is for tests, never chosen by "auto"
             return "cuda"
         return "numba" if numba_available() else "numpy"
     if backend == "cuda" and not cuda_available():
         raise ValueError(
-            "the CUDA backend is not available yet (it is not implemented, and no usable GPU was looked for): "
+            "the CUDA backend is not available here: it needs numba-cuda (pip install numba-cuda) and an NVIDIA GPU "
+            "with a working driver (or numba's simulator, NUMBA_ENABLE_CUDASIM=1, for tests); "
             "use backend='numba' or 'numpy', or 'auto' to take the fastest available"
         )
     if backend == "numba" and not numba_available():

@@ -1,0 +1,119 @@
+"""backend="cuda" against the NumPy specification, run on numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+The simulator runs every GPU thread as a Python thread (~50 ms a launch), so shapes are tiny and the
+(bound, kl, estimator) x likelihood x activation grid is covered along each axis, not as a product.
+The main suite runs this directory in a subprocess with the simulator on (tests/test_cuda_sim.py).
+"""
+
+import numba
+import numpy as np
+import pytest
+
+if not numba.config.ENABLE_CUDASIM:
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py)", allow_module_level=True)
+
+from numba import cuda
+
+from conftest import random_problem
+from npvae import flatten, log_px, log_weights, objective, param_names
+from npvae.backends import resolve
+from npvae.backends import cuda_gpu, cuda_kernels
+from npvae.gradcheck import rel_err
+from npvae.lme import log_mean_exp
+from npvae.objectives import bound_value
+from npvae.optim import adam_init, adam_update
+
+RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+SHAPE = dict(D=6, hidden=(5,), Z=2, N=3, K=2)
+# (bound, kl, estimator, kl_weight, free_bits): every valid estimator, with beta != 1 and free bits > 0 on the way.
+ESTIMATOR_CASES = [("elbo", "analytic", "reparam", 0.7, 0.05), ("elbo", "mc", "reparam", 0.4, 0.0),
+                   ("elbo", "mc", "stl", 1.0, 0.0), ("iwae", "mc", "reparam", 1.0, 0.0), ("iwae", "mc", "dreg", 1.0, 0.0)]
+
+
+def _close(got, want, dtype, what):
+    assert got.dtype == want.dtype == dtype, f"{what}: dtype {got.dtype}, want {want.dtype}"
+    assert rel_err(got, want) <= RTOL[np.dtype(dtype)], f"{what}: relative error {rel_err(got, want):.2e}"
+
+
+def _check_objective(likelihood, activation, case, dtype, seed=0):
+    arch, params, x, eps = random_problem(np.random.default_rng(seed), likelihood, activation, dtype=dtype, **SHAPE)
+    bound, kl, estimator, kl_weight, free_bits = case
+    options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=kl_weight, free_bits=free_bits)
+    v_ref, g_ref = objective(params, arch, x, eps, **options)
+    v, g = objective(params, arch, x, eps, backend="cuda", **options)
+    _close(v, v_ref, dtype, f"value {case}")
+    for name, a, b in zip(param_names(arch), flatten(g), flatten(g_ref)):
+        _close(a, b, dtype, f"d/d {name} {case} {likelihood} {activation}")
+
+
+def test_resolve_takes_the_simulator_only_when_asked():
+    assert resolve("cuda") == "cuda"
+    assert resolve("auto") != "cuda"  # the simulator is never chosen by "auto"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", ESTIMATOR_CASES, ids=lambda c: "-".join(c[:3]))
+def test_every_estimator_equals_numpy(case, dtype):
+    _check_objective("gaussian-learned", "tanh", case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_every_likelihood_equals_numpy(likelihood, dtype):
+    _check_objective(likelihood, "tanh", ESTIMATOR_CASES[4], dtype, seed=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ["identity", "relu", "softplus"])
+def test_every_activation_equals_numpy(activation, dtype):
+    _check_objective("bernoulli", activation, ESTIMATOR_CASES[0], dtype, seed=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_only_paths_equal_numpy(dtype):
+    arch, params, x, eps = random_problem(np.random.default_rng(3), "gaussian", "softplus", dtype=dtype, **SHAPE)
+    _close(log_weights(params, arch, x, eps, backend="cuda"), log_weights(params, arch, x, eps), dtype, "log_weights")
+    for bound, kl in (("elbo", "analytic"), ("elbo", "mc"), ("iwae", "mc")):
+        _close(bound_value(params, arch, x, eps, bound=bound, kl=kl, backend="cuda"),
+               bound_value(params, arch, x, eps, bound=bound, kl=kl), dtype, f"bound_value {bound} {kl}")
+    per = arch.likelihood.out_dim(arch.data_dim) * x.shape[0]  # chunks of 2 samples: 5 = 2 + 2 + 1
+    got = log_px(params, arch, x, 5, np.random.default_rng(4), max_elements=2 * per, backend="cuda")
+    want = log_px(params, arch, x, 5, np.random.default_rng(4), max_elements=2 * per)
+    _close(got, want, dtype, "log_px")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_mean_exp_kernel(dtype):
+    a = np.random.default_rng(5).standard_normal((4, 3)).astype(dtype) * 30
+    a[:, 2] = -np.inf  # an all -inf column gives -inf, not NaN
+    got, want = cuda_gpu.log_mean_exp(a), log_mean_exp(a, axis=0)
+    assert got[2] == want[2] == -np.inf
+    _close(got[:2], want[:2], dtype, "log_mean_exp")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_kernel_equals_adam_update(dtype):
+    rng = np.random.default_rng(6)
+    params = [rng.standard_normal(s).astype(dtype) for s in ((3, 4), (5,))]
+    p_ref, s_ref = params, adam_init(params)
+    p, s = [a.copy() for a in params], adam_init(params)
+    for step in range(3):
+        g = [rng.standard_normal(a.shape).astype(dtype) * 10.0 ** (step - 1) for a in params]
+        p_ref, s_ref = adam_update(p_ref, [-a for a in g], s_ref, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+        p, s = cuda_gpu.adam_update_(p, g, s, lr=0.01, betas=(0.8, 0.99), eps=1e-6, sign=-1.0)
+    assert s.step == s_ref.step
+    for a, b in zip([*p, *s.m, *s.v], [*p_ref, *s_ref.m, *s_ref.v]):
+        _close(a, b, dtype, "adam")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tile", [cuda_kernels.TILE, 16])
+def test_tiled_gemm_equals_matmul(dtype, tile):
+    """Shapes that are not multiples of the tile, and each transpose the backward uses."""
+    rng = np.random.default_rng(7)
+    A, B = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 6)).astype(dtype)
+    for ta, tb in ((False, False), (True, False), (False, True)):
+        a, b = (A.T.copy() if ta else A), (B.T.copy() if tb else B)
+        C = cuda.device_array((7, 6), dtype=dtype)
+        cuda_kernels.gemm(cuda.to_device(a), cuda.to_device(b), C, ta, tb, tile=tile)
+        _close(C.copy_to_host(), A @ B, dtype, f"gemm ta={ta} tb={tb} tile={tile}")
