@@ -52,7 +52,9 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
         eps = rng.standard_normal((kc, N, Z), dtype=dtype)
         a = _log_weights(_forward(params, arch, x, eps), eps)  # (kc, N)
         m_new = np.maximum(m, a.max(axis=0))
-        s = s * np.exp(m - m_new) + np.exp(a - m_new).sum(axis=0)
+        # A point whose log-weights are all -inf so far keeps s = 0 (e^(-inf - -inf) would be NaN); NaN stays NaN.
+        shift = np.where(m_new == -np.inf, dtype.type(0.0), m_new)
+        s = s * np.exp(m - shift) + np.exp(a - shift[None]).sum(axis=0)
         m = m_new
         done += kc
     return np.log(s) + m - dtype.type(np.log(k))

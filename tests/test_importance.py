@@ -55,3 +55,16 @@ def test_float32_and_bad_input():
         log_px(params, arch, x, 10, 42)
     with pytest.raises(ValueError, match="convert explicitly"):
         log_px(params, arch, x.astype(np.float64), 10, rng)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_point_whose_weights_all_underflow_is_minus_inf_not_nan(backend):
+    """float32 Gaussian decoder, x = 1e20: (x - m)^2 overflows, every log-weight is -inf in every chunk; the other point is unaffected."""
+    rng = np.random.default_rng(4)
+    model = orthogonal_model(rng, 4, 2, 0.5, dtype=np.float32)
+    x, _ = model.sample(2, rng)
+    x[0] = 1e20
+    arch, params = best_linear_vae(model)
+    got = log_px(params, arch, x, 6, np.random.default_rng(5), max_elements=2 * 2 * 4, backend=backend)  # 3 chunks of 2
+    assert got[0] == -np.inf
+    np.testing.assert_allclose(got[1], model.log_marginal(x[1:])[0], rtol=1e-5)

@@ -52,3 +52,14 @@ def test_adam_solves_a_quadratic_and_keeps_dtype(dtype):
         p, s = adam_update(p, [A @ (p[0] - target)], s, lr=0.05 * 0.999**i)
     assert p[0].dtype == dtype and s.m[0].dtype == dtype
     np.testing.assert_allclose(p[0], target, atol=1e-3)
+
+
+@pytest.mark.parametrize("update, init", [(adam_update, adam_init), (lambda p, g, s, lr: sgd_update(p, g, s, lr, 0.9), sgd_init)])
+def test_mismatched_gradient_is_refused_not_upcast(update, init):
+    params = [np.zeros((2, 3), np.float32)]
+    with pytest.raises(ValueError, match="grads\\[0\\] must match parameter 0"):
+        update(params, [np.zeros((2, 3), np.float64)], init(params), 0.1)  # would silently upcast to float64
+    with pytest.raises(ValueError, match="grads\\[0\\] must match parameter 0"):
+        update(params, [np.zeros((3, 2), np.float32)], init(params), 0.1)
+    with pytest.raises(ValueError, match="grads has 2 arrays"):
+        update(params, params * 2, init(params), 0.1)
