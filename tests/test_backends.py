@@ -70,6 +70,52 @@ def test_equals_the_numpy_specification(backend, dtype, likelihood, activation):
         _assert_close(bound_value(params, arch, x, eps, bound=bound, kl=kl, backend=backend), want, dtype, f"bound_value {bound} {kl}")
 
 
+@pytest.mark.skipif("numba" not in RUN, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_binary_input_path_equals_numpy(dtype):
+    """Binary x with few ones (one row all zeros): the encoder's first product is binary_input's row sums; same numbers."""
+    from npvae.backends import binary_input
+
+    for i, case in enumerate(CASES):
+        arch, params, _, eps = random_problem(np.random.default_rng(i), "bernoulli", "tanh", D=20, hidden=(5,), N=6, K=3, dtype=dtype)
+        x = (np.random.default_rng(100 + i).random((6, 20)) < 0.15).astype(dtype)
+        x[2] = 0
+        assert binary_input.support(x, np.empty(21, np.int64), np.empty(120, np.int32), dtype(binary_input.MAX_DENSITY)) >= 0
+        options = _options(params, arch, x, case)
+        v_ref, g_ref = objective(params, arch, x, eps, **options)
+        v, g = objective(params, arch, x, eps, backend="numba", **options)
+        _assert_close(v, v_ref, dtype, f"value {case}")
+        for name, a, b in zip(param_names(arch), flatten(g), flatten(g_ref)):
+            _assert_close(a, b, dtype, f"d/d {name} {case}")
+    _assert_close(log_px(params, arch, x, 7, np.random.default_rng(0), backend="numba"),
+                  log_px(params, arch, x, 7, np.random.default_rng(0)), dtype, "log_px")
+
+
+@pytest.mark.skipif("numba" not in RUN, reason="numba is not installed")
+def test_binary_support_refuses_what_is_not_sparse_binary():
+    from npvae.backends import binary_input
+
+    def nnz(x, max_density=0.3):
+        return binary_input.support(x, np.empty(x.shape[1] + 1, np.int64), np.empty(x.size, np.int32), max_density)
+
+    x = np.zeros((3, 4))
+    x[0, 1] = x[2, 3] = x[2, 1] = 1.0
+    colptr, rows = np.empty(5, np.int64), np.empty(12, np.int32)
+    assert binary_input.support(x, colptr, rows, 0.3) == 3
+    assert colptr.tolist() == [0, 0, 2, 2, 3] and rows[:3].tolist() == [0, 2, 2]  # column 1: points 0, 2; column 3: point 2
+    W, dy = np.arange(20.0).reshape(4, 5), np.arange(15.0).reshape(3, 5)
+    out, out_t = np.empty((3, 5)), np.empty((4, 5))
+    binary_input.matmul(colptr, rows, W, out)
+    binary_input.matmul_t(colptr, rows, dy, out_t)
+    assert np.array_equal(out, x @ W) and np.array_equal(out_t, x.T @ dy)  # small integers: exact in any order
+    for bad in (0.5, np.nan, -1.0, 2.0):
+        y = x.copy()
+        y[1, 2] = bad
+        assert nnz(y) == -1, bad
+    assert nnz(np.ones((3, 4))) == -1  # too dense: BLAS is faster
+    assert nnz(np.ones((3, 4)), max_density=1.0) == 12
+
+
 @pytest.mark.parametrize("backend", RUN)
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))

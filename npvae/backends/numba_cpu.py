@@ -16,6 +16,7 @@ import numpy as np
 
 from ..layers import ACTIVATIONS, Dense
 from ..model import Arch, VAEParams
+from . import binary_input
 from . import kernels as kern
 from . import scalar
 
@@ -52,13 +53,19 @@ def workspace() -> Workspace:
     return ws
 
 
-def _mlp_forward(ws, tag, layers, x, code):
-    """(M, H_0) -> (M, H_L) through BLAS products and bias+activation kernels; returns (out, caches) for `_mlp_backward`."""
+def _mlp_forward(ws, tag, layers, x, code, ones=None):
+    """(M, H_0) -> (M, H_L) through BLAS products and bias+activation kernels; returns (out, caches) for `_mlp_backward`.
+
+    ones: binary_input's (colptr, rows) of a binary x, or None; with it the first product is a sum of rows of W.
+    """
     h = x
     caches = []
     for i, (W, b) in enumerate(layers):
         a = ws.get((tag, i, "a"), (h.shape[0], W.shape[1]), h.dtype)
-        np.matmul(h, W, out=a)
+        if i == 0 and ones is not None:
+            binary_input.matmul(*ones, W, a)
+        else:
+            np.matmul(h, W, out=a)
         act = code if i < len(layers) - 1 else scalar.IDENTITY
         # softplus' derivative needs the pre-activation a; the others can overwrite it with y.
         y = ws.get((tag, i, "y"), a.shape, a.dtype) if act == scalar.SOFTPLUS else a
@@ -68,8 +75,11 @@ def _mlp_forward(ws, tag, layers, x, code):
     return h, caches
 
 
-def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx):
-    """Back through the layers from dout (M, H_L), which is overwritten; returns (grads tuple of Dense, dx or None)."""
+def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
+    """Back through the layers from dout (M, H_L), which is overwritten; returns (grads tuple of Dense, dx or None).
+
+    ones: as in `_mlp_forward` (the first layer's dW is then a sum of rows of dout).
+    """
     grads = [None] * len(layers)
     d = dout
     for i in reversed(range(len(layers))):
@@ -77,7 +87,12 @@ def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx):
         W = layers[i].W
         db = np.empty(W.shape[1], dtype=d.dtype)
         kern.activation_backward(d, cache, code if i < len(layers) - 1 else scalar.IDENTITY, db)
-        grads[i] = Dense(np.matmul(h.T, d), db)
+        if i == 0 and ones is not None:
+            dW = np.empty(W.shape, dtype=d.dtype)
+            binary_input.matmul_t(*ones, d, dW)
+        else:
+            dW = np.matmul(h.T, d)
+        grads[i] = Dense(dW, db)
         if i > 0 or need_dx:
             dx = ws.get((tag, i, "dx"), h.shape, d.dtype)
             np.matmul(d, W.T, out=dx)
@@ -95,11 +110,22 @@ def _lik_constants(arch: Arch, t):
     return t(0.0), t(0.0)
 
 
+def _binary_ones(ws, x):
+    """binary_input's (colptr, rows) of the ones of x (N, D) if it is binary and sparse enough, else None."""
+    N, D = x.shape
+    colptr = ws.get("colptr", (D + 1,), np.int64)
+    rows = ws.get("rows", (N * D,), np.int32)
+    nnz = binary_input.support(x, colptr, rows, x.dtype.type(binary_input.MAX_DENSITY))
+    return (colptr, rows) if nnz >= 0 else None
+
+
 def _encode(ws, params, arch, x):
+    """mu, log_var (N, Z), the encoder's caches, and binary_input's grouping of x's ones (or None) for its backward."""
     code = _ACT[arch.activation]
-    h, caches = _mlp_forward(ws, "enc", params.encoder, x, code)
+    ones = _binary_ones(ws, x)
+    h, caches = _mlp_forward(ws, "enc", params.encoder, x, code, ones)
     Z = arch.latent_dim
-    return h[:, :Z], h[:, Z:], caches
+    return h[:, :Z], h[:, Z:], (caches, ones)
 
 
 def _sample_decode(ws, params, arch, x, eps, mu, log_var, want_lp):
@@ -138,7 +164,7 @@ def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, 
     t = x.dtype.type
     beta = t(kl_weight)
     mode = _mode(bound, kl)
-    mu, log_var, enc_caches = _encode(ws, params, arch, x)
+    mu, log_var, (enc_caches, ones) = _encode(ws, params, arch, x)
     z, sd, lp_lq, out, dec_caches = _sample_decode(ws, params, arch, x, eps, mu, log_var, mode != kern.ANALYTIC)
     # Decoder weights as NumPy rounds them: 1/(K N) for the analytic KL, (1/K)/N for the MC ELBO.
     wconst = 1.0 / (K * N) if mode == kern.ANALYTIC else 1.0 / K
@@ -153,7 +179,7 @@ def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, 
     dh = ws.get("dh", (N, 2 * Z), x.dtype)
     kern.latent_backward(dz.reshape(K, N, Z), z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
                          _ESTIMATOR[estimator], dh)
-    enc_grads, _ = _mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False)
+    enc_grads, _ = _mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False, ones)
     return value, VAEParams(enc_grads, dec_grads)
 
 
