@@ -4,10 +4,14 @@ On disk a checkpoint is an ordinary zip of `.npy` members (what `np.savez` write
 `np.load(path, allow_pickle=False)`): one member per array, each numeric or bool, plus a 0-d unicode
 array under `__meta__` holding this JSON object:
 
-    {"format": "npvae-checkpoint", "version": 1,
+    {"format": "npvae-checkpoint", "version": 2,
      "arrays": {name: [dtype.str, shape], ...},   # what the file should hold, for readers and errors
      "sha256": hex digest over (name, dtype, shape, C-order bytes) of every array in sorted name order,
+     "meta_sha256": hex digest of the metadata as canonical JSON (sorted keys),
      "meta": the caller's metadata}
+
+Both digests are checked on reading, so an edited epoch, config or Generator state is refused as
+surely as a flipped bit in a parameter.
 
 We write the zip ourselves rather than through `np.savez(file, **arrays)`, whose keyword interface
 cannot store arrays named `file` or `allow_pickle`; the members are byte-for-byte what savez writes.
@@ -31,7 +35,7 @@ import numpy as np
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "rng_from_state"]
 
 FORMAT = "npvae-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the metadata is covered by a digest too
 _META = "__meta__"
 _NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex: dtypes whose bytes are the whole value
 _BIT_GENERATORS = {c.__name__: c for c in (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
@@ -61,7 +65,7 @@ def save_checkpoint(path, arrays: Mapping[str, np.ndarray], meta: Mapping) -> No
         raise CheckpointError(f"cannot save checkpoint {path}: {e}") from None
     envelope = {"format": FORMAT, "version": VERSION,
                 "arrays": {n: [a.dtype.str, list(a.shape)] for n, a in sorted(arrays.items())},
-                "sha256": _digest(arrays), "meta": meta}
+                "sha256": _digest(arrays), "meta_sha256": _meta_digest(meta), "meta": meta}
     members = dict(arrays)
     members[_META] = np.array(json.dumps(envelope))  # 0-d '<U..' array: text, never an object array
     _atomic_write(path, lambda f: _write_npz(f, members))
@@ -102,6 +106,11 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
         h.update(len(header).to_bytes(8, "little") + header)  # length prefix: no two files share a stream
         h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))  # data length follows from the header
     return h.hexdigest()
+
+
+def _meta_digest(meta: Mapping) -> str:
+    """sha256 of the metadata as canonical JSON (sorted keys; floats as repr, which round-trips exactly)."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def _write_npz(f, members: Mapping[str, np.ndarray]) -> None:
@@ -162,6 +171,9 @@ def load_checkpoint(path, expected: Mapping[str, tuple[tuple[int, ...], np.dtype
     if _digest(arrays) != env["sha256"]:
         raise CheckpointError(f"checkpoint {path}: sha256 of the array data does not match its metadata; "
                               "the file is corrupted or was modified")
+    if _meta_digest(env["meta"]) != env["meta_sha256"]:
+        raise CheckpointError(f"checkpoint {path}: sha256 of the metadata (config, epoch, random states) does not match; "
+                              "the file is corrupted or was modified")
     if expected is not None:
         check_expected(path, arrays, expected)
     return arrays, env["meta"]
@@ -216,8 +228,8 @@ def _parse_meta(path: str, a: np.ndarray | None) -> dict:
     if env.get("version") != VERSION:
         raise fail(f"format version {env.get('version')!r} is not supported (this npvae reads version {VERSION})")
     if not (isinstance(env.get("arrays"), dict) and isinstance(env.get("sha256"), str)
-            and isinstance(env.get("meta"), dict)):
-        raise fail("metadata lacks its 'arrays', 'sha256' or 'meta' field")
+            and isinstance(env.get("meta_sha256"), str) and isinstance(env.get("meta"), dict)):
+        raise fail("metadata lacks its 'arrays', 'sha256', 'meta_sha256' or 'meta' field")
     return env
 
 

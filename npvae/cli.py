@@ -53,7 +53,7 @@ def _search(args) -> dict:
 
     cache = default_cache_dir(os.environ)
     return {"search_dirs": default_search_dirs(args.data_dir, os.environ.get("NPVAE_DATA_DIR"), cache),
-            "cache_dir": cache, "download": args.download}
+            "cache_dir": cache, "download": getattr(args, "download", False)}
 
 
 def _limit_threads(n: int):
@@ -78,6 +78,12 @@ def cmd_train(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         config, _, _ = load_state(run_dir / "last.npz")
+        fields = {f.name for f in dataclasses.fields(config)}
+        given = sorted(k for k, v in vars(args).items() if k in fields - {"epochs", "backend"} and v is not None)
+        if given or args.out:
+            names = ", ".join("--" + k.replace("_", "-") for k in given + (["out"] if args.out else []))
+            raise ValueError(f"--resume continues the run as it was configured: {names} cannot change "
+                             "(only --epochs and --backend may); start a new run with --out to change them")
         if args.epochs is not None:
             config = dataclasses.replace(config, epochs=args.epochs)
         if args.backend is not None:
@@ -108,7 +114,10 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best.npz", seed=
     from .train import load_state
 
     _, arch, saved = load_state(Path(run_dir) / checkpoint)
-    history = (state or saved).history
+    if state is None:  # the curves show the whole run (last.npz), not the run up to the best epoch
+        last = Path(run_dir) / "last.npz"
+        state = load_state(last)[2] if last.exists() else saved
+    history = state.history
     paths = run_pictures(unflatten(arch, saved.params), arch, dataset, Path(run_dir), np.random.default_rng(seed), history=history)
     for p in paths:
         print(f"  picture: {p}")
@@ -171,7 +180,7 @@ def cmd_explain(args) -> int:
 
     out = Path(args.out or Path("runs") / f"explain-{args.topic}")
     with _limit_threads(args.threads):
-        result = run(args.topic, out, quick=args.quick, seed=args.seed, data_dir=args.data_dir)
+        result = run(args.topic, out, quick=args.quick, seed=args.seed, data_dir=_search(args)["search_dirs"])
     for note in result["notes"]:
         print(f"  note: {note}")
     print(json.dumps(result["numbers"], indent=1) if args.json else f"npvae explain {args.topic}: {result['question']}")
@@ -187,7 +196,8 @@ def cmd_bench(args) -> int:
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
     if not script.exists():
         raise FileNotFoundError(f"the benchmark lives in the source checkout ({script} not found)")
-    sys.argv = [str(script), *args.bench_args]
+    rest = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+    sys.argv = [str(script), *rest]
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
@@ -219,6 +229,8 @@ def _train_options(t) -> None:
     t.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d.lr})")
     t.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "burda"), default=None,
                    help="constant (default), or burda: 10^(-i/7) in stage i of 3^i epochs (Burda et al. 2016)")
+    t.add_argument("--beta1", type=float, default=None, help=f"Adam's first-moment decay (default {d.beta1})")
+    t.add_argument("--beta2", type=float, default=None, help=f"Adam's second-moment decay (default {d.beta2})")
     t.add_argument("--adam-eps", dest="adam_eps", type=float, default=None, help=f"default {d.adam_eps}")
     t.add_argument("--dtype", choices=("float32", "float64"), default=None, help=f"default {d.dtype}")
     t.add_argument("--seed", type=int, default=None, help="seed of every random stream of the run (default 0)")
@@ -284,17 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=int, default=1)
     x.set_defaults(func=cmd_explain)
 
-    b = sub.add_parser("bench", help="training and evaluation throughput, numpy vs numba (vs torch if importable)")
+    b = sub.add_parser("bench", help="training and evaluation throughput, numpy vs numba (vs torch if importable)",
+                       add_help=False)  # every option, --help included, goes to bench/bench_train.py
     b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of bench/bench_train.py, e.g. --quick")
     b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option (`npvae bench --quick`): pass it all on
+        args = parser.parse_args(["bench"])
+        args.bench_args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input or missing files: a clear message, no traceback
+    except (ValueError, OSError) as e:  # bad input, missing files, a failed download: a clear message, no traceback
         print(f"npvae {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 import os
 import tempfile
@@ -95,8 +96,9 @@ def test_file_is_a_plain_npz_numpy_can_read(tmp_path):
     with np.load(path, allow_pickle=False) as npz:
         env = json.loads(str(npz["__meta__"]))
         _assert_same({k: npz[k] for k in npz.files if k != "__meta__"}, _arrays())
-    assert env["format"] == "npvae-checkpoint" and env["version"] == 1 and env["meta"] == META
+    assert env["format"] == "npvae-checkpoint" and env["version"] == 2 and env["meta"] == META
     assert len(env["sha256"]) == 64
+    assert env["meta_sha256"] == hashlib.sha256(json.dumps(META, sort_keys=True).encode()).hexdigest()
     assert env["arrays"]["W1"] == ["<f4", [5, 3]]
 
 
@@ -211,7 +213,8 @@ def test_plain_npz_without_meta(tmp_path):
     ('["a list"]', "format"),
     ('{"format": "other", "version": 1}', "format"),
     ('{"format": "npvae-checkpoint", "version": 99, "arrays": {}, "sha256": "", "meta": {}}', "version"),
-    ('{"format": "npvae-checkpoint", "version": 1}', "lacks"),
+    ('{"format": "npvae-checkpoint", "version": 2}', "lacks"),
+    ('{"format": "npvae-checkpoint", "version": 2, "arrays": {}, "sha256": "", "meta": {}}', "lacks"),
 ])
 def test_bad_metadata(tmp_path, text, words):
     path = tmp_path / "ck.npz"
@@ -247,6 +250,18 @@ def test_bit_flip_with_valid_crc_caught_by_sha256(tmp_path):
     members["a.npy"] = _flip_bit_in(members["a.npy"], a.tobytes())
     _raw_npz(path, members)
     assert "sha256" in _refused(path)
+
+
+def test_edited_metadata_caught_by_its_sha256(tmp_path):
+    """An edited epoch (arrays, CRCs and JSON all valid) is refused: the metadata has a digest of its own."""
+    path = _save(tmp_path, arrays={"a": np.arange(3)}, meta={"epoch": 3, "rngs": {"eps": [1, 2]}})
+    with zipfile.ZipFile(path) as zf:
+        env = json.loads(str(np.load(path, allow_pickle=False)["__meta__"]))
+        members = {n: zf.read(n) for n in zf.namelist()}
+    env["meta"]["epoch"] = 4
+    members["__meta__.npy"] = _npy_bytes(np.array(json.dumps(env)))
+    _raw_npz(path, members)
+    assert "sha256 of the metadata" in _refused(path)
 
 
 def test_member_added_or_removed_after_saving(tmp_path):

@@ -118,3 +118,41 @@ def test_explain_writes_its_numbers_and_pictures(tmp_path, capsys):
     assert str(tmp_path / "joint.png") in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse refuses an unknown topic, listing the choices
         run("explain", "nonsense")
+
+
+def test_resume_refuses_options_it_would_ignore(trained, capsys):
+    assert run("train", "--resume", trained, "--epochs", 3, "--lr", 0.1, "--activation", "relu", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "--activation, --lr cannot change" in err and "only --epochs and --backend" in err
+    assert load_state(trained / "last.npz")[2].epoch == 2  # nothing was trained
+
+
+def test_sample_draws_the_whole_history_not_the_best_epochs(tmp_path, monkeypatch):
+    """best.npz carries the history up to the best epoch; the curves must show the run to its last epoch."""
+    pytest.importorskip("npvae.plots")
+    import shutil
+
+    import npvae.plots
+
+    d = tmp_path / "r"
+    assert run("train", "--epochs", 1, "--out", d, "--quiet", "--no-pictures") == 0
+    shutil.copy(d / "last.npz", tmp_path / "epoch1.npz")
+    assert run("train", "--resume", d, "--epochs", 2, "--quiet", "--no-pictures") == 0
+    shutil.copy(tmp_path / "epoch1.npz", d / "best.npz")  # as if epoch 1 had been the best
+    seen = {}
+    monkeypatch.setattr(npvae.plots, "run_pictures", lambda *a, history, **k: seen.setdefault("epochs", history["epoch"]) and [])
+    assert run("sample", d) == 0
+    assert seen["epochs"] == [1, 2]
+
+
+def test_adam_betas_are_options(tmp_path):
+    assert run("train", "--epochs", 1, "--beta1", 0.5, "--beta2", 0.9, "--out", tmp_path / "b", "--quiet", "--no-pictures") == 0
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (cfg["beta1"], cfg["beta2"]) == (0.5, 0.9)
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "--", "--help"]])
+def test_bench_passes_its_options_on(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(*argv)
+    assert e.value.code == 0 and "bench_train.py" in capsys.readouterr().out
