@@ -7,6 +7,8 @@ the last finished epoch; evaluations already made are kept in RUN_DIR/reproduce.
 
     python bench/reproduce_iwae.py --k 1 --out runs/iwae-k1 --data-dir ../shared/data --hours 2
 
+--backend (default auto: numba where it imports) changes where the kernels run, not the run.
+
 At every stage boundary (epoch 1, 4, 13, 40, 121, ...) and at the end of the time budget, the test NLL is
 estimated with k = 5000 on the first --eval-n test points (all 10000 at the final stage boundary).
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from npvae.backends import resolve
 from npvae.config import TrainConfig
 from npvae.data import load
 from npvae.evaluate import evaluate
@@ -41,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-n", type=int, default=1000, help="test points for intermediate evaluations")
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", default="auto", help="numpy, numba, cuda or auto (default: the fastest here); the run is the same")
     args = p.parse_args(argv)
     threadpool_limits(args.threads)
 
@@ -51,7 +55,7 @@ def main(argv=None) -> int:
     config = TrainConfig(
         dataset="binarized-mnist", arch="784-200-200-50", activation="tanh", likelihood="bernoulli",
         bound="iwae" if args.k > 1 else "elbo", k=args.k, kl="mc" if args.k > 1 else "analytic",
-        batch_size=20, epochs=1, lr=1e-3, lr_schedule="burda", adam_eps=1e-4, dtype="float32", seed=0,
+        batch_size=20, epochs=1, lr=1e-3, lr_schedule="burda", adam_eps=1e-4, dtype="float32", seed=0, backend=args.backend,
     )
     data = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
     deadline = time.time() + 3600 * args.hours
@@ -70,7 +74,8 @@ def main(argv=None) -> int:
             n = data.test.shape[0] if done == STAGE_ENDS[-1] else args.eval_n
             _, arch, state = load_state(run_dir / "last.npz")
             t0 = time.time()
-            m = evaluate(unflatten(arch, state.params), arch, data.test[:n], np.random.default_rng(0), k=args.eval_k)
+            m = evaluate(unflatten(arch, state.params), arch, data.test[:n], np.random.default_rng(0), k=args.eval_k,
+                         backend=resolve(args.backend))
             row = {"epoch": done, "n_test": n, "eval_k": args.eval_k, "nll": m["nll"], "nll_se": m["nll_se"],
                    "elbo": m["elbo"], "kl": m["kl"], "active_units": m["active_units"], "eval_seconds": time.time() - t0,
                    "train_seconds": float(sum(state.history["seconds"])), "published_nll": PUBLISHED[args.k]}
