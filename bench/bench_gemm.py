@@ -1,0 +1,101 @@
+"""The GEMM floor of a training step: the matrix products of each workload, timed alone on this machine's BLAS.
+
+A step of bench_train.py's workloads is a fixed list of products (forward, then the backward's dW and dX);
+their time alone, with nothing else in the step, is the floor no backend that keeps products on BLAS can
+beat. Run once per OpenBLAS kernel choice, each in its own process (OPENBLAS_CORETYPE is read when the
+library loads), so the table shows what the kernel choice is worth for these shapes:
+
+    python bench/bench_gemm.py                                  # this process's BLAS, as the environment set it
+    python bench/bench_gemm.py --coretypes env,Haswell,SkylakeX # one child process per OPENBLAS_CORETYPE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCH = 128
+WORKLOADS = {"A": ([784, 400, 20], 1), "B-k1": ([784, 200, 200, 50], 1), "B-k50": ([784, 200, 200, 50], 50)}
+
+
+def step_products(dims: list[int], K: int, N: int = BATCH) -> list[tuple[int, int, int]]:
+    """(M, K, N) of every product of one step: encoder D-...-2Z on N rows, decoder Z-...-D on K N rows."""
+    enc = dims[:-1] + [2 * dims[-1]]
+    dec = dims[::-1]
+    out = []
+    for layers, rows in ((enc, N), (dec, K * N)):
+        for i in range(len(layers) - 1):
+            a, b = layers[i], layers[i + 1]
+            out.append((rows, a, b))  # forward: h @ W
+            out.append((a, rows, b))  # backward: dW = h.T @ d
+            if i > 0 or layers is dec:
+                out.append((rows, b, a))  # backward: dh = d @ W.T (not needed for the encoder's input)
+    return out
+
+
+def time_product(m: int, k: int, n: int, repeats: int, dtype) -> float:
+    """Median seconds of one (m, k) @ (k, n) product into a preallocated output."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    c = np.empty((m, n), dtype)
+    np.matmul(a, b, out=c)
+    reps = max(1, int(2e8 / (2 * m * k * n)))  # ~0.2 GFLOP per timing
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(reps):
+            np.matmul(a, b, out=c)
+        ts.append((time.perf_counter() - t) / reps)
+    return statistics.median(ts)
+
+
+def measure(repeats: int) -> dict:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(1)
+    blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture")} for d in threadpool_info()]
+    res = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"), "blas": blas, "workloads": {}}
+    for name, (dims, K) in WORKLOADS.items():
+        prods = step_products(dims, K)
+        secs = [time_product(*p, repeats, np.float32) for p in prods]
+        flops = sum(2 * m * k * n for m, k, n in prods)
+        res["workloads"][name] = {"gflop_per_step": flops / 1e9, "gemm_ms_per_step": 1e3 * sum(secs),
+                                  "gflops": flops / sum(secs) / 1e9, "floor_samples_per_s": BATCH / sum(secs)}
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coretypes", default="env", help="comma-separated OPENBLAS_CORETYPE values; 'env' = as inherited")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.repeats)))
+        return 0
+    print("float32, one BLAS thread, batch 128; floor = batch / (time of the step's products alone)")
+    print("| OPENBLAS_CORETYPE | kernel | workload | GFLOP/step | GEMM ms/step | GFLOP/s | floor samples/s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for ct in args.coretypes.split(","):
+        env = dict(os.environ)
+        if ct != "env":
+            env["OPENBLAS_CORETYPE"] = ct
+        out = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        r = json.loads(out)
+        for name, w in r["workloads"].items():
+            print(f"| {r['OPENBLAS_CORETYPE']} | {r['blas'][0]['architecture']} | {name} | {w['gflop_per_step']:.3f} | "
+                  f"{w['gemm_ms_per_step']:.2f} | {w['gflops']:.0f} | {w['floor_samples_per_s']:,.0f} |", flush=True)
+    print(f"load average: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
