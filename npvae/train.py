@@ -4,6 +4,10 @@ A run directory holds `config.json`, `last.npz` (end of the latest epoch), `best
 bound), `history.json`, and, if training diverged, `diverged.json`. A checkpoint holds parameters,
 Adam's state, epoch and step, and every Generator's state, so resuming from `last.npz` continues the
 run bit for bit: 2 epochs straight and 1 + 1 resumed give identical parameters.
+
+The loop reaches the backend through a stepper: `HostStepper` (numpy, numba) runs the objective and
+Adam on host arrays; for backend="cuda", npvae.backends.cuda_train.DeviceTrainer keeps parameters,
+Adam's state and the epoch's data on the device, and only eps and a few scalars cross per step.
 """
 
 from __future__ import annotations
@@ -119,15 +123,15 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: s
     return total / x.shape[0]
 
 
-def _diverged(run_dir: Path, state: TrainState, what: str, value, grads) -> TrainingDiverged:
-    """Write diverged.json (what went non-finite, where, and parameter magnitudes) and build the exception."""
+def _diverged(run_dir: Path, state: TrainState, what: str, value, grads, params) -> TrainingDiverged:
+    """Write diverged.json (what went non-finite, where, and the magnitudes of params) and build the exception."""
     info = {
         "what": what,
         "epoch": state.epoch,
         "step": state.step,
         "bound_nonfinite": int(np.size(value) - np.count_nonzero(np.isfinite(value))),
         "grads_nonfinite": {i: int(g.size - np.count_nonzero(np.isfinite(g))) for i, g in enumerate(grads) if not np.all(np.isfinite(g))},
-        "param_max_abs": [float(np.max(np.abs(p))) for p in state.params],
+        "param_max_abs": [float(np.max(np.abs(p))) for p in params],
         "last_good_checkpoint": str(run_dir / "last.npz") if (run_dir / "last.npz").exists() else None,
     }
     (run_dir / "diverged.json").write_text(json.dumps(info, indent=1))
@@ -136,6 +140,60 @@ def _diverged(run_dir: Path, state: TrainState, what: str, value, grads) -> Trai
         f"the last good checkpoint is untouched; details in {run_dir / 'diverged.json'} "
         "(try a smaller --lr, or a Gaussian likelihood's larger --min-log-var)"
     )
+
+
+class HostStepper:
+    """Adam steps on host arrays, for backends "numpy" and "numba": objective(...), then the update.
+
+    The trainer's interface to a backend, shared with npvae.backends.cuda_train.DeviceTrainer:
+    start_epoch(x, order); step(lo, hi, eps, kl_weight, lr) -> (the mean bound of the batch
+    x[order[lo:hi]], None) or (nan, what went non-finite); state() -> (params, AdamState) at the end
+    of an epoch; failed_step() -> (value, grads, params) of the step that went non-finite, params
+    as they were before it, or after it where the update works in place (numba, cuda).
+    """
+
+    def __init__(self, config: TrainConfig, arch: Arch, backend: str, params, adam: AdamState):
+        self.arch, self.backend, self.params, self.adam = arch, backend, params, adam
+        self.options = dict(bound=config.bound, kl=config.kl, estimator=config.estimator, free_bits=config.free_bits, backend=backend)
+        self.betas, self.adam_eps = (config.beta1, config.beta2), config.adam_eps
+        self.failed = None
+
+    def start_epoch(self, x, order) -> None:
+        self.x, self.order = x, order
+
+    def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):
+        xb = self.x[self.order[lo:hi]]
+        value, grads = objective(unflatten(self.arch, self.params), self.arch, xb, eps, kl_weight=kl_weight, **self.options)
+        g = flatten(grads)
+        self.failed = (value, g, self.params)
+        if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
+            return float("nan"), "bound or gradient"
+        if self.backend == "numba":  # in place, on minus the gradient without building it; equal to adam_update bit for bit
+            from .backends.numba_cpu import adam_update_
+
+            params, adam = adam_update_(self.params, g, self.adam, lr, self.betas, self.adam_eps, sign=-1.0)
+        else:
+            params, adam = adam_update(self.params, [-a for a in g], self.adam, lr, self.betas, self.adam_eps)
+        if not all(np.all(np.isfinite(a)) for a in params):
+            return float("nan"), "parameter after the update"
+        self.params, self.adam = params, adam
+        return float(value.mean()), None
+
+    def state(self):
+        return self.params, self.adam
+
+    def failed_step(self):
+        return self.failed
+
+
+def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
+    """The backend's stepper, starting from state's parameters and Adam state."""
+    if backend == "cuda":
+        from .backends.cuda_train import DeviceTrainer
+
+        return DeviceTrainer(arch, state.params, state.adam, batch_size=config.batch_size, bound=config.bound, kl=config.kl,
+                             estimator=config.estimator, free_bits=config.free_bits, betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
+    return HostStepper(config, arch, backend, state.params, state.adam)
 
 
 def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print) -> TrainState:
@@ -161,37 +219,28 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
     steps_per_epoch = -(-N // config.batch_size)
     dtype = np.dtype(config.dtype)
     backend = resolve(config.backend)
-    options = dict(bound=config.bound, kl=config.kl, estimator=config.estimator, free_bits=config.free_bits, backend=backend)
+    stepper = _stepper(config, arch, backend, state)
     rngs = state.rngs
     while state.epoch < config.epochs:
         t0 = time.perf_counter()
         x_epoch = binarize_dynamic(dataset.train, rngs["binarize"]) if dataset.dynamic_binarize else dataset.train
         order = rngs["shuffle"].permutation(N)
+        stepper.start_epoch(x_epoch, order)
         bar = _progress(steps_per_epoch, f"epoch {state.epoch + 1}/{config.epochs}", progress)
         running = 0.0
         for i in range(steps_per_epoch):
-            xb = x_epoch[order[i * config.batch_size : (i + 1) * config.batch_size]]
-            eps = rngs["eps"].standard_normal((config.k, xb.shape[0], arch.latent_dim), dtype=dtype)
+            lo, hi = i * config.batch_size, min(N, (i + 1) * config.batch_size)
+            eps = rngs["eps"].standard_normal((config.k, hi - lo, arch.latent_dim), dtype=dtype)
             beta = config.kl_weight_at(state.epoch, i, steps_per_epoch)
-            value, grads = objective(unflatten(arch, state.params), arch, xb, eps, kl_weight=beta, **options)
-            g = flatten(grads)
-            if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
-                raise _diverged(run_dir, state, "bound or gradient", value, g)
-            lr = config.lr_at(state.epoch)
-            if backend == "numba":  # in place, on minus the gradient without building it; equal to adam_update bit for bit
-                from .backends.numba_cpu import adam_update_
-
-                params, adam = adam_update_(state.params, g, state.adam, lr, (config.beta1, config.beta2), config.adam_eps, sign=-1.0)
-            else:
-                params, adam = adam_update(state.params, [-a for a in g], state.adam, lr, (config.beta1, config.beta2), config.adam_eps)
-            if not all(np.all(np.isfinite(a)) for a in params):
-                raise _diverged(run_dir, state, "parameter after the update", value, g)
-            state.params, state.adam = params, adam
+            bound, nonfinite = stepper.step(lo, hi, eps, beta, config.lr_at(state.epoch))
+            if nonfinite:  # training stops; the checkpoints on disk are from the last completed epoch
+                raise _diverged(run_dir, state, nonfinite, *stepper.failed_step())
             state.step += 1
-            running += (float(value.mean()) - running) / (i + 1)
+            running += (bound - running) / (i + 1)
             bar.update(1)
             bar.set_postfix_str(f"bound {running:.3f}", refresh=False)
         bar.close()
+        state.params, state.adam = stepper.state()
         valid = validation_bound(unflatten(arch, state.params), arch, config, x_valid, rngs["valid"], backend)
         state.epoch += 1
         h = state.history

@@ -2,9 +2,11 @@
 
 Matrix products are CuPy's cuBLAS where `cupy` imports, else the shared-memory tiled kernel
 (npvae.backends.cuda_kernels.gemm); everything between them is one of cuda_kernels' element-wise
-kernels. Parameters, x and eps are copied to the device per call; the value, gradients and
-log-weights are copied back as fresh NumPy arrays. Private cores: no checking; npvae.objectives and
-npvae.importance validate and then call these, with the same signatures as numba_cpu's.
+kernels. The private cores (`_bound_and_grad`, `_adam`) take and return device arrays; the public
+functions, with the same signatures as numba_cpu's, copy parameters, x and eps to the device per call
+and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
+on the device across steps instead (npvae.backends.cuda_train). No checking here: npvae.objectives
+and npvae.importance validate and then call these.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ def _empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
-def _matmul(A, B, ta=False, tb=False):
-    """op(A) @ op(B) -> a fresh device array."""
+def _matmul(A, B, ta=False, tb=False, out=None):
+    """op(A) @ op(B) -> out, or a fresh device array."""
     M = A.shape[1] if ta else A.shape[0]
     P = B.shape[0] if tb else B.shape[1]
-    C = _empty((M, P), A.dtype)
+    C = _empty((M, P), A.dtype) if out is None else out
     if _cp is not None:
         a, b = _cp.asarray(A), _cp.asarray(B)
         _cp.matmul(a.T if ta else a, b.T if tb else b, out=_cp.asarray(C))
@@ -57,28 +59,32 @@ def _mlp_forward(layers, x, code):
     return h, caches
 
 
-def _mlp_backward(layers, caches, dout, code, need_dx):
-    """Back through the layers from dout (M, H_L), overwritten; returns (host grads tuple of Dense, device dx or None)."""
+def _mlp_backward(layers, caches, dout, code, need_dx, out=None):
+    """Back through the layers from dout (M, H_L), overwritten; returns (device grads tuple of Dense, written into out if given, dx or None)."""
     grads = [None] * len(layers)
     d = dout
     for i in reversed(range(len(layers))):
         h, cache = caches[i]
         W = layers[i].W
         ck.launch(ck.activation_backward, d.size, d, cache, code if i < len(layers) - 1 else scalar.IDENTITY)
-        db = _empty(W.shape[1], d.dtype)
+        dW, db = (None, _empty(W.shape[1], d.dtype)) if out is None else out[i]
         ck.launch(ck.column_sum, W.shape[1], d, db)
-        grads[i] = Dense(_matmul(h, d, ta=True).copy_to_host(), db.copy_to_host())
+        grads[i] = Dense(_matmul(h, d, ta=True, out=dW), db)
         if i > 0 or need_dx:
             d = _matmul(d, W, tb=True)
     return tuple(grads), (d if need_dx else None)
 
 
-def _to_device(params: VAEParams):
-    return tuple(tuple(Dense(*(cuda.to_device(np.ascontiguousarray(a)) for a in layer)) for layer in part) for part in params)
+def _to_device(params: VAEParams) -> VAEParams:
+    return VAEParams(*(tuple(Dense(*(cuda.to_device(np.ascontiguousarray(a)) for a in layer)) for layer in part) for part in params))
+
+
+def _to_host(params: VAEParams) -> VAEParams:
+    return VAEParams(*(tuple(Dense(*(a.copy_to_host() for a in layer)) for layer in part) for part in params))
 
 
 def _encode(dev, arch, x):
-    h, caches = _mlp_forward(dev[0], x, _ACT[arch.activation])
+    h, caches = _mlp_forward(dev.encoder, x, _ACT[arch.activation])
     Z = arch.latent_dim
     return h[:, :Z], h[:, Z:], caches
 
@@ -90,7 +96,7 @@ def _sample_decode(dev, arch, eps, mu, log_var, want_lp):
     K = KN // N
     z, sd, lp_lq = _empty((KN, Z), eps.dtype), _empty((N, Z), eps.dtype), _empty((K, N), eps.dtype)
     ck.launch(ck.sample, KN, mu, log_var, eps, z, sd, lp_lq, want_lp)
-    out, caches = _mlp_forward(dev[1], z, _ACT[arch.activation])
+    out, caches = _mlp_forward(dev.decoder, z, _ACT[arch.activation])
     return z, sd, lp_lq, out, caches
 
 
@@ -117,26 +123,31 @@ def _inputs(x, eps):
     return cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(np.ascontiguousarray(eps).reshape(-1, eps.shape[2]))
 
 
-def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
-    """The value (N,) and the gradient of its batch mean, as objectives._bound_and_grad; no checking."""
-    K, N, Z = eps.shape
-    t = x.dtype.type
+def _bound_and_grad(dev: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0, out=None):
+    """Device value (N,) and device gradient of its batch mean (written into `out`'s arrays if given) for device params, x (N, D), eps (K N, Z)."""
+    N, Z = x.shape[0], arch.latent_dim
+    K = eps.shape[0] // N
+    t = np.dtype(x.dtype).type
     beta = t(kl_weight)
     mode = _mode(bound, kl)
-    dev = _to_device(params)
-    xd, ed = _inputs(x, eps)
-    mu, log_var, enc_caches = _encode(dev, arch, xd)
+    mu, log_var, enc_caches = _encode(dev, arch, x)
     kl_value, above = _kl(mu, log_var, t(free_bits))  # used (and `above` read) only for the analytic KL
-    z, sd, lp_lq, out, dec_caches = _sample_decode(dev, arch, ed, mu, log_var, mode != ck.ANALYTIC)
+    z, sd, lp_lq, d, dec_caches = _sample_decode(dev, arch, eps, mu, log_var, mode != ck.ANALYTIC)
     wconst = 1.0 / (K * N) if mode == ck.ANALYTIC else 1.0 / K  # as numba_cpu: NumPy's rounding of the weights
-    value, _, w, wn = _head(arch, xd, out, lp_lq, kl_value, mode, beta, wconst, True)  # out now holds dout
+    value, _, w, wn = _head(arch, x, d, lp_lq, kl_value, mode, beta, wconst, True)  # d: decoder output, now its gradient
     code = _ACT[arch.activation]
-    dec_grads, dz = _mlp_backward(dev[1], dec_caches, out, code, True)
+    dec_grads, dz = _mlp_backward(dev.decoder, dec_caches, d, code, True, None if out is None else out.decoder)
     dh = _empty((N, 2 * Z), x.dtype)
-    ck.launch(ck.latent_backward, N * Z, dz, z, ed, sd, mu, log_var, w, wn, above, beta, t(N), mode,
-            _ESTIMATOR[estimator], dh)
-    enc_grads, _ = _mlp_backward(dev[0], enc_caches, dh, code, False)
-    return value.copy_to_host(), VAEParams(enc_grads, dec_grads)
+    ck.launch(ck.latent_backward, N * Z, dz, z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
+              _ESTIMATOR[estimator], dh)
+    enc_grads, _ = _mlp_backward(dev.encoder, enc_caches, dh, code, False, None if out is None else out.encoder)
+    return value, VAEParams(enc_grads, dec_grads)
+
+
+def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
+    """The value (N,) and the gradient of its batch mean, as objectives._bound_and_grad; no checking."""
+    value, grads = _bound_and_grad(_to_device(params), arch, *_inputs(x, eps), bound, kl, estimator, kl_weight, free_bits)
+    return value.copy_to_host(), _to_host(grads)
 
 
 def log_weights(params: VAEParams, arch: Arch, x, eps):
@@ -191,17 +202,22 @@ def log_mean_exp(a):
     return out.copy_to_host()
 
 
+def _adam(p, g, m, v, step, lr, betas, eps, sign):
+    """Adam's step number `step` in place on device arrays p, m, v (flat, any length) with gradient sign * g (kernels.adam)."""
+    b1, b2 = betas
+    bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
+    t = np.dtype(p.dtype).type
+    ck.launch(ck.adam, p.size, p, g, m, v, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
+
+
 def adam_update_(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
     """npvae.optim.adam_update IN PLACE on params and state's m, v (host arrays, each step through the device); returns (params, new state)."""
     from ..optim import AdamState
 
-    b1, b2 = betas
     step = state.step + 1
-    bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
     for p, g, m, v in zip(params, grads, state.m, state.v):
-        t = p.dtype.type
         dp, dg, dm, dv = (cuda.to_device(np.ascontiguousarray(a).reshape(-1)) for a in (p, g, m, v))
-        ck.launch(ck.adam, p.size, dp, dg, dm, dv, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
+        _adam(dp, dg, dm, dv, step, lr, betas, eps, sign)
         for a, d in ((p, dp), (m, dm), (v, dv)):
             a[...] = d.copy_to_host().reshape(a.shape)
     return params, AdamState(step, state.m, state.v)

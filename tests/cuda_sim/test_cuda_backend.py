@@ -117,3 +117,13 @@ def test_tiled_gemm_equals_matmul(dtype, tile):
         C = cuda.device_array((7, 6), dtype=dtype)
         cuda_kernels.gemm(cuda.to_device(a), cuda.to_device(b), C, ta, tb, tile=tile)
         _close(C.copy_to_host(), A @ B, dtype, f"gemm ta={ta} tb={tb} tile={tile}")
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3])
+def test_count_nonfinite_over_blocks(n_blocks):
+    """Grid-stride counting over fewer threads than elements, blocks added without atomics; NaN, +inf and -inf all count."""
+    a = np.arange(150, dtype=np.float32)
+    a[[0, 77, 149]] = np.nan, np.inf, -np.inf
+    out = cuda.to_device(np.full(2, -1.0))
+    cuda_kernels.launch_count_nonfinite(cuda.to_device(a), cuda.device_array(n_blocks, np.int64), out, 1)
+    assert out.copy_to_host().tolist() == [-1.0, 3.0]
