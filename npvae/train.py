@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .backends import resolve
-from .config import TrainConfig
+from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
 from .model import Arch, flatten, init_params, param_names, param_shapes, unflatten
 from .objectives import bound_value, objective
@@ -90,15 +90,20 @@ def load_state(path: Path) -> tuple[TrainConfig, Arch, TrainState]:
     names, shapes = param_names(arch), param_shapes(arch)
     expected = {f"{p}.{n}": (s, np.dtype(config.dtype)) for p in ("param", "adam_m", "adam_v") for n, s in zip(names, shapes)}
     check_expected(str(path), arrays, expected)  # refuses any mismatch with the config, listing every one
-    state = TrainState(
-        params=[arrays[f"param.{n}"] for n in names],
-        adam=AdamState(int(meta["adam_step"]), tuple(arrays[f"adam_m.{n}"] for n in names), tuple(arrays[f"adam_v.{n}"] for n in names)),
-        rngs={k: rng_from_state(s) for k, s in meta["rngs"].items()},
-        epoch=int(meta["epoch"]),
-        step=int(meta["step"]),
-        best_valid=-np.inf if meta["best_valid"] is None else float(meta["best_valid"]),
-        history=meta["history"],
-    )
+    try:
+        state = TrainState(
+            params=[arrays[f"param.{n}"] for n in names],
+            adam=AdamState(int(meta["adam_step"]), tuple(arrays[f"adam_m.{n}"] for n in names), tuple(arrays[f"adam_v.{n}"] for n in names)),
+            rngs={k: rng_from_state(s) for k, s in meta["rngs"].items()},
+            epoch=int(meta["epoch"]),
+            step=int(meta["step"]),
+            best_valid=-np.inf if meta["best_valid"] is None else float(meta["best_valid"]),
+            history=meta["history"],
+        )
+        if set(state.rngs) != set(STREAMS):
+            raise ValueError(f"random streams {sorted(state.rngs)}, expected {sorted(STREAMS)}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"checkpoint {path}: its training state is unusable ({type(e).__name__}: {e})") from None
     return config, arch, state
 
 
@@ -123,15 +128,16 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: s
     return total / x.shape[0]
 
 
-def _diverged(run_dir: Path, state: TrainState, what: str, value, grads, params) -> TrainingDiverged:
+def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, grads, params) -> TrainingDiverged:
     """Write diverged.json (what went non-finite, where, and the magnitudes of params) and build the exception."""
+    names = param_names(arch)
     info = {
         "what": what,
         "epoch": state.epoch,
         "step": state.step,
         "bound_nonfinite": int(np.size(value) - np.count_nonzero(np.isfinite(value))),
-        "grads_nonfinite": {i: int(g.size - np.count_nonzero(np.isfinite(g))) for i, g in enumerate(grads) if not np.all(np.isfinite(g))},
-        "param_max_abs": [float(np.max(np.abs(p))) for p in params],
+        "grads_nonfinite": {n: int(g.size - np.count_nonzero(np.isfinite(g))) for n, g in zip(names, grads) if not np.all(np.isfinite(g))},
+        "param_max_abs": {n: float(np.max(np.abs(p))) for n, p in zip(names, params)},
         "last_good_checkpoint": str(run_dir / "last.npz") if (run_dir / "last.npz").exists() else None,
     }
     (run_dir / "diverged.json").write_text(json.dumps(info, indent=1))
@@ -199,11 +205,16 @@ def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
 def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print) -> TrainState:
     """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if dataset.train.dtype != np.dtype(config.dtype):
         raise ValueError(f"data set is {dataset.train.dtype} but the config asks for {config.dtype}")
     if config.likelihood == "bernoulli" and not (dataset.binary or dataset.dynamic_binarize):
-        raise ValueError(f"the Bernoulli likelihood needs binary data; {dataset.name} is grey-level: add --binarize")
+        x = dataset.train
+        if np.all((x >= 0) & (x <= 1)):
+            raise ValueError(f"the Bernoulli likelihood needs binary data; {dataset.name} is grey-level: add --binarize")
+        raise ValueError(f"the Bernoulli likelihood needs binary data, and {dataset.name}'s values are not in [0, 1]: "
+                         "use --likelihood gaussian or gaussian-learned")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "diverged.json").unlink(missing_ok=True)  # a report from an earlier attempt no longer describes this run
     if resume:
         saved_config, arch, state = load_state(run_dir / "last.npz")
         # The backend changes where the kernels run, not the run (results agree to rounding; bit for bit only on the same one).
@@ -234,7 +245,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             beta = config.kl_weight_at(state.epoch, i, steps_per_epoch)
             bound, nonfinite = stepper.step(lo, hi, eps, beta, config.lr_at(state.epoch))
             if nonfinite:  # training stops; the checkpoints on disk are from the last completed epoch
-                raise _diverged(run_dir, state, nonfinite, *stepper.failed_step())
+                raise _diverged(run_dir, arch, state, nonfinite, *stepper.failed_step())
             state.step += 1
             running += (bound - running) / (i + 1)
             bar.update(1)

@@ -60,7 +60,35 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, dig
         train(cfg, digits, tmp_path, resume=True, progress=False, log=lambda s: None)
     assert (tmp_path / "last.npz").read_bytes() == before
     diag = json.loads((tmp_path / "diverged.json").read_text())
-    assert diag["epoch"] == 1 and diag["grads_nonfinite"] and diag["last_good_checkpoint"].endswith("last.npz")
+    assert diag["epoch"] == 1 and diag["grads_nonfinite"] == {"decoder.0.W": 1} and diag["last_good_checkpoint"].endswith("last.npz")
+    assert set(diag["param_max_abs"]) == {"encoder.0.W", "encoder.0.b", "encoder.1.W", "encoder.1.b",
+                                          "decoder.0.W", "decoder.0.b", "decoder.1.W", "decoder.1.b"}
+    monkeypatch.setattr(T, "objective", real)
+    train(TrainConfig(**{**cfg.to_dict(), "epochs": 2}), digits, tmp_path, resume=True, progress=False, log=lambda s: None)
+    assert not (tmp_path / "diverged.json").exists()  # the report of the failed attempt does not outlive it
+
+
+def test_bernoulli_on_data_outside_0_1_points_to_a_gaussian_likelihood(tmp_path):
+    synthetic = load("synthetic", seed=0)
+    with pytest.raises(ValueError, match="not in \\[0, 1\\]: use --likelihood gaussian"):
+        train(TrainConfig(dataset="synthetic", epochs=1), synthetic, tmp_path / "r", progress=False, log=lambda s: None)
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made
+
+
+def test_checkpoint_whose_training_state_is_incomplete_is_refused(tmp_path, digits):
+    from npvae.checkpoint import load_checkpoint, save_checkpoint
+
+    train(TrainConfig(epochs=1), digits, tmp_path, progress=False, log=lambda s: None)
+    arrays, meta = load_checkpoint(tmp_path / "last.npz")
+    for key in ("rngs", "epoch"):
+        broken = {k: v for k, v in meta.items() if k != key}
+        save_checkpoint(tmp_path / "broken.npz", arrays, broken)  # a valid file whose metadata lacks a field
+        with pytest.raises(ValueError, match="training state is unusable"):
+            load_state(tmp_path / "broken.npz")
+    meta["rngs"].pop("eps")
+    save_checkpoint(tmp_path / "broken.npz", arrays, meta)
+    with pytest.raises(ValueError, match="random streams"):
+        load_state(tmp_path / "broken.npz")
 
 
 def test_warmup_and_lr_schedule():
@@ -94,10 +122,21 @@ def test_arch_must_match_the_data(tmp_path, digits):
         train(TrainConfig(arch="784-10-2", epochs=1), digits, tmp_path, progress=False)
 
 
-def test_bernoulli_on_grey_data_is_an_error_with_a_hint(tmp_path):
-    grey = load("synthetic")  # Gaussian, not binary
-    with pytest.raises(ValueError, match="--binarize"):
-        train(TrainConfig(dataset="synthetic", epochs=1), grey, tmp_path, progress=False)
+def test_bernoulli_on_grey_data_is_an_error_with_a_hint(tmp_path, digits):
+    from npvae.data import Dataset
+
+    grey = Dataset("grey-digits", digits.train * 0.5, digits.valid * 0.5, digits.test * 0.5, image_shape=(8, 8), binary=False)
+    with pytest.raises(ValueError, match="grey-digits is grey-level: add --binarize"):
+        train(TrainConfig(epochs=1), grey, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs Debian's dataset-fashion-mnist")
+def test_bernoulli_on_fashion_mnist_from_the_command_line_points_to_binarize(tmp_path, capsys):
+    from npvae import cli
+
+    assert cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "1", "--out", str(tmp_path / "f"), "--quiet"]) == 2
+    assert "fashion-mnist is grey-level: add --binarize" in capsys.readouterr().err
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, digits):
