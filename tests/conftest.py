@@ -14,7 +14,7 @@ import pytest
 # rtol for float64 finite-difference checks (central differences, fixed step 1e-6) and for
 # float32-vs-float64 agreement of the same computation.
 FD_RTOL = {np.float64: 1e-6}
-AGREE_RTOL = {np.float32: 2e-4, np.float64: 1e-12}
+AGREE_RTOL = {np.float32: 2e-5, np.float64: 1e-12}  # float32: worst seen ~5e-7; a 1 + 1e-4 error fails
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
-from conftest import assert_fd_close
+from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close
 from npvae.gradcheck import elementwise
 from npvae.layers import ACTIVATIONS, Dense, activation_backward, activation_forward, dense_backward, dense_forward, dense_init
 from npvae.mlp import mlp_backward, mlp_forward, mlp_init
@@ -16,7 +17,47 @@ def test_activation_backward(rng, name):
     dy = rng.standard_normal((3, 4))
     _, cache = activation_forward(name, a)
     fd = elementwise(lambda t: float(np.sum(dy * activation_forward(name, t[0])[0])), [a], 0, 1e-6)
-    np.testing.assert_allclose(activation_backward(name, dy, cache), fd, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(activation_backward(name, dy, cache), fd, rtol=FD_RTOL[np.float64] / 10, atol=1e-10)  # one layer: 10x tighter than a whole objective
+
+
+# Independent float64 oracles for f(a) and f'(a), written from the definitions (scipy's expit for sigmoid).
+ORACLE = {
+    "identity": (lambda a: a, lambda a: np.ones_like(a)),
+    "relu": (lambda a: np.where(a > 0, a, 0.0), lambda a: (a > 0).astype(np.float64)),
+    "tanh": (np.tanh, lambda a: 1.0 / np.cosh(a) ** 2),
+    "softplus": (lambda a: np.logaddexp(0.0, a), expit),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_float32_preserved_and_agrees_with_float64(rng, name):
+    """float32 in, float32 out for forward and backward (no silent upcast), and the float64 oracle to AGREE_RTOL."""
+    a = (rng.standard_normal((5, 7)) * 4).astype(np.float32)
+    a[np.abs(a) < 1e-3] = 0.5
+    a[0, :3] = [-30.0, 30.0, 12.0]  # softplus/sigmoid tails
+    dy = rng.standard_normal((5, 7)).astype(np.float32)
+    y, cache = activation_forward(name, a)
+    da = activation_backward(name, dy, cache)
+    assert y.dtype == np.float32 and da.dtype == np.float32, (y.dtype, da.dtype)
+    f, df = ORACLE[name]
+    a64, dy64 = a.astype(np.float64), dy.astype(np.float64)
+    tol = AGREE_RTOL[np.float32]
+    np.testing.assert_allclose(y, f(a64), rtol=tol, atol=tol * 1e-3)
+    # tanh' = 1 - y^2 from the cached output loses its relative precision where y^2 rounds to 1 (|a| > ~9 in
+    # float32); its absolute error stays ~eps32 |dy|, so small derivatives get an absolute term in |dy|.
+    np.testing.assert_allclose(da, dy64 * df(a64), rtol=tol, atol=tol * np.abs(dy64).max())
+
+
+def test_dense_float32_preserved_and_agrees_with_float64(rng):
+    p = Dense(*(rng.standard_normal(s).astype(np.float32) for s in ((4, 3), (3,))))
+    x, dy = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((6, 3)).astype(np.float32)
+    y, cache = dense_forward(p, x)
+    grads, dx = dense_backward(dy, cache, p)
+    assert all(t.dtype == np.float32 for t in (y, grads.W, grads.b, dx))
+    W, b, x64, dy64 = (t.astype(np.float64) for t in (p.W, p.b, x, dy))
+    tol = AGREE_RTOL[np.float32]
+    for got, ref in ((y, x64 @ W + b), (grads.W, x64.T @ dy64), (grads.b, dy64.sum(0)), (dx, dy64 @ W.T)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
 def test_dense_backward(rng):

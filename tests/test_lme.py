@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import logsumexp
 
-from conftest import assert_fd_close
+from conftest import AGREE_RTOL, assert_fd_close
 from npvae.gradcheck import elementwise
 from npvae.lme import log_mean_exp, softmax
 
@@ -67,3 +67,19 @@ def test_minus_inf():
 def test_bad_input(bad):
     with pytest.raises(ValueError):
         log_mean_exp(bad)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_float32_preserved_and_agrees_with_float64(rng, axis):
+    """float32 in, float32 out for LME and softmax (no silent upcast), and scipy's float64 answer to AGREE_RTOL."""
+    from scipy.special import softmax as sp_softmax
+
+    a = (rng.standard_normal((6, 5)) * 8 - 40).astype(np.float32)  # log-weights spread over many nats, as in IWAE
+    a[0, 0] = -np.inf  # one dead sample
+    v, w = log_mean_exp(a, axis=axis), softmax(a, axis=axis)
+    assert v.dtype == np.float32 and w.dtype == np.float32, (v.dtype, w.dtype)
+    a64 = a.astype(np.float64)
+    tol = AGREE_RTOL[np.float32]
+    np.testing.assert_allclose(v, logsumexp(a64, axis=axis) - np.log(a.shape[axis]), rtol=tol)
+    np.testing.assert_allclose(w, sp_softmax(a64, axis=axis), rtol=tol, atol=tol * 1e-3)
+    assert np.asarray(log_mean_exp(a[:, 0])).dtype == np.float32  # a 1-d slice reduces to a float32 0-d result
