@@ -7,6 +7,10 @@ library loads), so the table shows what the kernel choice is worth for these sha
 
     python bench/bench_gemm.py                                  # this process's BLAS, as the environment set it
     python bench/bench_gemm.py --coretypes env,Haswell,SkylakeX # one child process per OPENBLAS_CORETYPE
+    python bench/bench_gemm.py --device cuda --batch 1024       # cuBLAS through torch, on an NVIDIA GPU
+
+The row "eval" is the whole evaluation of bench_train.py (1000 points, k = 5000): GFLOP and ms in all,
+samples/s of the decoder's products alone.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 BATCH = 128
 WORKLOADS = {"A": ([784, 400, 20], 1), "B-k1": ([784, 200, 200, 50], 1), "B-k50": ([784, 200, 200, 50], 50)}
+EVAL = (1000, 5000, 5300)  # the importance-sampled log p(x): points, samples per point, decoder rows per product
 
 
 def step_products(dims: list[int], K: int, N: int = BATCH) -> list[tuple[int, int, int]]:
@@ -38,6 +43,25 @@ def step_products(dims: list[int], K: int, N: int = BATCH) -> list[tuple[int, in
             if i > 0 or layers is dec:
                 out.append((rows, b, a))  # backward: dh = d @ W.T (not needed for the encoder's input)
     return out
+
+
+def time_product_cuda(m: int, k: int, n: int, repeats: int) -> float:
+    """As time_product, float32 on the GPU with torch's cuBLAS, the device synchronised around each timing."""
+    import torch
+
+    a, b = torch.randn(m, k, device="cuda"), torch.randn(k, n, device="cuda")
+    c = torch.empty(m, n, device="cuda")
+    torch.matmul(a, b, out=c)
+    reps = max(10, int(2e10 / (2 * m * k * n)))
+    ts = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b, out=c)
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t) / reps)
+    return statistics.median(ts)
 
 
 def time_product(m: int, k: int, n: int, repeats: int, dtype) -> float:
@@ -56,18 +80,29 @@ def time_product(m: int, k: int, n: int, repeats: int, dtype) -> float:
     return statistics.median(ts)
 
 
-def measure(repeats: int) -> dict:
+def measure(repeats: int, device: str = "cpu") -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(1)
-    blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture")} for d in threadpool_info()]
+    if device == "cuda":
+        import torch
+
+        blas = [{"internal_api": "cuBLAS (torch)", "version": torch.version.cuda, "architecture": torch.cuda.get_device_name()}]
+    else:
+        blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture")} for d in threadpool_info()]
     res = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"), "blas": blas, "workloads": {}}
     for name, (dims, K) in WORKLOADS.items():
-        prods = step_products(dims, K)
-        secs = [time_product(*p, repeats, np.float32) for p in prods]
+        prods = step_products(dims, K, BATCH)
+        secs = [time_product_cuda(*p, repeats) if device == "cuda" else time_product(*p, repeats, np.float32) for p in prods]
         flops = sum(2 * m * k * n for m, k, n in prods)
         res["workloads"][name] = {"gflop_per_step": flops / 1e9, "gemm_ms_per_step": 1e3 * sum(secs),
                                   "gflops": flops / sum(secs) / 1e9, "floor_samples_per_s": BATCH / sum(secs)}
+    n, k, rows = EVAL  # model B's decoder forward on rows samples at a time; n k samples in all
+    prods = [(rows, 50, 200), (rows, 200, 200), (rows, 200, 784)]
+    secs = sum(time_product_cuda(*p, repeats) if device == "cuda" else time_product(*p, repeats, np.float32) for p in prods)
+    flops = sum(2 * m * a * b for m, a, b in prods)
+    res["workloads"]["eval"] = {"gflop_per_step": flops * n * k / rows / 1e9, "gemm_ms_per_step": 1e3 * secs * n * k / rows,
+                                "gflops": flops / secs / 1e9, "floor_samples_per_s": rows / secs}
     return res
 
 
@@ -75,19 +110,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--coretypes", default="env", help="comma-separated OPENBLAS_CORETYPE values; 'env' = as inherited")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch", type=int, default=BATCH)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    globals()["BATCH"] = args.batch
     if args.child:
-        print(json.dumps(measure(args.repeats)))
+        print(json.dumps(measure(args.repeats, args.device)))
         return 0
-    print("float32, one BLAS thread, batch 128; floor = batch / (time of the step's products alone)")
+    print(f"float32, {'cuBLAS' if args.device == 'cuda' else 'one BLAS thread'}, batch {args.batch}; "
+          "floor = batch / (time of the step's products alone)")
     print("| OPENBLAS_CORETYPE | kernel | workload | GFLOP/step | GEMM ms/step | GFLOP/s | floor samples/s |")
     print("|---|---|---|---:|---:|---:|---:|")
     for ct in args.coretypes.split(","):
         env = dict(os.environ)
         if ct != "env":
             env["OPENBLAS_CORETYPE"] = ct
-        out = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env,
+        out = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--device", args.device,
+                              "--batch", str(args.batch)], env=env,
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out)
         for name, w in r["workloads"].items():

@@ -14,6 +14,7 @@ not timed. Each figure is the median of --repeats timed runs of --steps steps, i
     python bench/bench_train.py                                # full: ~10 minutes, eval k=5000 on 1000 points
     python bench/bench_train.py --quick                        # < 2 minutes
     python bench/bench_train.py --data-dir ../shared/data --json runs/bench.json
+    python bench/bench_train.py --backends numba,cuda,torch --torch-device cuda   # on an NVIDIA GPU
 """
 
 from __future__ import annotations
@@ -102,17 +103,19 @@ def problem(name, x_train, steps, seed=0):
 
 
 def npvae_steps(backend, arch, params, batches, eps, options):
-    """A function running the training steps on the given data (state carried across calls)."""
+    """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps), state carried across calls."""
     flat = [a.copy() for a in flatten(params)]
     state = [adam_init(flat)]
     from npvae.model import unflatten
 
+    if backend == "cuda":
+        return _cuda_steps(arch, flat, state[0], batches, eps, options)
     if backend == "numba":
         from npvae.backends.numba_cpu import adam_update_
 
-    def run(xs, es):
+    def run(i0, i1):
         p, s = flat, state[0]
-        for xb, e in zip(xs, es):
+        for xb, e in zip(batches[i0:i1], eps[i0:i1]):
             _, grads = objective(unflatten(arch, p), arch, xb, e, backend=backend, **options)
             g = flatten(grads)
             if backend == "numba":
@@ -125,7 +128,22 @@ def npvae_steps(backend, arch, params, batches, eps, options):
     return run
 
 
-def torch_model(torch, arch, params):
+def _cuda_steps(arch, flat, adam, batches, eps, options):
+    """As npvae.train does on backend="cuda": the device-resident trainer, every batch uploaded once, before the clock."""
+    from npvae.backends.cuda_train import DeviceTrainer
+
+    trainer = DeviceTrainer(arch, flat, adam, batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999), adam_eps=1e-8, **options)
+    x = np.concatenate(batches)
+    trainer.start_epoch(x, np.arange(x.shape[0]))
+
+    def run(i0, i1):
+        for i in range(i0, i1):  # each step reads back its summary: the clock stops after the device did the work
+            trainer.step(i * BATCH, (i + 1) * BATCH, eps[i], 1.0, 1e-3)
+
+    return run
+
+
+def torch_model(torch, arch, params, device="cpu"):
     """The same VAE in PyTorch, with npvae's initial parameters (W transposed to torch's (out, in))."""
     nn = torch.nn
 
@@ -139,7 +157,7 @@ def torch_model(torch, arch, params):
             mods.append(lin)
             if i < len(layers) - 1:
                 mods.append(nn.ReLU() if act == "relu" else nn.Tanh())
-        return nn.Sequential(*mods)
+        return nn.Sequential(*mods).to(device)
 
     return mlp(params.encoder, arch.activation), mlp(params.decoder, arch.activation)
 
@@ -161,51 +179,53 @@ def torch_bound(torch, enc, dec, arch, x, eps, bound, kl):
     return torch.logsumexp(a, 0) - np.log(a.shape[0])
 
 
-def torch_steps(torch, arch, params, batches, eps, options):
-    enc, dec = torch_model(torch, arch, params)
+def torch_steps(torch, arch, params, batches, eps, options, device="cpu"):
+    """run(i0, i1) as npvae_steps, with autograd and torch.optim.Adam; on a GPU the data are moved there first."""
+    enc, dec = torch_model(torch, arch, params, device)
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+    xs, es = [torch.from_numpy(x).to(device) for x in batches], [torch.from_numpy(e).to(device) for e in eps]
 
-    def run(xs, es):
-        for xb, e in zip(xs, es):
+    def run(i0, i1):
+        for xb, e in zip(xs[i0:i1], es[i0:i1]):
             opt.zero_grad(set_to_none=True)
             loss = -torch_bound(torch, enc, dec, arch, xb, e, options["bound"], options["kl"]).mean()
             loss.backward()
             opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     return run
 
 
-def time_training(name, backends, x_train, steps, warmup, repeats):
+def time_training(name, backends, x_train, steps, warmup, repeats, torch_device="cpu"):
     """samples/s per backend: the median of `repeats` runs of `steps` steps, backends interleaved."""
     arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
     torch = _torch() if "torch" in backends else None
-    runs, data = {}, {}
+    runs = {}
     for b in backends:
         if b == "torch":
-            runs[b] = torch_steps(torch, arch, params, batches, eps, options)
-            data[b] = ([torch.from_numpy(x) for x in batches], [torch.from_numpy(e) for e in eps])
+            runs[b] = torch_steps(torch, arch, params, batches, eps, options, torch_device)
             # The same model: torch's bound at step 0 equals npvae's.
             ref = objective(params, arch, batches[0], eps[0], **options)[0]
             enc, dec = torch_model(torch, arch, params)
             with torch.no_grad():
-                got = torch_bound(torch, enc, dec, arch, data[b][0][0], data[b][1][0], options["bound"], options["kl"]).numpy()
+                got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
+                                  options["bound"], options["kl"]).numpy()
             assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
         else:
             runs[b] = npvae_steps(b, arch, params, batches, eps, options)
-            data[b] = (batches, eps)
     for b in backends:  # warm-up (compilation, caches, allocator)
-        runs[b](data[b][0][:warmup], data[b][1][:warmup])
+        runs[b](0, warmup)
     times = {b: [] for b in backends}
-    for _ in range(repeats):
+    for _ in range(repeats):  # every repeat trains on through the same `steps` batches
         for b in backends:
-            xs, es = data[b][0][warmup:], data[b][1][warmup:]
             t = time.perf_counter()
-            runs[b](xs, es)
+            runs[b](warmup, warmup + steps)
             times[b].append(time.perf_counter() - t)
     return {b: {"samples_per_s": BATCH * steps / statistics.median(ts), "runs_s": ts} for b, ts in times.items()}
 
 
-def time_eval(backends, x_test, n, k, seed=0, batch=100):
+def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
     """Seconds for the importance-sampled log p(x) of n test points (model B, untrained: the cost is the same)."""
     arch, params, _, _, _ = problem("B-k1", x_test, 0)
     x = np.ascontiguousarray(x_test[:n])
@@ -213,9 +233,9 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100):
     for b in backends:
         t = time.perf_counter()
         if b == "torch":
-            lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch)
+            lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
         else:
-            if b == "numba":  # compile outside the clock
+            if b in ("numba", "cuda"):  # compile outside the clock
                 log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
                 t = time.perf_counter()
             lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
@@ -224,16 +244,16 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100):
     return out
 
 
-def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22):
+def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22, device="cpu"):
     """The same estimator in torch, same noise (drawn by numpy's Generator in the same chunks as npvae)."""
     from npvae.importance import _chunk_size
 
-    enc, dec = torch_model(torch, arch, params)
+    enc, dec = torch_model(torch, arch, params, device)
     Z = arch.latent_dim
     res = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
-            xb = torch.from_numpy(x[i:i + batch])
+            xb = torch.from_numpy(x[i:i + batch]).to(device)
             g = np.random.default_rng((0, i))
             chunk = _chunk_size(arch, xb.shape[0], max_elements)
             h = enc(xb)
@@ -241,13 +261,13 @@ def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22):
             parts, done = [], 0
             while done < k:
                 kc = min(chunk, k - done)
-                e = torch.from_numpy(g.standard_normal((kc, xb.shape[0], Z), dtype=np.float32))
+                e = torch.from_numpy(g.standard_normal((kc, xb.shape[0], Z), dtype=np.float32)).to(device)
                 z = mu + torch.exp(0.5 * log_var) * e
                 logits = dec(z)
                 lpx = -torch.nn.functional.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
                 parts.append(lpx - 0.5 * (z * z).sum(-1) + 0.5 * (log_var + e * e).sum(-1))
                 done += kc
-            res.append((torch.logsumexp(torch.cat(parts), 0) - np.log(k)).numpy())
+            res.append((torch.logsumexp(torch.cat(parts), 0) - np.log(k)).cpu().numpy())
     return np.concatenate(res)
 
 
@@ -270,7 +290,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
-    p.add_argument("--backends", default="numpy,numba,torch", help="torch is skipped when it does not import")
+    p.add_argument("--backends", default="numpy,numba,torch",
+                   help="comma-separated numpy, numba, cuda (device-resident training), torch; torch is skipped when it does not import")
+    p.add_argument("--torch-device", default="cpu", help="where torch runs: cpu (default) or cuda (beside backend cuda, on a GPU)")
     p.add_argument("--steps", type=int, default=100, help="timed steps per repeat (B-k50: a fifth of it)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
@@ -278,8 +300,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--quick", action="store_true", help="steps 20, repeats 3, eval 100 points with k = 500")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=BATCH, help=f"training batch size (default {BATCH}; the issue's GPU runs also use 1024)")
     p.add_argument("--json", default="runs/bench_train.json")
     args = p.parse_args(argv)
+    globals()["BATCH"] = args.batch  # problem() and the samples/s arithmetic read the module's BATCH
     if args.quick:
         args.steps, args.repeats, args.eval_n, args.eval_k = 20, 3, 100, 500
     threadpool_limits(args.threads)
@@ -290,13 +314,13 @@ def main(argv=None) -> int:
     results = {}
     for name in args.workloads.split(","):
         if name == "eval":
-            results[name] = time_eval(backends, d.test, args.eval_n, args.eval_k)
+            results[name] = time_eval(backends, d.test, args.eval_n, args.eval_k, torch_device=args.torch_device)
         else:
             steps = max(2, args.steps // 5) if name == "B-k50" else args.steps
-            results[name] = time_training(name, backends, d.train, steps, args.warmup, args.repeats)
+            results[name] = time_training(name, backends, d.train, steps, args.warmup, args.repeats, args.torch_device)
         print(f"{name}: " + json.dumps({b: {k: v for k, v in r.items() if k != 'runs_s'} for b, r in results[name].items()}), flush=True)
     print()
-    print(f"float32, batch {BATCH}, {args.threads} thread(s); training in samples/s (median of {args.repeats} x {args.steps} steps),"
+    print(f"float32, batch {args.batch}, {args.threads} thread(s); training in samples/s (median of {args.repeats} x {args.steps} steps),"
           f" eval = log p(x) of {args.eval_n} test points with k = {args.eval_k} (seconds)")
     print(table(results, backends))
     out = Path(args.json)

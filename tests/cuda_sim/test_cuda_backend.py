@@ -1,16 +1,19 @@
-"""backend="cuda" against the NumPy specification, run on numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+"""backend="cuda" against the NumPy specification, on numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) or a real GPU.
 
 The simulator runs every GPU thread as a Python thread (~50 ms a launch), so shapes are tiny and the
 (bound, kl, estimator) x likelihood x activation grid is covered along each axis, not as a product.
-The main suite runs this directory in a subprocess with the simulator on (tests/test_cuda_sim.py).
+The main suite runs this directory in a subprocess with the simulator on (tests/test_cuda_sim.py); where an
+NVIDIA GPU is present, the main suite also runs it directly, on the GPU.
 """
 
 import numba
 import numpy as np
 import pytest
 
-if not numba.config.ENABLE_CUDASIM:
-    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py)", allow_module_level=True)
+from npvae.backends import cuda_available
+
+if not cuda_available():  # the simulator (as tests/test_cuda_sim.py runs this file), or a real GPU
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py) or an NVIDIA GPU", allow_module_level=True)
 
 from numba import cuda
 
@@ -48,7 +51,8 @@ def _check_objective(likelihood, activation, case, dtype, seed=0):
 
 def test_resolve_takes_the_simulator_only_when_asked():
     assert resolve("cuda") == "cuda"
-    assert resolve("auto") != "cuda"  # the simulator is never chosen by "auto"
+    # The simulator is never chosen by "auto"; a real GPU is.
+    assert (resolve("auto") == "cuda") == (not numba.config.ENABLE_CUDASIM)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

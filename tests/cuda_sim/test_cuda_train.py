@@ -13,8 +13,10 @@ import numba
 import numpy as np
 import pytest
 
-if not numba.config.ENABLE_CUDASIM:
-    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py)", allow_module_level=True)
+from npvae.backends import cuda_available
+
+if not cuda_available():  # the simulator (as tests/test_cuda_sim.py runs this file), or a real GPU
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py) or an NVIDIA GPU", allow_module_level=True)
 
 from numba import cuda
 from numba.cuda.simulator.cudadrv import devicearray as sim
