@@ -32,16 +32,18 @@ def support(x, colptr, rows, max_density):
     zero = like(x[0, 0], 0.0)
     for d in range(D + 1):
         colptr[d] = 0
-    bad = False
-    for n in range(N):  # count the ones of each column (branch-free, so that it vectorises)
+    for n in range(N):  # count the ones of each column (branch-free within a row, so that it vectorises)
+        bad = False
         for d in range(D):
             v = x[n, d]
             colptr[d + 1] += v == one
             bad |= (v != one) & (v != zero)
+        if bad:  # grey-level or Gaussian data: found in the first row, as a rule
+            return -1
     for d in range(D):
         colptr[d + 1] += colptr[d]
     nnz = colptr[D]
-    if bad or nnz > max_density * N * D:
+    if nnz > max_density * N * D:
         return -1
     for n in range(N):  # fill in increasing n within each column, using colptr[d] as the cursor...
         for d in range(D):
