@@ -18,6 +18,7 @@ if not cuda_available():  # the simulator (as tests/test_cuda_sim.py runs this f
 from numba import cuda
 
 from conftest import random_problem
+from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each test with each matrix-product path)
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import resolve
 from npvae.backends import cuda_gpu, cuda_kernels

@@ -19,7 +19,7 @@ if not cuda_available():  # the simulator (as tests/test_cuda_sim.py runs this f
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (run by tests/test_cuda_sim.py) or an NVIDIA GPU", allow_module_level=True)
 
 from numba import cuda
-from numba.cuda.simulator.cudadrv import devicearray as sim
+from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each test with each matrix-product path)
 
 from npvae import cli
 from npvae.backends.cuda_train import DeviceTrainer
@@ -124,8 +124,11 @@ def test_a_non_finite_update_stops_as_on_numpy(tmp_path):
         assert report["cuda"][key] == report["numpy"][key], key
 
 
+@pytest.mark.skipif(not numba.config.ENABLE_CUDASIM, reason="counts the copies of the simulator's device arrays")
 def test_parameters_stay_on_the_device_during_an_epoch(tmp_path, monkeypatch):
     """Every host<->device copy of one epoch, explicit or implicit (a host array passed to a kernel), by shape."""
+    from numba.cuda.simulator.cudadrv import devicearray as sim
+
     log = []
     real_to, real_back, real_into = sim.to_device, sim.FakeCUDAArray.copy_to_host, sim.FakeCUDAArray.copy_to_device
     real_step = DeviceTrainer.step
