@@ -1,6 +1,6 @@
 """Training and evaluation throughput of npvae's backends (numpy, numba) beside PyTorch, in one run on one machine.
 
-Workloads (binarised MNIST, float32, one thread everywhere):
+Workloads (binarised MNIST, float32, one thread everywhere; jax through XLA_FLAGS, see jax_model.py):
   A      784-400-20 ReLU, Bernoulli, ELBO (analytic KL), batch 128: the pytorch/examples VAE
   B-k    784-200-200-50 tanh, IWAE with k = 1, 5, 50, batch 128 (Burda et al. 2016)
   eval   importance-sampled log p(x) of --eval-n test points with k = --eval-k, model B
@@ -78,7 +78,20 @@ def machine() -> dict:
     torch = _torch()
     if torch is not None:
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    jax = _jax()
+    if jax is not None:
+        info.update(jax=jax.__version__, jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
     return info
+
+
+def _jax():
+    """jax on one CPU thread (XLA_FLAGS must be set before jax is first imported), or None if it does not import."""
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    try:
+        import jax
+    except ImportError:
+        return None
+    return jax
 
 
 def _torch():
@@ -212,6 +225,14 @@ def time_training(name, backends, x_train, steps, warmup, repeats, torch_device=
                 got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
                                   options["bound"], options["kl"]).numpy()
             assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
+        elif b == "jax":
+            from jax_model import jax_bound, jax_steps
+
+            jax = _jax()
+            runs[b] = jax_steps(jax, arch, params, batches, eps, options)
+            ref = objective(params, arch, batches[0], eps[0], **options)[0]
+            got = jax_bound(jax, arch, params, batches[0], eps[0], options["bound"], options["kl"])
+            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"jax model differs: {got[:3]} vs {ref[:3]}"
         else:
             runs[b] = npvae_steps(b, arch, params, batches, eps, options)
     for b in backends:  # warm-up (compilation, caches, allocator)
@@ -234,6 +255,16 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
         t = time.perf_counter()
         if b == "torch":
             lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
+        elif b == "jax":
+            from jax_model import jax_log_px
+            from npvae.importance import _chunk_size
+
+            def chunk_of(n):
+                return _chunk_size(arch, n, 1 << 22)
+
+            jax_log_px(_jax(), arch, params, x[:batch], k, batch, chunk_of)  # compile every chunk shape outside the clock
+            t = time.perf_counter()
+            lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
         else:
             if b in ("numba", "cuda"):  # compile outside the clock
                 log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
@@ -273,8 +304,8 @@ def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22, d
 
 def table(results, backends) -> str:
     """A markdown table: samples/s (training) or seconds (evaluation) per backend, and ratios to torch and numpy."""
-    head = "| workload | " + " | ".join(backends) + " | numba / numpy | numba / torch |"
-    lines = [head, "|" + "---|" * (len(backends) + 3)]
+    head = "| workload | " + " | ".join(backends) + " | numba / numpy | numba / torch | numba / jax |"
+    lines = [head, "|" + "---|" * (len(backends) + 4)]
     for name, r in results.items():
         if name == "eval":
             cells = [f"{r[b]['seconds']:.1f} s" for b in backends]
@@ -282,7 +313,7 @@ def table(results, backends) -> str:
         else:
             cells = [f"{r[b]['samples_per_s']:,.0f}/s" for b in backends]
             ratio = lambda a, b: f"{r[a]['samples_per_s'] / r[b]['samples_per_s']:.2f}x" if a in r and b in r else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio('numba', 'numpy')} | {ratio('numba', 'torch')} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio('numba', 'numpy')} | {ratio('numba', 'torch')} | {ratio('numba', 'jax')} |")
     return "\n".join(lines)
 
 
@@ -290,8 +321,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
-    p.add_argument("--backends", default="numpy,numba,torch",
-                   help="comma-separated numpy, numba, cuda (device-resident training), torch; torch is skipped when it does not import")
+    p.add_argument("--backends", default="numpy,numba,torch,jax",
+                   help="comma-separated numpy, numba, cuda (device-resident training), torch, jax; torch and jax are skipped when they do not import")
     p.add_argument("--torch-device", default="cpu", help="where torch runs: cpu (default) or cuda (beside backend cuda, on a GPU)")
     p.add_argument("--steps", type=int, default=100, help="timed steps per repeat (B-k50: a fifth of it)")
     p.add_argument("--warmup", type=int, default=5)
@@ -307,7 +338,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.steps, args.repeats, args.eval_n, args.eval_k = 20, 3, 100, 500
     threadpool_limits(args.threads)
-    backends = [b for b in args.backends.split(",") if b != "torch" or _torch() is not None]
+    importable = {"torch": _torch, "jax": _jax}
+    backends = [b for b in args.backends.split(",") if b not in importable or importable[b]() is not None]
     info = machine()
     print("machine: " + json.dumps(info))
     d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
