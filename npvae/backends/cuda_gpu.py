@@ -107,7 +107,7 @@ def _head(arch, x, out, lp_lq, kl, mode, beta, wconst, grad):
     c1, c2 = _lik_constants(arch, t)
     value, logw, w, wn = _empty(N, x.dtype), _empty((K, N), x.dtype), _empty((K, N), x.dtype), _empty((K, N), x.dtype)
     ck.launch(ck.row_log_lik, K * N, out, x, lp_lq, _LIK[arch.likelihood.name], c1, c2, mode, t(beta), grad, logw)
-    ck.launch(ck.weights, N, logw, kl, mode, t(beta), t(wconst), t(N), grad, out, value, w, wn)
+    ck.launch(ck.weights, N, logw, kl, mode, t(beta), t(wconst), t(N), t(math.log(K)), grad, out, value, w, wn)
     return value, logw, w, wn
 
 
@@ -198,7 +198,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
 def log_mean_exp(a):
     """LME over axis 0 of a (K, N) -> (N,), fresh; no checking."""
     out = _empty(a.shape[1], a.dtype)
-    ck.launch(ck.log_mean_exp, a.shape[1], cuda.to_device(np.ascontiguousarray(a)), out)
+    ck.launch(ck.log_mean_exp, a.shape[1], cuda.to_device(np.ascontiguousarray(a)), a.dtype.type(math.log(a.shape[0])), out)
     return out.copy_to_host()
 
 

@@ -28,6 +28,10 @@ from .kernels import ANALYTIC, DREG, ELBO_MC, IWAE, REPARAM  # noqa: F401  (the 
 # thread of a block as a Python thread, so there the same kernel is built with 4 x 4 tiles.
 TILE = 4 if config.ENABLE_CUDASIM else 16
 TPB = 64  # threads per block of the element-wise kernels
+# log(2 pi) as a global, so that like(x, LOG_2PI) is a constant in x's type: math.log written inside a kernel
+# is computed there, in float64 (tests/test_cuda_ptx.py checks the float32 kernels for float64 instructions).
+# For the same reason log K arrives from the host (log_k), already in the arrays' type.
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _register_cuda_elementary():
@@ -173,7 +177,7 @@ def sample(mu, log_var, eps, z, sd, lp_lq, want_lp):
     if r >= K * N:
         return
     k, n = r // N, r % N
-    half, log2pi = like(mu[0, 0], 0.5), like(mu[0, 0], math.log(2.0 * math.pi))
+    half, log2pi = like(mu[0, 0], 0.5), like(mu[0, 0], LOG_2PI)
     sp = like(half, 0.0)
     sq = like(half, 0.0)
     for j in range(mu.shape[1]):
@@ -214,7 +218,7 @@ def row_log_lik(out, x, lp_lq, lik, c1, c2, mode, beta, grad, logw):
 
 
 @cuda.jit
-def weights(logw, kl, mode, beta, wconst, n_t, grad, out, value, w, wn):
+def weights(logw, kl, mode, beta, wconst, n_t, log_k, grad, out, value, w, wn):
     """value (N,), weights w, wn (K, N) per point, and (grad) rows of out scaled by wn (kernels.head): thread per n.
 
     ANALYTIC: value = mean_k log p(x|z_k) - beta kl; ELBO_MC: mean_k a_k; IWAE: LME_k(a_k), w = softmax_k(a_k).
@@ -249,7 +253,7 @@ def weights(logw, kl, mode, beta, wconst, n_t, grad, out, value, w, wn):
             s = like(beta, 0.0)
             for k in range(K):
                 s += math.exp(logw[k, n] - m_safe)
-        value[n] = math.log(s) + m_safe - like(beta, math.log(K))
+        value[n] = math.log(s) + m_safe - log_k
     if grad:
         for k in range(K):
             c = wn[k, n]
@@ -339,7 +343,7 @@ def lme_finish(m, s, log_k, out):
 
 
 @cuda.jit
-def log_mean_exp(a, out):
+def log_mean_exp(a, log_k, out):
     """out (N,) = log (1/K) sum_k exp(a_k) over axis 0 of a (K, N) (kernels.log_mean_exp): thread per n."""
     n = cuda.grid(1)
     K, N = a.shape
@@ -352,7 +356,7 @@ def log_mean_exp(a, out):
     s = like(m, 0.0)
     for k in range(K):
         s += math.exp(a[k, n] - m_safe)
-    out[n] = math.log(s) + m_safe - like(m, math.log(K)) if s > like(m, 0.0) or s != s else -math.inf
+    out[n] = math.log(s) + m_safe - log_k if s > like(m, 0.0) or s != s else -math.inf
 
 
 @cuda.jit
