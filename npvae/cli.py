@@ -110,7 +110,7 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best.npz", seed=
     import numpy as np
 
     from .model import unflatten
-    from .plots import run_pictures
+    from .plots import run_pictures, skipped_pictures
     from .train import load_state
 
     _, arch, saved = load_state(Path(run_dir) / checkpoint)
@@ -121,6 +121,8 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best.npz", seed=
     paths = run_pictures(unflatten(arch, saved.params), arch, dataset, Path(run_dir), np.random.default_rng(seed), history=history)
     for p in paths:
         print(f"  picture: {p}")
+    for name, why in skipped_pictures(arch, dataset.image_shape, history).items():
+        print(f"  not drawn: {name} ({why})")
 
 
 def cmd_eval(args) -> int:
