@@ -200,6 +200,7 @@ def cmd_bench(args) -> int:
         raise FileNotFoundError(f"the benchmark lives in the source checkout ({script} not found)")
     rest = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
     sys.argv = [str(script), *rest]
+    sys.path.insert(0, str(script.parent))  # as `python bench/bench_train.py` would: its sibling modules (jax_model) import
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
