@@ -130,7 +130,7 @@ def cmd_eval(args) -> int:
 
 
     from .backends import resolve
-    from .data import binarize_dynamic, load
+    from .data import binarize_dynamic, load, subset_indices
     from .evaluate import evaluate
     from .model import unflatten
     from .train import _progress, load_state
@@ -141,26 +141,33 @@ def cmd_eval(args) -> int:
     config, arch, state = load_state(run_dir / args.checkpoint)
     dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
     x = dataset.split(args.split)
-    if args.n:
-        x = x[: args.n]
-    rng = np.random.default_rng(args.seed)
-    if dataset.dynamic_binarize:
-        x = binarize_dynamic(x, rng)  # one stochastic binarisation of the evaluation data, from the seed
+    N = x.shape[0]
+    # Separate streams: the subset, the binarisation and the importance samples do not depend on one another.
+    subset_rng, binarize_rng, rng = (np.random.default_rng(c) for c in np.random.SeedSequence(args.seed).spawn(3))
+    points = f"all {N}"
+    if args.n is not None:
+        labels = getattr(dataset, f"{args.split}_labels")
+        idx = subset_indices(args.n, N, subset_rng, labels)
+        x = x[idx]
+        points = f"{args.n} of {N}, a seeded random subset{' stratified by class' if labels is not None else ''} (--seed {args.seed})"
+    x_active = dataset.train
+    if dataset.dynamic_binarize:  # one stochastic binarisation of the evaluation data, from the seed
+        x, x_active = binarize_dynamic(x, binarize_rng), binarize_dynamic(x_active, binarize_rng)
     bar = _progress(x.shape[0], f"eval k={args.k}", not (args.quiet or args.json))
-    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update, backend=backend)
+    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update, backend=backend, x_active=x_active)
     bar.close()
-    metrics.update({"split": args.split, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
+    metrics.update({"split": args.split, "points": points, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if args.json:
         print(json.dumps(metrics, indent=1))
     else:
-        print(f"{config.dataset} {args.split} ({metrics['n_points']} points), {args.checkpoint} at epoch {state.epoch}")
+        print(f"{config.dataset} {args.split} ({points} points), {args.checkpoint} at epoch {state.epoch}")
         print(f"  NLL (k={args.k})        {metrics['nll']:10.3f} +- {metrics['nll_se']:.3f} nats")
         print(f"  -ELBO                  {-metrics['elbo']:10.3f} +- {metrics['elbo_se']:.3f}")
         print(f"  reconstruction         {metrics['recon']:10.3f}")
         print(f"  KL(q(z|x) || p(z))     {metrics['kl']:10.3f}")
         print(f"  log p(x) - ELBO        {metrics['gap_log_px_minus_elbo']:10.3f}")
-        print(f"  active units           {metrics['active_units']:>6d} / {metrics['latent_dim']}")
+        print(f"  active units           {metrics['active_units']:>6d} / {metrics['latent_dim']}   (on the {metrics['active_units_points']} training points)")
         print(f"  I(x; z) (aggregate)    {metrics['mutual_information']:10.3f}")
         print(f"  written to {run_dir / 'metrics.json'}")
     return 0
@@ -206,7 +213,7 @@ def cmd_bench(args) -> int:
 
 
 def _train_options(t) -> None:
-    from .config import TrainConfig
+    from .config import OUTPUT_BIASES, TrainConfig
     from .layers import ACTIVATIONS
     from .likelihoods import LIKELIHOODS
     from .backends import BACKENDS
@@ -238,6 +245,9 @@ def _train_options(t) -> None:
     t.add_argument("--dtype", choices=("float32", "float64"), default=None, help=f"default {d.dtype}")
     t.add_argument("--seed", type=int, default=None, help="seed of every random stream of the run (default 0)")
     t.add_argument("--valid-k", dest="valid_k", type=int, default=None, help="K of the per-epoch validation bound (default: training K)")
+    t.add_argument("--output-bias", dest="output_bias", choices=OUTPUT_BIASES, default=None,
+                   help="the decoder's output bias at the start: data (default: the logit of the mean training pixel, clipped "
+                        "to [1e-3, 1 - 1e-3], or the data mean for a Gaussian; Burda et al. 2016) or zero")
     t.add_argument("--backend", choices=BACKENDS, default=None,
                    help="where the kernels run: numpy (default, the reference), numba (CPU kernels), cuda, auto (fastest available)")
 
@@ -268,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--k", type=int, default=5000, help="importance samples per point (default 5000, Burda et al.)")
     e.add_argument("--split", choices=("train", "valid", "test"), default="test")
-    e.add_argument("--n", type=int, default=0, help="evaluate only the first N points (default all)")
+    e.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of N points, stratified by class where "
+                   "the data have labels (default: the whole split; a prefix of a split is not a sample of it)")
     e.add_argument("--checkpoint", default="best.npz", help="best.npz (default) or last.npz")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     e.add_argument("--json", action="store_true")

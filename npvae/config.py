@@ -18,6 +18,10 @@ from .model import Arch
 from .objectives import check_options
 
 LR_SCHEDULES = ("constant", "burda")
+OUTPUT_BIASES = ("data", "zero")  # the decoder's output bias at initialisation (likelihoods.output_bias_from_data)
+# Fields added after configs were first written, with the value that reproduces runs made before them: a config
+# that lacks one was made by a version that always did what this value says.
+BEFORE_FIELD = {"output_bias": "zero"}
 # Independent random streams of one run, in spawn order (append only: reordering changes every run).
 STREAMS = ("init", "shuffle", "eps", "binarize", "valid")
 
@@ -50,6 +54,7 @@ class TrainConfig:
     dtype: str = "float64"
     seed: int = 0
     valid_k: int = 0  # importance samples for the per-epoch validation bound; 0: the training bound's own K
+    output_bias: str = "data"  # "data": the decoder starts at the training data's marginals (Burda et al.); "zero": at 0
     backend: str = "numpy"  # where the kernels run (npvae.backends): numpy, numba, cuda or auto; the numbers are the same
 
     def __post_init__(self):
@@ -57,6 +62,7 @@ class TrainConfig:
         _validate.choice("dtype", self.dtype, ("float32", "float64"))
         _validate.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _validate.choice("backend", self.backend, BACKENDS)
+        _validate.choice("output_bias", self.output_bias, OUTPUT_BIASES)
         for name in ("k", "batch_size", "epochs"):
             _validate.positive_int(name, getattr(self, name))
         for name in ("warmup_epochs", "seed", "valid_k"):
@@ -105,12 +111,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """Refuse unknown keys: a config from another version must not be half-read."""
+        """Refuse unknown keys: a config from another version must not be half-read; a missing later field means its old behaviour."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return cls(**{**BEFORE_FIELD, **d})
 
     def streams(self) -> dict[str, np.random.Generator]:
         """One independent Generator per purpose, spawned from `seed`."""

@@ -99,6 +99,24 @@ def binarize_dynamic(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(x.shape, dtype=x.dtype) < x).astype(x.dtype)
 
 
+def subset_indices(n: int, N: int, rng: np.random.Generator, labels=None) -> np.ndarray:
+    """n of N point indices (sorted), drawn by a seeded permutation; stratified by class where labels: (N,) are given.
+
+    A prefix of a split is not a sample of it (binarised MNIST's test split is ordered by class). With labels,
+    the points are put in random order within each class, classes one after another, and every (N / n)-th
+    is taken from a random offset (systematic sampling), so each class gets its share of n to within one point.
+    """
+    _validate.positive_int("n", n)
+    _validate.generator("rng", rng)
+    if n > N:
+        raise ValueError(f"a subset of {n} points was asked for, but the split has only {N}")
+    if labels is None:
+        return np.sort(rng.permutation(N)[:n])
+    order = np.lexsort((rng.permutation(N), np.asarray(labels)))  # classes in turn, random order inside each
+    picks = np.floor((np.arange(n) + rng.random()) * (N / n)).astype(np.int64)
+    return np.sort(order[picks])
+
+
 def default_search_dirs(data_dir=None, env_dir=None, cache_dir=None) -> list[Path]:
     """Directories in search order: --data-dir (one path or several), $NPVAE_DATA_DIR's value (os.pathsep-separated), the cache."""
     parts = []

@@ -4,7 +4,8 @@
   reported as the mean over points with its standard error.
 - ELBO = reconstruction - KL, with the analytic KL (Kingma & Welling 2014) and the reconstruction
   term averaged over `elbo_k` samples.
-- Active units: dimensions j with Var_x(E_q[z_j | x]) > 0.01 (Burda et al. 2016, section 5.2).
+- Active units: dimensions j with Var_x(E_q[z_j | x]) > 0.01 (Burda et al. 2016, section 5.2), over the
+  points `x_active` (Burda et al. use the training split; by default the evaluated points).
 - KL per latent dimension, averaged over the data.
 - Mutual information I(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n):
   E_x E_q(z|x)[log q(z|x) - log q(z)] (Hoffman & Johnson 2016), with q(z) the mixture over the points.
@@ -47,9 +48,11 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
 
 
 def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: int = 5000, elbo_k: int = 10,
-             batch: int = 100, progress=None, backend: str = "numpy") -> dict:
-    """Metrics on x: (N, D); every random draw from `rng`. See the module docstring for definitions."""
+             batch: int = 100, progress=None, backend: str = "numpy", x_active=None) -> dict:
+    """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring."""
     check_batch(params, arch, x)
+    if x_active is not None:
+        check_batch(params, arch, x_active)
     N = x.shape[0]
     log_p = np.empty(N)
     recon = np.empty(N)
@@ -67,7 +70,8 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     kl_dim = kl_std_normal_per_dim(mu, log_var)  # (N, Z)
     kl = kl_dim.sum(axis=1)
     elbo = recon - kl
-    active = np.var(mu, axis=0) > 0.01
+    var_of_mean = np.var(mu if x_active is None else encoder_stats(params, arch, x_active)[0], axis=0)
+    active = var_of_mean > 0.01
     return {
         "n_points": N,
         "k": k,
@@ -79,8 +83,9 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
         "kl": float(kl.mean()),
         "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean()),
         "active_units": int(active.sum()),
+        "active_units_points": N if x_active is None else int(x_active.shape[0]),
         "latent_dim": arch.latent_dim,
         "kl_per_dim": [float(v) for v in kl_dim.mean(axis=0)],
-        "var_of_mean_per_dim": [float(v) for v in np.var(mu, axis=0)],
+        "var_of_mean_per_dim": [float(v) for v in var_of_mean],
         "mutual_information": mutual_information(mu, log_var, rng),
     }

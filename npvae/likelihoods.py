@@ -96,6 +96,28 @@ def backward(lik: Likelihood, dlogp, cache):
     return gaussian_learned_backward(dlogp, cache)
 
 
+# Burda et al. 2016 (yburda/iwae) start the Bernoulli output bias at the logit of the mean training pixel, clipped
+# to [0.001, 0.999] so that a pixel that is never on does not start at logit -inf.
+MARGINAL_CLIP = 1e-3
+
+
+def output_bias_from_data(lik: Likelihood, x_mean) -> np.ndarray:
+    """The decoder output bias that makes p(x | z) match the data's per-pixel marginals before training: (D,) -> (D_out,).
+
+    Bernoulli: logit(clip(mean, 1e-3, 1 - 1e-3)) (Burda et al. 2016, their code); Gaussian: the data mean;
+    learned Gaussian: the data mean, and raw log-variances 0 (as without this initialisation). float64.
+    """
+    m = np.asarray(x_mean, dtype=np.float64)
+    if lik.name == "bernoulli":
+        if np.any((m < 0) | (m > 1)):
+            raise ValueError("a Bernoulli decoder's output bias needs mean pixels in [0, 1]")
+        p = np.clip(m, MARGINAL_CLIP, 1.0 - MARGINAL_CLIP)  # the clip is Burda et al.'s rule, not a guard on log(0)
+        return np.log(p) - np.log1p(-p)
+    if lik.name == "gaussian":
+        return m.copy()
+    return np.concatenate([m, np.zeros_like(m)])
+
+
 def mean(lik: Likelihood, out):
     """The decoder's mean of x: sigmoid(logits) for Bernoulli, m for the Gaussians (for pictures and samples)."""
     if lik.name == "bernoulli":

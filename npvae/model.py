@@ -69,14 +69,24 @@ class VAEParams(NamedTuple):
     decoder: tuple[Dense, ...]
 
 
-def init_params(arch: Arch, rng: np.random.Generator, dtype=np.float64) -> VAEParams:
-    """Fresh parameters from a passed-in Generator (He for ReLU layers, Glorot otherwise)."""
+def init_params(arch: Arch, rng: np.random.Generator, dtype=np.float64, output_bias=None) -> VAEParams:
+    """Fresh parameters from a passed-in Generator (He for ReLU layers, Glorot otherwise).
+
+    Biases start at 0, except the decoder's output bias where `output_bias`: (D_out,) is given
+    (see likelihoods.output_bias_from_data); it draws nothing, so the weights are the same either way.
+    """
     _validate.generator("rng", rng)
     dtype = np.dtype(dtype)
     if dtype not in _validate.FLOAT_DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     enc = mlp_init(rng, arch.encoder_sizes(), arch.activation, dtype)
     dec = mlp_init(rng, arch.decoder_sizes(), arch.activation, dtype)
+    if output_bias is not None:
+        b = np.asarray(output_bias)
+        _validate.shape("output_bias", b, (arch.decoder_sizes()[-1],))
+        if not np.all(np.isfinite(b)):
+            raise ValueError("output_bias must be finite")
+        dec = (*dec[:-1], dec[-1]._replace(b=b.astype(dtype)))
     return VAEParams(enc, dec)
 
 

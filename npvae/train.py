@@ -26,6 +26,7 @@ from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_sta
 from .backends import resolve
 from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
+from .likelihoods import output_bias_from_data
 from .model import Arch, flatten, init_params, param_names, param_shapes, unflatten
 from .objectives import bound_value, objective
 from .optim import AdamState, adam_init, adam_update
@@ -48,9 +49,11 @@ class TrainState:
     history: dict = field(default_factory=lambda: {"epoch": [], "train_bound": [], "valid_bound": [], "kl_weight": [], "seconds": []})
 
 
-def new_state(config: TrainConfig, arch: Arch) -> TrainState:
+def new_state(config: TrainConfig, arch: Arch, x_train) -> TrainState:
+    """The state at epoch 0: parameters from the "init" stream, and the output bias from x_train: (N, D) if config says "data"."""
     rngs = config.streams()
-    params = flatten(init_params(arch, rngs["init"], np.dtype(config.dtype)))
+    bias = output_bias_from_data(arch.likelihood, x_train.mean(axis=0, dtype=np.float64)) if config.output_bias == "data" else None
+    params = flatten(init_params(arch, rngs["init"], np.dtype(config.dtype), output_bias=bias))
     return TrainState(params, adam_init(params), rngs)
 
 
@@ -222,7 +225,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             raise ValueError("resume: the run's config differs from the one given (only --epochs may change, and --backend)")
     else:
         arch = config.make_arch(dataset.train.shape[1])
-        state = new_state(config, arch)
+        state = new_state(config, arch, dataset.train)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
 
     x_valid = _fixed_valid(config, dataset)
