@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..data import DataNotFoundError, load
+from ..data import DataNotFoundError, load, subset_indices
 from ..evaluate import encoder_stats, evaluate, mutual_information
 from ..gaussian import kl_std_normal_forward
 from ..importance import log_px
@@ -69,8 +69,9 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
                 f"(pass data_dir=DIR, or --data-dir DIR, where DIR holds binarized_mnist.npz). {str(e).splitlines()[0]}")
         return {"files": [], "notes": [note], "skipped": note}
     X = ds.train[rng.permutation(ds.train.shape[0])[:n_train]]
-    x_eval = ds.test[:n_eval]
-    x_agg = ds.test[: min(1000, ds.test.shape[0])]  # the M points whose q(z|x) make up the aggregate posterior
+    # Seeded random subsets: the test split of binarised MNIST is ordered by class, so a prefix is not a sample of it.
+    x_eval = ds.test[subset_indices(n_eval, ds.test.shape[0], rng)]
+    x_agg = ds.test[subset_indices(min(1000, ds.test.shape[0]), ds.test.shape[0], rng)]  # the M points of the aggregate posterior
     arch = Arch.parse(spec, activation="tanh")
     flat = flatten(init_params(arch, rng))
     state = adam_init(flat)
