@@ -68,6 +68,9 @@ def _short_switch_interval_on_the_simulator():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         yield
         return
+    from sim_shared_lock import install
+
+    install()  # the simulator's shared arrays under a lock: without it, a short switch interval makes its race likely
     before = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)
     yield
