@@ -16,7 +16,8 @@ def test_check_json(capsys):
     assert cli.main(["check", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and len(report["rows"]) > 100
-    assert {r["check"] for r in report["rows"]} == {"layer", "gradient", "bound"}
+    assert {r["check"] for r in report["rows"]} == {"layer", "gradient", "bound", "value"}
+    assert all(r["status"] == "ok" for r in report["rows"])
 
 
 def test_check_catches_a_gradient_off_by_a_tiny_factor(monkeypatch, capsys):
