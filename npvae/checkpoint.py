@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "rng_from_state"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_arrays", "rng_state", "rng_from_state"]
 
 FORMAT = "npvae-checkpoint"
 VERSION = 2  # 2: the metadata is covered by a digest too
@@ -179,19 +179,31 @@ def load_checkpoint(path, expected: Mapping[str, tuple[tuple[int, ...], np.dtype
     return arrays, env["meta"]
 
 
-def _read_npz(f) -> dict[str, np.ndarray]:
-    """Read every `.npy` member of the zip `f`, refusing object, string and structured arrays unread."""
+def _read_npz(f, text: tuple[str, ...] = (_META,), max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Read every `.npy` member of the zip `f`, refusing object, string (but for `text`) and structured arrays unread."""
     out = {}
     with zipfile.ZipFile(f) as zf:
         for info in zf.infolist():
             name = info.filename[:-4]
             if not info.filename.endswith(".npy") or name in out:
                 raise ValueError(f"unexpected or duplicate zip member {info.filename!r}")
-            out[name] = _read_npy(zf, info, "U" if name == _META else _NUMERIC_KINDS)
+            out[name] = _read_npy(zf, info, "U" if name in text else _NUMERIC_KINDS, max_bytes)
     return out
 
 
-def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, kinds: str) -> np.ndarray:
+def read_arrays(path, *, text: tuple[str, ...] = (), max_bytes: int = 1 << 30) -> dict[str, np.ndarray]:
+    """A plain `np.savez` file as name -> array, read as safely as a checkpoint: numeric arrays only (unicode
+    strings for the members named in `text`), no pickle, and no member declaring more than `max_bytes` of data
+    is decompressed."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:  # a missing file stays FileNotFoundError, naming the path
+        try:
+            return _read_npz(f, text, max_bytes)
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot read as a pickle-free .npz ({type(e).__name__}: {e})") from e
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, kinds: str, max_bytes: int | None = None) -> np.ndarray:
     """Parse one .npy member: header via numpy's literal parser, then raw bytes; no pickle path exists."""
     with zf.open(info) as m:
         version = np.lib.format.read_magic(m)
@@ -203,6 +215,8 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, kinds: str) -> np.ndar
             raise ValueError(f"member {info.filename!r} has dtype {dtype}; object (pickled), string and "
                              "structured arrays are refused without being read")
         nbytes = math.prod(shape) * dtype.itemsize
+        if max_bytes is not None and nbytes > max_bytes:
+            raise ValueError(f"member {info.filename!r} declares {nbytes} bytes of data, over the limit of {max_bytes}")
         data = m.read(nbytes + 1)  # reading to the end makes zipfile check the member's CRC-32
     if len(data) != nbytes:
         raise ValueError(f"member {info.filename!r} holds {len(data)} data bytes, its header declares {nbytes}")

@@ -44,6 +44,45 @@ def cmd_check(args) -> int:
     return 0 if all(r["passed"] for r in rows) else 1
 
 
+def cmd_verify(args) -> int:
+    from . import verify
+
+    if args.example:
+        _write_example(args.file, verify)
+        print(f"npvae verify: wrote {args.file}, npvae's own IWAE_4 with DReG on a 6-5-5-3 tanh Bernoulli VAE; check it with: npvae verify {args.file}")
+        return 0
+    case = verify.read(args.file)
+    rows = verify.compare(case, args.rtol)
+    ok = all(r["passed"] for r in rows)
+    if args.json:
+        print(json.dumps({"passed": ok, "arch": case.arch.spec, "options": case.options, "rows": rows}, indent=1))
+        return 0 if ok else 1
+    o = case.options
+    print(f"npvae verify {args.file}: {case.arch.spec} {case.arch.activation} {o['likelihood']}, {o['bound']} kl={o['kl']} "
+          f"{o['estimator']}, N={case.x.shape[0]}, K={case.eps.shape[0]}; relative error max|theirs - ours| / max|ours|")
+    for r in rows:
+        print(f"  {r['quantity']:<24} {r['rel_error']:>10.2e}  tol {r['tol']:.0e} ({r['dtype']})  {'ok' if r['passed'] else 'FAIL'}"
+              + (f"  {r['hint']}" if r["hint"] else ""))
+    n_fail = sum(not r["passed"] for r in rows)
+    print(f"{len(rows) - n_fail} passed, {n_fail} failed")
+    return 0 if ok else 1
+
+
+def _write_example(path, verify) -> None:
+    """A verify file written by npvae itself: a small VAE's IWAE_4 with the DReG estimator, in float64."""
+    import numpy as np
+
+    from .check import gradient_model
+    from .objectives import objective
+
+    rng = np.random.default_rng(0)
+    arch, params, x, _ = gradient_model(rng, "bernoulli", "tanh")
+    eps = rng.standard_normal((4, x.shape[0], arch.latent_dim))
+    options = dict(bound="iwae", kl="mc", estimator="dreg", likelihood="bernoulli", activation="tanh")
+    values, grads = objective(params, arch, x, eps, bound="iwae", kl="mc", estimator="dreg")
+    verify.write(path, params, arch, x, eps, options, values, grads)
+
+
 def _data_options(p) -> None:
     p.add_argument("--data-dir", action="append", default=None, metavar="DIR",
                    help="where data files are looked for first (repeatable); then $NPVAE_DATA_DIR, then the user cache")
@@ -266,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--verbose", action="store_true", help="one row per parameter instead of the worst per objective")
     c.add_argument("--seed", type=int, default=0, help="seed of the random models and noise")
     c.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("verify", help="check someone else's VAE (weights, data, noise, values, gradients in FILE) against npvae",
+                       description="Recompute the bound and its gradients from FILE's weights, x and eps with npvae's NumPy "
+                                   "specification and compare each quantity (docs/verify.md). Exit 0 if all agree, 1 if not, 2 if FILE is malformed.")
+    v.add_argument("file", help="an .npz written as docs/verify.md describes (bench/examples/export_torch_vae.py writes one from PyTorch)")
+    v.add_argument("--json", action="store_true", help="print the results as JSON")
+    v.add_argument("--rtol", type=float, default=None, help="one relative tolerance for every quantity (default: 1e-9 for float64, 1e-4 for float32)")
+    v.add_argument("--example", action="store_true", help="write an example FILE from npvae's own objective instead of checking one")
+    v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train a VAE (no arguments: the embedded digits, in seconds)")
     _train_options(t)
