@@ -34,6 +34,25 @@ def random_problem(rng, likelihood="bernoulli", activation="tanh", D=6, hidden=(
     return arch, params, x, eps
 
 
+# Regimes of the cross-backend tests at the extremes: name -> (D, K).
+EXTREMES = {"logits+-100": (8, 4), "log-weights~-100": (40, 4), "log-weights~-1000": (500, 4), "K=512": (8, 512)}
+
+
+def extreme_problem(regime: str, dtype, seed: int):
+    """Where trained models live: saturated float32 logits, log-weights of -100 and -1000, many importance samples."""
+    rng = np.random.default_rng(seed)
+    D, K = EXTREMES[regime]
+    arch, params, x, eps = random_problem(rng, "bernoulli", "tanh", D=D, hidden=(6, 5), N=5, K=K, dtype=dtype)
+    last = params.decoder[-1]
+    if regime == "logits+-100":  # logits of +-(90..110), on the right side for half the pixels and the wrong side for the rest
+        b = (rng.choice([-1.0, 1.0], D) * rng.uniform(90, 110, D)).astype(dtype)
+        last = last._replace(W=last.W * dtype(3.0), b=b)
+    elif regime.startswith("log-weights"):  # confident and often wrong: about -2.5 nats a pixel
+        last = last._replace(W=last.W * dtype(4.0), b=(rng.choice([-1.0, 1.0], D) * 4.0).astype(dtype))
+    params = params._replace(decoder=(*params.decoder[:-1], last))
+    return arch, params, x, eps
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

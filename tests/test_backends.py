@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from conftest import FD_RTOL, random_problem
+from conftest import FD_RTOL, EXTREMES, extreme_problem, random_problem
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import BACKENDS, numba_available, resolve
 from npvae.gradcheck import per_parameter, rel_err
@@ -387,3 +387,37 @@ def test_cpu_elementary_functions_within_ulps(dtype):
         assert np.isnan(out[0])
         if which != 2:
             assert out[1] == {0: 0.0, 1: -1.0, 3: -1.0}[which]
+
+
+@pytest.mark.parametrize("backend", [b for b in RUN if b != "numpy"] or ["numpy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("regime", EXTREMES)
+def test_equals_the_numpy_specification_at_the_extremes(backend, dtype, regime):
+    """The same comparison as above, every (bound, kl, estimator), where the numbers are extreme; and log_px."""
+    for i, case in enumerate(CASES):
+        arch, params, x, eps = extreme_problem(regime, dtype, i)
+        a = log_weights(params, arch, x, eps)
+        if regime == "log-weights~-1000":
+            assert -1500 < a.mean() < -700, a.mean()
+        elif regime == "log-weights~-100":
+            assert -150 < a.mean() < -70, a.mean()
+        options = _options(params, arch, x, case)
+        v_ref, g_ref = objective(params, arch, x, eps, **options)
+        assert np.all(np.isfinite(v_ref)) and all(np.all(np.isfinite(g)) for g in flatten(g_ref))
+        # Error model: a log-weight of size |a| carries an absolute rounding error of ~eps |a| in either backend (sums
+        # of D terms in another order), and IWAE's weights exp(a_k - max a) inherit it as a relative error. Measured
+        # against float64, numpy and numba are both 1e-5..7e-5 off in float32 at |a| ~ 1000, i.e. up to 0.6 eps |a|;
+        # two such computations differ by at most ~1.2 eps |a|. In float64 the bound stays under RTOL.
+        rtol = max(RTOL[np.dtype(dtype)], 2 * float(np.finfo(dtype).eps) * float(np.max(np.abs(a))))
+        v, g = objective(params, arch, x, eps, backend=backend, **options)
+        _assert_within(v, v_ref, dtype, rtol, f"{regime} value {case}")
+        for name, got, want in zip(param_names(arch), flatten(g), flatten(g_ref)):
+            _assert_within(got, want, dtype, rtol, f"{regime} d/d {name} {case}")
+    _assert_within(log_weights(params, arch, x, eps, backend=backend), a, dtype, rtol, f"{regime} log_weights")
+    _assert_within(log_px(params, arch, x, 300, np.random.default_rng(0), backend=backend),
+                   log_px(params, arch, x, 300, np.random.default_rng(0)), dtype, rtol, f"{regime} log_px")
+
+
+def _assert_within(got, want, dtype, rtol, what):
+    assert got.dtype == want.dtype == dtype, f"{what}: dtype {got.dtype}, want {want.dtype}"
+    assert rel_err(got, want) <= rtol, f"{what}: relative error {rel_err(got, want):.2e} > {rtol:.1e}"

@@ -17,7 +17,7 @@ if not cuda_available():  # the simulator (as tests/test_cuda_sim.py runs this f
 
 from numba import cuda
 
-from conftest import random_problem
+from conftest import extreme_problem, random_problem
 from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each test with each matrix-product path)
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import resolve
@@ -132,3 +132,22 @@ def test_count_nonfinite_over_blocks(n_blocks):
     out = cuda.to_device(np.full(2, -1.0))
     cuda_kernels.launch_count_nonfinite(cuda.to_device(a), cuda.device_array(n_blocks, np.int64), out, 1)
     assert out.copy_to_host().tolist() == [-1.0, 3.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("regime", ["logits+-100"])  # the larger regimes take many minutes each on the simulator
+def test_equals_numpy_at_the_extremes(regime, dtype):
+    """Saturated logits (tests/test_backends.py's regime), IWAE/DReG; tolerance from the same error model (a
+    log-weight's rounding ~ eps |a|, inherited by IWAE's weights). On a real GPU, bench/gpu_check.sh runs this file."""
+    for case in (ESTIMATOR_CASES[4],):
+        arch, params, x, eps = extreme_problem(regime, dtype, 0)
+        a = log_weights(params, arch, x, eps)
+        rtol = max(RTOL[np.dtype(dtype)], 2 * float(np.finfo(dtype).eps) * float(np.max(np.abs(a))))
+        bound, kl, estimator, kl_weight, free_bits = case
+        options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=kl_weight, free_bits=free_bits)
+        v_ref, g_ref = objective(params, arch, x, eps, **options)
+        v, g = objective(params, arch, x, eps, backend="cuda", **options)
+        assert rel_err(v, v_ref) <= rtol, f"{regime} value {case}: {rel_err(v, v_ref):.2e} > {rtol:.1e}"
+        for name, got, want in zip(param_names(arch), flatten(g), flatten(g_ref)):
+            assert got.dtype == want.dtype == dtype and rel_err(got, want) <= rtol, f"{regime} d/d {name} {case}: {rel_err(got, want):.2e}"
+    assert rel_err(log_weights(params, arch, x, eps, backend="cuda"), a) <= rtol
