@@ -32,6 +32,7 @@ from npvae.config import TrainConfig
 from npvae.data import load, subset_indices
 from npvae.evaluate import evaluate
 from npvae.model import unflatten
+from npvae.run_dir import checkpoint_path
 from npvae.train import load_state, train
 
 STAGE_ENDS = [sum(3**j for j in range(i + 1)) for i in range(8)]  # 1, 4, 13, 40, 121, 364, 1093, 3280
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
         x_test = data.test[subset_indices(args.eval_n, data.test.shape[0], np.random.default_rng(1))]
         points = f"{args.eval_n} of {data.test.shape[0]}, a seeded random subset"
     deadline = time.time() + 3600 * args.hours if args.hours is not None else float("inf")
-    done = load_state(run_dir / "last.npz")[2].epoch if (run_dir / "last.npz").exists() else 0
+    last = checkpoint_path(run_dir, "last")  # last.safetensors (or npvae 0.1's last.npz, converted on resuming)
+    done = load_state(last)[2].epoch if last.exists() else 0
     print(f"reproduce_iwae: k={args.k}, run {run_dir}, {done} epochs done; published NLL {PUBLISHED[args.k]}", flush=True)
 
     for end in STAGE_ENDS:
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
             train(TrainConfig(**{**config.to_dict(), "epochs": target}), data, run_dir, resume=done > 0, progress=False)
             done = target
         if done == end and done not in {r["epoch"] for r in results}:
-            _, arch, state = load_state(run_dir / "last.npz")
+            _, arch, state = load_state(checkpoint_path(run_dir, "last"))
             t0 = time.time()
             m = evaluate(unflatten(arch, state.params), arch, x_test, np.random.default_rng(0), k=args.eval_k,
                          backend=resolve(args.backend), x_active=data.train)

@@ -18,6 +18,7 @@ from .objectives import check_x
 
 DPI = 100
 _PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)
+GUTTER_PX = 2  # their width in screen pixels, the same in every grid: thin enough not to compete with the tiles
 _STRIP_CMAP = "viridis"
 
 # ---- checks at the boundary --------------------------------------------------------------------
@@ -80,23 +81,30 @@ def _axes(fig, left: float, bottom: float, width: float, height: float, **kw):
     return fig.add_axes((left / W, bottom / H, width / W, height / H), **kw)
 
 
-def _grid_axes(tiled, tile_side: int, title: str | None, margins=(10, 10, 30, 10), min_width=360, fontsize=10):
-    """A figure whose axes show `tiled` at a whole number of screen pixels per image pixel; margins (l, b, t, r) in px.
+def _scale(image_shape, nrows: int, ncols: int) -> int:
+    """Screen pixels per image pixel in a grid of nrows x ncols tiles: ~600 px wide, <= 2000 px tall, a tile <= 120 px.
 
-    A whole-number scale keeps every gap line and pixel the same width (no resampling seams). The
-    picture is about 600 px wide (min_width at least, for the title), at most 2000 px tall, and a tile
-    (tile_side pixels) at most 120 px. The title is centred on the figure, whatever the margins.
+    A whole number, so every image pixel is the same square of screen pixels (no resampling seams).
+    """
+    h, w = image_shape
+    return max(1, min(round(600 / (ncols * w)), 2000 // (nrows * h), 120 // max(h, w)))
+
+
+def _grid_axes(tiled, title: str | None, margins=(10, 10, 30, 10), min_width=360, fontsize=10):
+    """A figure whose axes show `tiled` (already at screen resolution, see `_tile`) one screen pixel per array pixel.
+
+    margins (l, b, t, r) in px; the figure is at least min_width px wide, for the title, which is centred
+    on the figure whatever the margins.
     """
     H, W = tiled.shape[:2]
-    scale = max(1, min(round(600 / W), 2000 // H, 120 // tile_side))
     left, bottom, top, right = margins
-    widen = max(0, min_width - (left + W * scale + right))  # room for the title above a narrow grid
+    widen = max(0, min_width - (left + W + right))  # room for the title above a narrow grid
     left, right = left + widen // 2, right + widen - widen // 2
-    w_px, h_px = left + W * scale + right, bottom + H * scale + top
+    w_px, h_px = left + W + right, bottom + H + top
     fig = _figure(w_px / DPI, h_px / DPI)
     if title:
         fig.text(0.5, 1 - 6 / h_px, title, ha="center", va="top", fontsize=fontsize)
-    return fig, _axes(fig, left / DPI, bottom / DPI, W * scale / DPI, H * scale / DPI)
+    return fig, _axes(fig, left / DPI, bottom / DPI, W / DPI, H / DPI)
 
 
 def _save(fig, path: Path) -> Path:
@@ -108,14 +116,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _gap(image_shape) -> int:
-    """Pixels between tiles: 1 for 8x8 digits, 2 for 28x28 MNIST."""
-    return max(1, min(image_shape) // 14)
-
-
-def _tile_centres(count: int, size: int, gap: int) -> list[float]:
-    """Pixel coordinate of the centre of each of `count` tiles of `size` pixels along one axis of `_tile`."""
-    return [i * (size + gap) + (size - 1) / 2 for i in range(count)]
+def _tile_centres(count: int, size: int) -> list[float]:
+    """Screen-pixel coordinate of the centre of each of `count` tiles `size` px wide along one axis of `_tile`'s output."""
+    return [i * (size + GUTTER_PX) + (size - 1) / 2 for i in range(count)]
 
 
 def _pad_rows(a, m: int) -> np.ndarray:
@@ -123,28 +126,31 @@ def _pad_rows(a, m: int) -> np.ndarray:
     return np.concatenate([a, np.full((m - a.shape[0], a.shape[1]), np.nan)])
 
 
-def _tile(images, image_shape, ncols: int) -> np.ndarray:
-    """(M, D) -> RGBA (rows, cols, 4) of grey tiles, ncols to a row, split by gap lines; an all-NaN image is a blank cell.
+def _tile(images, image_shape, ncols: int, scale: int) -> np.ndarray:
+    """(M, D) -> RGBA (rows, cols, 4) at screen resolution: tiles of scale x scale px per image pixel, ncols to a row.
 
-    Grey scale 0 -> white, 1 -> black, values outside [0, 1] saturate; blank cells are transparent.
+    The gutters are GUTTER_PX screen pixels whatever the scale: tiling first and enlarging after would
+    thicken them with the tiles. Grey scale 0 -> white, 1 -> black, values outside [0, 1] saturate (a fixed
+    scale: never stretched to the data's range); an all-NaN image is a blank, transparent cell.
     """
     import matplotlib
 
     M = images.shape[0]
-    h, w = image_shape
-    gap = _gap(image_shape)
+    h, w = image_shape[0] * scale, image_shape[1] * scale
+    g = GUTTER_PX
     nrows = -(-M // ncols)
-    grey = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap), np.nan)  # NaN: a gap line
+    grey = np.full((nrows * (h + g) - g, ncols * (w + g) - g), np.nan)  # NaN: a gutter
     blank = np.zeros(grey.shape, dtype=bool)
     for i in range(nrows * ncols):
         r, c = divmod(i, ncols)
-        top, left = r * (h + gap), c * (w + gap)
+        top, left = r * (h + g), c * (w + g)
         if i < M and not np.all(np.isnan(images[i])):
-            grey[top : top + h, left : left + w] = images[i].reshape(h, w)
-        else:  # the cell and the gap lines above and left of it
-            blank[max(top - gap, 0) : top + h, max(left - gap, 0) : left + w] = True
+            img = images[i].reshape(image_shape)
+            grey[top : top + h, left : left + w] = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+        else:  # the cell and the gutters above and left of it
+            blank[max(top - g, 0) : top + h, max(left - g, 0) : left + w] = True
     cmap = matplotlib.colormaps["gray_r"].with_extremes(bad=_PAD_COLOUR)
-    rgba = cmap(grey)  # below 0 and above 1 take the end colours (the colormap's under/over); NaN the gap colour
+    rgba = cmap(grey)  # below 0 and above 1 take the end colours (the colormap's under/over); NaN the gutter colour
     rgba[blank] = 0.0
     return rgba
 
@@ -161,8 +167,8 @@ def _draw_images(images, image_shape, path: Path, ncols: int, title: str | None)
     """Private core of image_grid: a grey tiled grid for images, a heat strip otherwise; no checking."""
     if is_image(image_shape):
         ncols = min(ncols, images.shape[0])
-        tiled = _tile(images, image_shape, ncols)
-        fig, ax = _grid_axes(tiled, max(image_shape), title)
+        tiled = _tile(images, image_shape, ncols, _scale(image_shape, -(-images.shape[0] // ncols), ncols))
+        fig, ax = _grid_axes(tiled, title)
         ax.imshow(tiled, interpolation="nearest")
         ax.set_axis_off()
     else:

@@ -71,6 +71,7 @@ class Dataset:
     test_labels: np.ndarray | None = None
     dynamic_binarize: bool = False  # grey levels meant to be redrawn by binarize_dynamic each epoch
     truth: dict | None = None  # synthetic only: LinearGaussian(**truth) parameters W (D, Z), b (D,), sigma2
+    source: str | None = None  # the directory the files were read from; None for embedded and generated data
 
     def __post_init__(self):
         D = math.prod(self.image_shape)
@@ -292,7 +293,8 @@ def _binarized_mnist(paths: list[Path], dtype: np.dtype) -> Dataset:
         arrays, sources = {s: _parse_amat(p) for s, p in zip(SPLITS, paths)}, dict(zip(SPLITS, paths))
     for s in SPLITS:
         _check_binarized(s, arrays[s], sources[s])
-    return Dataset("binarized-mnist", *(arrays[s].astype(dtype) for s in SPLITS), image_shape=(28, 28), binary=True)
+    return Dataset("binarized-mnist", *(arrays[s].astype(dtype) for s in SPLITS), image_shape=(28, 28), binary=True,
+                   source=str(paths[0].parent.resolve()))
 
 
 # ---- IDX: MNIST and Fashion-MNIST ----------------------------------------------------------------
@@ -350,7 +352,7 @@ def _idx_dataset(name: str, paths: list[Path], dtype: np.dtype, binarize: bool) 
     n = 50_000
     return Dataset(name, x_train[:n], x_train[n:], x_test, image_shape=(28, 28), binary=False,
                    train_labels=train_labels[:n], valid_labels=train_labels[n:], test_labels=test_labels,
-                   dynamic_binarize=bool(binarize))
+                   dynamic_binarize=bool(binarize), source=str(paths[0].parent.resolve()))
 
 
 # ---- digits and synthetic (no files) -------------------------------------------------------------

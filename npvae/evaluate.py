@@ -49,7 +49,10 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
 
 def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: int = 5000, elbo_k: int = 10,
              batch: int = 100, progress=None, backend: str = "numpy", x_active=None) -> dict:
-    """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring."""
+    """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring.
+
+    progress: called with the number of (sample, point) pairs of log p(x) done, N * k in all.
+    """
     check_batch(params, arch, x)
     if x_active is not None:
         check_batch(params, arch, x_active)
@@ -58,14 +61,12 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     recon = np.empty(N)
     for s in _batches(N, batch):
         xb = x[s]
-        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend)
+        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
         mu, log_var, _ = encode(params, arch, xb)
         eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=x.dtype)
         z, _ = sample_forward(mu, log_var, eps)
         out, _ = decode(params, arch, z)
         recon[s] = lik.forward(arch.likelihood, out, xb)[0].mean(axis=0)
-        if progress is not None:
-            progress(s.stop - s.start)
     mu, log_var = encoder_stats(params, arch, x)
     kl_dim = kl_std_normal_per_dim(mu, log_var)  # (N, Z)
     kl = kl_dim.sum(axis=1)

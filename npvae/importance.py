@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _validate
 from .backends import resolve
+from .memory import check_fits, eval_chunk_bytes
 from .objectives import _forward, _log_weights, check_batch
 from .model import Arch, VAEParams
 
@@ -22,28 +23,32 @@ def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:
 
 
 def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *, max_elements: int = 1 << 22,
-           backend="numpy"):
+           backend="numpy", progress=None):
     """Estimate of log p(x) per point, (N,), from k importance samples drawn with `rng`; x: (N, D).
 
     Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
     whatever `max_elements` is, because the draws are made in one (k, N, Z) order.
     backend="numba" or "cuda" runs the same computation with npvae.backends.numba_cpu's or cuda_gpu's kernels.
+    progress: called with the number of (sample, point) pairs done after each chunk, so k = 10^9 shows it is moving.
+    A chunk's memory is estimated first (npvae.memory) and refused if above what the machine has available.
     """
     dtype = check_batch(params, arch, x)
     _validate.positive_int("k", k)
     _validate.generator("rng", rng)
     _validate.positive_int("max_elements", max_elements)
     N, Z = x.shape[0], arch.latent_dim
-    chunk = _chunk_size(arch, N, max_elements)
+    chunk = min(k, _chunk_size(arch, N, max_elements))
+    check_fits(f"importance sampling ({arch.spec}, {N} points, {chunk} of the k={k} samples at a time)",
+               eval_chunk_bytes(arch, N, chunk, dtype.itemsize), "lower the layer sizes of the model, or the points per batch")
     name = resolve(backend)
     if name == "numba":
         from .backends import numba_cpu
 
-        return numba_cpu.log_px(params, arch, x, k, rng, chunk)
+        return numba_cpu.log_px(params, arch, x, k, rng, chunk, progress)
     if name == "cuda":
         from .backends import cuda_gpu
 
-        return cuda_gpu.log_px(params, arch, x, k, rng, chunk)
+        return cuda_gpu.log_px(params, arch, x, k, rng, chunk, progress)
     m = np.full(N, -np.inf, dtype=dtype)  # running max of the log-weights
     s = np.zeros(N, dtype=dtype)  # running sum of exp(a - m)
     done = 0
@@ -57,4 +62,6 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
         s = s * np.exp(m - shift) + np.exp(a - shift[None]).sum(axis=0)
         m = m_new
         done += kc
+        if progress is not None:
+            progress(kc * N)
     return np.log(s) + m - dtype.type(np.log(k))

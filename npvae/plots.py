@@ -6,8 +6,11 @@ importing npvae selects no backend, changes no global state and opens no window.
 
 Images are drawn on a fixed grey scale, 0 white and 1 black (ink on paper); values outside [0, 1], such
 as a Gaussian decoder's means, show saturated rather than being rescaled, so pictures of different
-runs compare. Data that are not images (an image_shape with a side of 1, such as `synthetic`'s (1, D))
-are drawn as heat strips instead: one data point a row, on a colour scale with a colourbar.
+runs compare. Tiles are enlarged by a whole number of screen pixels per image pixel and split by
+2-px gutters. reconstructions.png puts each input over the decoder's mean (for Bernoulli pixels the
+probability p(x_d = 1 | z = mu(x)), not a sample), with a bar showing the grey scale. Data that are
+not images (an image_shape with a side of 1, such as `synthetic`'s (1, D)) are drawn as heat strips
+instead: one data point a row, on a colour scale with a colourbar.
 `latent_manifold` refuses such data (a grid of strips shows nothing) and `run_pictures` skips it,
 giving the reason in `skipped_pictures` and the log. Shapes: images, x (M, D) with D = rows * cols.
 """
@@ -23,6 +26,7 @@ import numpy as np
 from . import _validate
 from ._canvas import (  # noqa: F401  (is_image is public here too)
     is_image,
+    GUTTER_PX,
     _STRIP_CMAP,
     _axes,
     _check_image_shape,
@@ -31,11 +35,11 @@ from ._canvas import (  # noqa: F401  (is_image is public here too)
     _check_z2,
     _draw_images,
     _figure,
-    _gap,
     _grid_axes,
     _means,
     _pad_rows,
     _save,
+    _scale,
     _strip,
     _tile,
     _tile_centres,
@@ -68,8 +72,13 @@ def prior_samples(params: VAEParams, arch: Arch, image_shape, path, rng: np.rand
     return _draw_images(_means(params, arch, z), image_shape, path, 10, title)
 
 
+def _mean_name(arch: Arch) -> str:
+    """What the decoder's mean is, in words: a probability for Bernoulli pixels, an expectation otherwise."""
+    return "p(x=1 | z=mu(x))" if arch.likelihood.name == "bernoulli" else "E[x | z=mu(x)]"
+
+
 def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: int = 10) -> Path:
-    """Data x[:n] above their reconstructions, the decoder means at z = mu(x), the encoder mean."""
+    """Data x[:n] above the decoder's means at z = mu(x), the encoder mean: for Bernoulli pixels p(x_d = 1 | z)."""
     _check_x(params, arch, x)
     image_shape = _check_image_shape(image_shape, arch.data_dim)
     n = _validate.positive_int("n", n)
@@ -77,34 +86,52 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     x = x[:n]
     mu, _, _ = encode(params, arch, x)  # (n, Z)
     recon = _means(params, arch, mu)  # (n, D)
-    title = "decoder mean E[x|z] at z = encoder mean mu(x), under each data point"
     if not is_image(image_shape):
-        return _reconstruction_strips(x, recon, path)
+        return _reconstruction_strips(x, recon, path, arch)
     ncols = min(10, x.shape[0])
-    # Blocks of ncols: a row of data over its row of reconstructions; a short last block is padded
-    # with blank tiles so that each reconstruction stays under its data point.
+    # Blocks of ncols: a row of data over its row of means; a short last block is padded
+    # with blank tiles so that each mean stays under its data point.
     pairs = [np.concatenate([_pad_rows(a[i : i + ncols], ncols) for a in (x, recon)])
              for i in range(0, x.shape[0], ncols)]
-    tiled = _tile(np.concatenate(pairs), image_shape, ncols)
-    fig, ax = _grid_axes(tiled, max(image_shape), title, margins=(55, 6, 26, 10), min_width=480, fontsize=9)
+    scale = _scale(image_shape, 2 * len(pairs), ncols)
+    tiled = _tile(np.concatenate(pairs), image_shape, ncols, scale)
+    title = f"input x, and under it the decoder mean {_mean_name(arch)} (not a sample)"
+    fig, ax = _grid_axes(tiled, title, margins=(115, 8, 26, 75), min_width=560, fontsize=9)
     ax.imshow(tiled, interpolation="nearest")
-    centres = _tile_centres(2 * len(pairs), image_shape[0], _gap(image_shape))
-    ax.set_yticks(centres, ["data", "recon."] * len(pairs), fontsize=9)
+    centres = _tile_centres(2 * len(pairs), image_shape[0] * scale)
+    ax.set_yticks(centres, ["input x", f"decoder mean\n{_mean_name(arch)}"] * len(pairs), fontsize=8)
     ax.set_xticks([])
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
+    _grey_scale_bar(fig, ax)
     return _save(fig, path)
 
 
-def _reconstruction_strips(x, recon, path: Path) -> Path:
-    """Non-image data: heat strips of x and its reconstruction on one shared colour scale."""
-    vmin, vmax = float(min(x.min(), recon.min())), float(max(x.max(), recon.max()))
+def _grey_scale_bar(fig, ax) -> None:
+    """A colour bar right of ax showing the fixed grey scale of `_tile`: 0 white, 1 black, whatever the data."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    W, H = fig.get_size_inches()
+    box = ax.get_position()  # figure fractions
+    cax = _axes(fig, (box.x1 * W) + 0.12, box.y0 * H, 0.12, box.height * H)
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), "gray_r"), cax=cax, ticks=[0, 0.5, 1])
+    bar.ax.tick_params(labelsize=8)
+    bar.outline.set_linewidth(0.5)
+
+
+def _reconstruction_strips(x, recon, path: Path, arch: Arch) -> Path:
+    """Non-image data: heat strips of x and the decoder means on one shared colour scale, [0, 1] for Bernoulli."""
+    if arch.likelihood.name == "bernoulli":  # probabilities: a fixed scale, so a grey 0.5 never looks like a 1
+        vmin, vmax = 0.0, 1.0
+    else:
+        vmin, vmax = float(min(x.min(), recon.min())), float(max(x.max(), recon.max()))
     h = float(np.clip(0.25 * x.shape[0], 1.5, 5.0))  # each panel's height, inches
     fig = _figure(7.0, 2 * h + 1.3)
     lower = _axes(fig, 0.8, 0.55, 4.9, h)
     upper = _axes(fig, 0.8, 0.95 + h, 4.9, h, sharex=lower)
-    for ax, rows, name in ((upper, x, "data x"), (lower, recon, "decoder mean at z = mu(x)")):
+    for ax, rows, name in ((upper, x, "data x"), (lower, recon, f"decoder mean {_mean_name(arch)}")):
         im = _strip(ax, rows, vmin, vmax, "data point")
         ax.set_title(name, fontsize=10)
     upper.set_xlabel("")
@@ -195,14 +222,15 @@ def latent_manifold(params: VAEParams, arch: Arch, image_shape, path, *, n: int 
     grid = np.linspace(-span, span, n, dtype=dtype)
     z1, z2 = np.meshgrid(grid, grid[::-1])  # row 0 at the top is the largest z2
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)  # (n * n, 2), row by row
-    tiled = _tile(_means(params, arch, z), image_shape, n)
-    # extent puts each tile's centre at its z: one tile plus its gap is one grid step
-    h, w = image_shape
-    gap, step = _gap(image_shape), 2 * span / (n - 1)
-    half_w, half_h = (w / 2) * step / (w + gap), (h / 2) * step / (h + gap)
+    scale = _scale(image_shape, n, n)
+    tiled = _tile(_means(params, arch, z), image_shape, n, scale)
+    # extent puts each tile's centre at its z: one tile plus its gutter (screen pixels) is one grid step
+    h, w = image_shape[0] * scale, image_shape[1] * scale
+    step = 2 * span / (n - 1)
+    half_w, half_h = (w / 2) * step / (w + GUTTER_PX), (h / 2) * step / (h + GUTTER_PX)
     extent = (-span - half_w, span + half_w, -span - half_h, span + half_h)
     title = f"decoder means E[x|z] on a {n} x {n} grid of z in [-{span:g}, {span:g}]^2"
-    fig, ax = _grid_axes(tiled, max(image_shape), title, margins=(55, 50, 30, 20))
+    fig, ax = _grid_axes(tiled, title, margins=(55, 50, 30, 20))
     ax.imshow(tiled, interpolation="nearest", extent=extent)
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")

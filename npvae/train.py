@@ -1,9 +1,11 @@
 """The training loop: Adam on minus the bound, a validation bound every epoch, safe checkpoints, exact resume.
 
-A run directory holds `config.json`, `last.npz` (end of the latest epoch), `best.npz` (best validation
-bound), `history.json`, and, if training diverged, `diverged.json`. A checkpoint holds parameters,
-Adam's state, epoch and step, and every Generator's state, so resuming from `last.npz` continues the
-run bit for bit: 2 epochs straight and 1 + 1 resumed give identical parameters.
+A run directory (npvae.run_dir) holds `config.json`, `last.safetensors` (end of the latest epoch),
+`best.safetensors` (best validation bound), `history.json`, `data.json`, and, if training diverged,
+`diverged.json`. A checkpoint holds parameters, Adam's state, epoch and step, and every Generator's
+state, so resuming from `last` continues the run bit for bit: 2 epochs straight and 1 + 1 resumed give
+identical parameters. One process at a time writes a run (an exclusive lock); a kill at any instant
+leaves the files consistent (see npvae.run_dir), and Ctrl-C stops with TrainingInterrupted.
 
 The loop reaches the backend through a stepper: `HostStepper` (numpy, numba) runs the objective and
 Adam on host arrays; for backend="cuda", npvae.backends.cuda_train.DeviceTrainer keeps parameters,
@@ -13,16 +15,20 @@ Adam's state and the epoch's data on the device, and only eps and a few scalars 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from . import run_dir as rd
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from .memory import check_fits, eval_chunk_bytes, step_bytes
 from .backends import resolve
 from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
@@ -33,7 +39,15 @@ from .optim import AdamState, adam_init, adam_update
 
 
 class TrainingDiverged(RuntimeError):
-    """A non-finite bound, gradient or parameter: training stopped, the last good checkpoint is untouched."""
+    """A non-finite bound, gradient or parameter: training stopped; checkpoints on disk are from the last completed epoch."""
+
+
+class AbsurdBoundWarning(RuntimeWarning):
+    """The bound is finite but absurdly low: training is blowing up (too large a learning rate, most often)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the epoch in progress was abandoned; the message says what is on disk and how to resume."""
 
 
 @dataclass
@@ -74,6 +88,7 @@ def save_state(path: Path, config: TrainConfig, arch: Arch, state: TrainState) -
         "step": state.step,
         "adam_step": state.adam.step,
         "best_valid": state.best_valid if np.isfinite(state.best_valid) else None,
+        "best_epoch": _best_epoch(state.history),
         "rngs": {k: rng_state(g) for k, g in state.rngs.items()},
         "history": state.history,
         "versions": versions(),
@@ -81,8 +96,22 @@ def save_state(path: Path, config: TrainConfig, arch: Arch, state: TrainState) -
     save_checkpoint(path, arrays, meta)
 
 
+def _best_epoch(history: dict) -> int | None:
+    """The epoch (1-based) of the first maximum of the validation bound: the one best holds."""
+    v = history["valid_bound"]
+    return None if not v else history["epoch"][int(np.argmax(v))]
+
+
+def read_meta(path) -> dict:
+    """A checkpoint's verified metadata (epoch, best_epoch, config, ...)."""
+    return load_checkpoint(path)[1]
+
+
 def load_state(path: Path) -> tuple[TrainConfig, Arch, TrainState]:
-    """Read a checkpoint, validating every array's shape and dtype against the config it carries."""
+    """Read a checkpoint, validating every array's shape and dtype against the config it carries, and its state's sense."""
+    path = Path(path)
+    if not path.exists() and path.suffix in (rd.SUFFIX, rd.LEGACY_SUFFIX) and path.stem in rd.CHECKPOINTS:
+        path = rd.checkpoint_path(path.parent, path.stem)  # best.safetensors asked of a run of npvae 0.1: its best.npz
     arrays, meta = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(meta["config"])
@@ -93,6 +122,10 @@ def load_state(path: Path) -> tuple[TrainConfig, Arch, TrainState]:
     names, shapes = param_names(arch), param_shapes(arch)
     expected = {f"{p}.{n}": (s, np.dtype(config.dtype)) for p in ("param", "adam_m", "adam_v") for n, s in zip(names, shapes)}
     check_expected(str(path), arrays, expected)  # refuses any mismatch with the config, listing every one
+    try:
+        _check_state_meta(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its training state is unusable ({e})") from None
     try:
         state = TrainState(
             params=[arrays[f"param.{n}"] for n in names],
@@ -108,6 +141,38 @@ def load_state(path: Path) -> tuple[TrainConfig, Arch, TrainState]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"checkpoint {path}: its training state is unusable ({type(e).__name__}: {e})") from None
     return config, arch, state
+
+
+HISTORY_KEYS = ("epoch", "train_bound", "valid_bound", "kl_weight", "seconds")
+
+
+def _check_state_meta(meta: dict) -> None:
+    """Refuse a state whose hashes match but whose numbers contradict one another (written by hand, or by a bug)."""
+    epoch, step, adam_step = meta["epoch"], meta["step"], meta["adam_step"]
+    for name, v in (("epoch", epoch), ("step", step), ("adam_step", adam_step)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    if adam_step != step:
+        raise ValueError(f"Adam has taken {adam_step} steps but the run {step}")
+    if (epoch == 0) != (step == 0):
+        raise ValueError(f"{step} steps in {epoch} epochs")
+    h = meta["history"]
+    if not isinstance(h, dict) or set(h) != set(HISTORY_KEYS):
+        raise ValueError(f"history must have the keys {', '.join(HISTORY_KEYS)}")
+    for key in HISTORY_KEYS:
+        col = h[key]
+        if not isinstance(col, list) or len(col) != epoch:
+            raise ValueError(f"history[{key!r}] must list one value per epoch ({epoch})")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in col):
+            raise ValueError(f"history[{key!r}] holds a value that is not a finite number")
+    if h["epoch"] != list(range(1, epoch + 1)):
+        raise ValueError(f"history['epoch'] must be 1..{epoch}")
+    best = meta["best_valid"]
+    want = max(h["valid_bound"]) if epoch else None
+    if best != want:
+        raise ValueError(f"best_valid is {best!r} but the history's best validation bound is {want!r}")
+    if "best_epoch" in meta and meta["best_epoch"] != _best_epoch(h):  # absent in checkpoints of npvae 0.1
+        raise ValueError(f"best_epoch is {meta['best_epoch']!r} but the history's best is at epoch {_best_epoch(h)!r}")
 
 
 def _fixed_valid(config: TrainConfig, dataset: Dataset):
@@ -134,20 +199,23 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: s
 def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, grads, params) -> TrainingDiverged:
     """Write diverged.json (what went non-finite, where, and the magnitudes of params) and build the exception."""
     names = param_names(arch)
-    info = {
-        "what": what,
-        "epoch": state.epoch,
-        "step": state.step,
-        "bound_nonfinite": int(np.size(value) - np.count_nonzero(np.isfinite(value))),
-        "grads_nonfinite": {n: int(g.size - np.count_nonzero(np.isfinite(g))) for n, g in zip(names, grads) if not np.all(np.isfinite(g))},
-        "param_max_abs": {n: float(np.max(np.abs(p))) for n, p in zip(names, params)},
-        "last_good_checkpoint": str(run_dir / "last.npz") if (run_dir / "last.npz").exists() else None,
-    }
+    last = rd.checkpoint_path(run_dir, "last")
+    with np.errstate(all="ignore"):
+        info = {
+            "what": what,
+            "epoch": state.epoch,
+            "step": state.step,
+            "bound_nonfinite": int(np.size(value) - np.count_nonzero(np.isfinite(value))),
+            "grads_nonfinite": {n: int(g.size - np.count_nonzero(np.isfinite(g))) for n, g in zip(names, grads) if not np.all(np.isfinite(g))},
+            "param_max_abs": {n: float(np.max(np.abs(p))) for n, p in zip(names, params)},
+            "last_good_checkpoint": str(last) if last.exists() else None,
+        }
     (run_dir / "diverged.json").write_text(json.dumps(info, indent=1))
+    kept = (f"the checkpoint of epoch {state.epoch} ({last}) is untouched" if last.exists()
+            else "no epoch was completed, so there is no checkpoint")
     return TrainingDiverged(
-        f"non-finite {what} at epoch {state.epoch + 1}, step {state.step}: training stopped; "
-        f"the last good checkpoint is untouched; details in {run_dir / 'diverged.json'} "
-        "(try a smaller --lr, or a Gaussian likelihood's larger --min-log-var)"
+        f"non-finite {what} at epoch {state.epoch + 1}, step {state.step}: training stopped; {kept}; "
+        f"details in {run_dir / 'diverged.json'} (try a smaller --lr, or a Gaussian likelihood's larger --min-log-var)"
     )
 
 
@@ -205,29 +273,110 @@ def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
     return HostStepper(config, arch, backend, state.params, state.adam)
 
 
-def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print) -> TrainState:
-    """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state."""
-    run_dir = Path(run_dir)
+# A per-point bound below -ABSURD_NATS_PER_DIM * D means logits of about that size confidently wrong in every dimension:
+# not a model being fitted (a random initialisation starts near -0.7 nats per binary pixel) but one blowing up.
+ABSURD_NATS_PER_DIM = 1e3
+
+
+def _check_data(config: TrainConfig, dataset: Dataset) -> None:
+    """What the data must satisfy for this config: dtype, non-empty splits, binary values for a Bernoulli likelihood."""
     if dataset.train.dtype != np.dtype(config.dtype):
         raise ValueError(f"data set is {dataset.train.dtype} but the config asks for {config.dtype}")
+    for split in ("train", "valid"):
+        if dataset.split(split).shape[0] == 0:
+            raise ValueError(f"{dataset.name}: the {split} split is empty; training needs at least one {split} point")
     if config.likelihood == "bernoulli" and not (dataset.binary or dataset.dynamic_binarize):
         x = dataset.train
         if np.all((x >= 0) & (x <= 1)):
             raise ValueError(f"the Bernoulli likelihood needs binary data; {dataset.name} is grey-level: add --binarize")
         raise ValueError(f"the Bernoulli likelihood needs binary data, and {dataset.name}'s values are not in [0, 1]: "
                          "use --likelihood gaussian or gaussian-learned")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "diverged.json").unlink(missing_ok=True)  # a report from an earlier attempt no longer describes this run
+
+
+def preflight(config: TrainConfig, dataset: Dataset) -> Arch:
+    """Everything a run is checked for before its directory is touched: the data, the architecture, the memory; returns the Arch."""
+    _check_data(config, dataset)
+    arch = config.make_arch(dataset.train.shape[1])
+    check_memory(config, arch)
+    return arch
+
+
+def check_memory(config: TrainConfig, arch: Arch, available: int | None = None) -> None:
+    """Refuse (memory.MemoryRequestError) a training step or validation batch larger than the available memory."""
+    itemsize = np.dtype(config.dtype).itemsize
+    check_fits(f"a training step ({arch.spec}, batch {config.batch_size}, K={config.k})",
+               step_bytes(arch, config.batch_size, config.k, itemsize), "lower -k, --batch-size or the --arch sizes", available)
+    vk = config.valid_k or config.k
+    check_fits(f"a validation batch (batch {config.batch_size}, K={vk})",
+               eval_chunk_bytes(arch, config.batch_size, vk, itemsize), "lower --valid-k, -k or --batch-size", available)
+
+
+def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print,
+          data_source: dict | None = None) -> TrainState:
+    """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state.
+
+    Everything is checked before run_dir is touched: the data, the architecture, the memory a step needs.
+    A new run needs run_dir absent, empty, or made by npvae with no completed epoch (run_dir.claim_new).
+    data_source: recorded in data.json, so that eval, sample and --resume find the data again.
+    Raises TrainingDiverged on a non-finite step and TrainingInterrupted on Ctrl-C.
+    """
+    run_dir = Path(run_dir)
     if resume:
-        saved_config, arch, state = load_state(run_dir / "last.npz")
+        last = rd.checkpoint_path(run_dir, "last")
+        saved_config, arch, _ = load_state(last)
         # The backend changes where the kernels run, not the run (results agree to rounding; bit for bit only on the same one).
         if {**saved_config.to_dict(), "epochs": config.epochs, "backend": config.backend} != config.to_dict():
             raise ValueError("resume: the run's config differs from the one given (only --epochs may change, and --backend)")
-    else:
-        arch = config.make_arch(dataset.train.shape[1])
-        state = new_state(config, arch, dataset.train)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    arch = preflight(config, dataset)
+    if not resume:
+        rd.claim_new(run_dir)
+    with rd.RunLock(run_dir):
+        rd.clean_temporaries(run_dir)
+        if resume:
+            _convert_legacy(run_dir, log)
+            last = rd.checkpoint_path(run_dir, "last")
+            note = rd.repair(run_dir, read_meta)
+            if note:
+                log(f"note: {note}")
+            _, _, state = load_state(last)  # after the lock: another writer may have moved it on
+        else:
+            state = new_state(config, arch, dataset.train)
+        (run_dir / "diverged.json").unlink(missing_ok=True)  # a report from an earlier attempt no longer describes this run
+        _write_json(run_dir / "config.json", config.to_dict())
+        _write_json(run_dir / "history.json", state.history)  # from the checkpoint: it may have run one epoch ahead
+        if data_source is not None:
+            rd.write_data_source(run_dir, data_source)
+        try:
+            with np.errstate(all="ignore"):  # divergence is detected from the values, and reported once, below
+                _epochs(config, dataset, run_dir, arch, state, progress, log)
+        except KeyboardInterrupt:
+            raise _interrupted(run_dir, state) from None
+    return state
 
+
+def _convert_legacy(run_dir: Path, log) -> None:
+    """Rewrite a run of npvae 0.1 (last.npz, best.npz) as safetensors checkpoints, then remove the .npz files."""
+    olds = [w for w in ("best", "last") if (run_dir / (w + rd.LEGACY_SUFFIX)).exists()]
+    for w in olds:  # best first: until last.safetensors exists, readers still use the .npz pair
+        config, arch, st = load_state(run_dir / (w + rd.LEGACY_SUFFIX))
+        save_state(run_dir / (w + rd.SUFFIX), config, arch, st)
+    for w in olds:
+        (run_dir / (w + rd.LEGACY_SUFFIX)).unlink()
+    if olds:
+        log(f"note: converted {', '.join(w + rd.LEGACY_SUFFIX for w in olds)} (npvae 0.1) to safetensors checkpoints")
+
+
+def _interrupted(run_dir: Path, state: TrainState) -> TrainingInterrupted:
+    """The message after Ctrl-C: what is on disk, and the command that continues."""
+    if state.epoch == 0 and not rd.checkpoint_path(run_dir, "last").exists():
+        return TrainingInterrupted(f"interrupted during epoch 1: no epoch was completed, so nothing was saved; "
+                                   f"start again (the same command, with --out {run_dir})")
+    return TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; {rd.checkpoint_path(run_dir, 'last')} holds "
+                               f"epoch {state.epoch}; continue with: npvae train --resume {run_dir}")
+
+
+def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log) -> None:
+    """The loop over epochs; every epoch ends with history.json, then last, then best (the order run_dir relies on)."""
     x_valid = _fixed_valid(config, dataset)
     N = dataset.train.shape[0]
     steps_per_epoch = -(-N // config.batch_size)
@@ -235,6 +384,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
     backend = resolve(config.backend)
     stepper = _stepper(config, arch, backend, state)
     rngs = state.rngs
+    warned = False
     while state.epoch < config.epochs:
         t0 = time.perf_counter()
         x_epoch = binarize_dynamic(dataset.train, rngs["binarize"]) if dataset.dynamic_binarize else dataset.train
@@ -248,14 +398,22 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             beta = config.kl_weight_at(state.epoch, i, steps_per_epoch)
             bound, nonfinite = stepper.step(lo, hi, eps, beta, config.lr_at(state.epoch))
             if nonfinite:  # training stops; the checkpoints on disk are from the last completed epoch
+                bar.close()
                 raise _diverged(run_dir, arch, state, nonfinite, *stepper.failed_step())
             state.step += 1
             running += (bound - running) / (i + 1)
             bar.update(1)
             bar.set_postfix_str(f"bound {running:.3f}", refresh=False)
+            if not warned and bound < -ABSURD_NATS_PER_DIM * arch.data_dim:
+                warned = True
+                warnings.warn(f"the bound reached {bound:.4g} nats per point at epoch {state.epoch + 1}, step {state.step} "
+                              f"(below -{ABSURD_NATS_PER_DIM:g} nats per data dimension): training is blowing up; "
+                              "try a smaller --lr", AbsurdBoundWarning, stacklevel=3)
         bar.close()
         state.params, state.adam = stepper.state()
         valid = validation_bound(unflatten(arch, state.params), arch, config, x_valid, rngs["valid"], backend)
+        if not np.isfinite(valid):
+            raise _diverged(run_dir, arch, state, "validation bound", np.array([valid]), [], state.params)
         state.epoch += 1
         h = state.history
         for key, v in (("epoch", state.epoch), ("train_bound", running), ("valid_bound", valid), ("kl_weight", beta), ("seconds", time.perf_counter() - t0)):
@@ -263,23 +421,24 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
         improved = valid > state.best_valid
         if improved:
             state.best_valid = valid
-        save_state(run_dir / "last.npz", config, arch, state)
-        if improved:
-            save_state(run_dir / "best.npz", config, arch, state)
         _write_json(run_dir / "history.json", h)
+        ext = rd.SUFFIX
+        save_state(run_dir / ("last" + ext), config, arch, state)
+        if improved:
+            save_state(run_dir / ("best" + ext), config, arch, state)
         log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
-    return state
 
 
 def _write_json(path: Path, obj) -> None:
+    """Atomically replace `path` with obj as JSON (a kill leaves the old file or the new one, and at worst a .tmp)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, **kw):
     """A tqdm bar on stderr, or a silent stand-in."""
     from tqdm.auto import tqdm
 
     # disable=None: tqdm switches itself off when stderr is not a terminal (logs, CI).
-    return tqdm(total=total, desc=desc, leave=False, disable=None if enabled else True, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, leave=False, disable=None if enabled else True, dynamic_ncols=True, **kw)

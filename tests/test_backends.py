@@ -307,7 +307,7 @@ def test_training_epoch_on_digits_equals_numpy(tmp_path):
 def load_arch(run_dir):
     from npvae.train import load_state
 
-    return load_state(run_dir / "last.npz")[1]
+    return load_state(run_dir / "last.safetensors")[1]
 
 
 def test_resolve():

@@ -68,6 +68,80 @@ def test_outputs_exist_and_pictures_are_valid_pngs(result, topic):
         assert pixels.std() > 10  # something was drawn
 
 
+def _display_paths(ax) -> list:
+    """(name, vertices in display px, filled) for every curve (Line2D) and band or error bar (collection) drawn in ax."""
+    out = []
+    for line in ax.get_lines():
+        xy = line.get_xydata()
+        xy = xy[np.all(np.isfinite(xy), axis=1)]
+        if len(xy):  # (an empty line is a legend proxy)
+            out.append((f"line {line.get_label()!r}", line.get_transform().transform(xy), False))
+    for coll in ax.collections:
+        for path in coll.get_paths():
+            v = path.vertices[np.all(np.isfinite(path.vertices), axis=1)]
+            if len(v):
+                out.append((f"band {coll.get_label()!r}", coll.get_transform().transform(v), True))
+    return out
+
+
+def check_panels(fig) -> None:
+    """After a draw: every curve and band lies inside its axes; no legend covers a curve, a band or the axis
+    labels, or leaves the figure; every text placed in an axes (an annotation) stays inside it."""
+    from matplotlib.path import Path as MplPath
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for i, ax in enumerate(fig.axes):
+        box = ax.bbox
+        for name, xy, filled in _display_paths(ax):
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
+            assert lo[0] >= box.x0 - 1 and hi[0] <= box.x1 + 1 and lo[1] >= box.y0 - 1 and hi[1] <= box.y1 + 1, \
+                f"panel {i}: {name} runs off the panel"
+        legend = ax.get_legend()
+        if legend is not None:
+            lb = legend.get_window_extent(renderer)
+            assert fig.bbox.x0 <= lb.x0 and lb.x1 <= fig.bbox.x1 and fig.bbox.y0 <= lb.y0 and lb.y1 <= fig.bbox.y1, \
+                f"panel {i}: the legend leaves the figure"
+            for name, xy, filled in _display_paths(ax):
+                assert not MplPath(xy).intersects_bbox(lb, filled=filled), f"panel {i}: the legend covers {name}"
+            for axis in (ax.xaxis, ax.yaxis):
+                assert not lb.overlaps(axis.get_tightbbox(renderer)), f"panel {i}: the legend covers the axis labels"
+        for t in ax.texts:
+            tb = t.get_window_extent(renderer)
+            assert box.x0 <= tb.x0 and tb.x1 <= box.x1 and box.y0 <= tb.y0 and tb.y1 <= box.y1, \
+                f"panel {i}: the text {t.get_text()!r} leaves its panel"
+
+
+def test_reparam_picture_keeps_every_curve_on_its_panel_and_legends_off_the_curves(result):
+    from npvae.explain import reparam
+
+    nb = result("reparam")[0]["numbers"]
+    fig = reparam.draw(nb)
+    check_panels(fig)
+    # The running means are drawn as their error against the exact gradient, all four of them.
+    errors = [line.get_ydata() for line in fig.axes[1].get_lines() if line.get_label() in nb["main"]["running_mean_dim0"]]
+    exact = nb["main"]["exact"][0]
+    expected = [np.array(v) - exact for v in nb["main"]["running_mean_dim0"].values()]
+    assert len(errors) == 4
+    for drawn, e in zip(errors, expected):
+        np.testing.assert_allclose(drawn, e, rtol=0, atol=1e-12)
+
+
+def test_posterior_nonlinear_picture_labels_each_curve_with_its_own_value(result):
+    from npvae.explain import posterior_nonlinear
+
+    nl = result("posterior")[0]["numbers"]["nonlinear"]
+    fig = posterior_nonlinear.draw(nl)
+    check_panels(fig)
+    prop = nl["proposals"]
+    handles, labels = fig.axes[2].get_legend_handles_labels()
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == labels
+    for name in ("encoder", "prior"):
+        [(line, label)] = [(h, lab) for h, lab in zip(handles, labels) if f"the {name}" in lab]
+        np.testing.assert_array_equal(line.get_ydata(), prop[name])  # the entry naming the encoder is the encoder's curve
+        assert f"{prop[name][-1]:.1f} at K = {prop['K'][-1]}" in label, label
+
+
 def test_run_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown topic"):
         run("elbo", tmp_path)
@@ -175,6 +249,7 @@ def test_posterior_nonlinear_part_is_skipped_with_a_clear_note_without_the_data(
 
     r = posterior_nonlinear.run(tmp_path, quick=False, rng=np.random.default_rng(0), data_dir=tmp_path)
     assert r["files"] == [] and "binarized-mnist" in r["notes"][0] and "skipped" in r["notes"][0]
+    assert "skipped" in posterior_nonlinear.finding(r)
 
 
 # ---- iwae ------------------------------------------------------------------------------------------
@@ -321,6 +396,68 @@ def test_joint_identity_holds_by_monte_carlo(result):
     assert np.all(np.abs(np.array(p["mc_elbo"]) - closed) < 5 * np.array(p["mc_elbo_se"]))
     ceiling = -np.array(p["entropy_qx"]) - np.array(p["kl_qx_to_px"])
     assert np.all(np.array(p["expected_elbo"]) < ceiling)  # the encoder alone cannot reach E log p(x)
+
+
+# ---- the findings: the answer in words, with this run's numbers ----------------------------------
+
+def _finding(result, topic):
+    """The finding's lines (2 or 3 short strings) and the numbers of the run they describe."""
+    r = result(topic)[0]
+    lines = r["finding"]
+    assert isinstance(lines, list) and 2 <= len(lines) <= 3, lines
+    assert all(isinstance(line, str) and 20 < len(line) <= 150 for line in lines), lines
+    return lines, r["numbers"]
+
+
+def _states(line: str, *values: str) -> None:
+    for v in values:
+        assert v in line, f"{v!r} not in {line!r}"
+
+
+def test_posterior_finding_states_this_runs_kls_and_surgery(result):
+    lines, n = _finding(result, "posterior")
+    h, d, nl = n["encoder_only"], n["encoder_and_decoder"], n["nonlinear"]["history"]
+    _states(lines[0], f"{h['kl_to_posterior'][0]:.2f} -> {h['kl_to_posterior'][-1]:.3f}",
+            f"{n['reference']['correlation_gap']:.3f}", f"{h['kl_to_prior'][0]:.2f} -> {h['kl_to_prior'][-1]:.2f}")
+    _states(lines[1], f"{h['kl_to_prior'][-1]:.3f} = I_q {h['mutual_information'][-1]:.3f}",
+            f"{h['kl_aggregate_to_prior'][-1]:.3f}", f"{d['kl_to_posterior'][-1]:.1e}")
+    _states(lines[2], n["nonlinear"]["arch"], f"{nl['log_px'][-1]:.1f}", f"{nl['elbo'][-1]:.1f}", f"{nl['gap'][-1]:.2f}",
+            f"{nl['kl_to_prior'][-1]:.2f}")
+
+
+def test_iwae_finding_states_this_runs_bounds_and_snr_trends(result):
+    lines, n = _finding(result, "iwae")
+    K = n["iwae"]["encoder"]["K"]
+    for line, proposal in zip(lines, ("encoder", "prior")):
+        bound = np.mean(n["iwae"][proposal]["mean"], axis=1)  # mean over the points, one per K
+        _states(line, *(f"K={K[i]} {bound[i]:.3f}" for i in (0, len(K) // 2, len(K) - 1)))
+    _states(lines[0], f"log p(x) = {np.mean(n['log_px']):.3f}")
+    s = n["snr"]
+    _states(lines[2], *(f"{v[0]:#.3g} -> {v[-1]:#.3g}" for v in (s["iwae-reparam"]["encoder"], s["iwae-dreg"]["encoder"],
+                                                                 s["iwae-reparam"]["decoder"])))
+
+
+def test_reparam_finding_states_this_runs_variances(result):
+    lines, n = _finding(result, "reparam")
+    v = {k: var[0] for k, var in n["main"]["variance"].items()}
+    mc, sf, sf0 = v["reparam, MC KL"], v["score function, baseline c = ELBO"], v["score function, no baseline"]
+    _states(lines[0], f"{n['main']['exact'][0]:.3f}", f"{v['reparam, analytic KL']:.1f}", f"{mc:.1f}", f"{sf:.0f}", f"{sf0:.0f}")
+    _states(lines[1], f"{sf / mc:.0f} to {sf0 / mc:.0f} times")
+    s = n["sweep_over_Z"]["variance_dim0"]
+    _states(lines[2], f"{n['sweep_over_Z']['Z'][0]} -> {n['sweep_over_Z']['Z'][-1]}",
+            f"{s['reparam, MC KL'][0]:.1f} -> {s['reparam, MC KL'][-1]:.1f}",
+            *(f"{s[k][0]:.0f} -> {s[k][-1]:.0f}" for k in ("score function, baseline c = ELBO", "score function, no baseline")))
+
+
+def test_joint_finding_states_this_runs_terms(result):
+    lines, n = _finding(result, "joint")
+    e, mc, p = n["closed_form"], n["monte_carlo"]["elbo"], n["path"]
+    _states(lines[0], f"{e['expected_elbo']:.3f}", f"{-e['kl_joint']:.3f}", f"{-e['entropy_qx']:.3f}",
+            f"{mc['mean']:.3f} +- {mc['se']:.3f}")
+    _states(lines[1], f"{e['kl_joint']:.3f} = KL(q(x) || p(x)) {e['kl_qx_to_px']:.3f}", f"{e['expected_kl_to_posterior']:.3f}")
+    best = int(np.argmax(p["expected_elbo"]))
+    _states(lines[2], f"t = {p['t'][best]:.2f}", f"{p['expected_kl_to_posterior'][best]:.3f}",
+            f"{-e['entropy_qx'] - e['kl_qx_to_px']:.3f}")
 
 
 # ---- docs/theory.md ------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """npvae.plots: every picture is a readable PNG, run_pictures writes the right set, bad inputs are refused.
 
-The pictures themselves are judged by eye; these tests pin what can be checked mechanically: the file
-format, the grey scale (0 white, 1 black), that randomness comes only from the Generator passed in,
-and that nothing global in matplotlib is touched.
+The tiled grids are read back from the PNG, pixel by pixel: the gutters between tiles are thin and
+regular, and each tile shows its image on the fixed grey scale (0 white, 1 black), checked against the
+data and the model's own probabilities. Also pinned: the file format, that randomness comes only from
+the Generator passed in, and that nothing global in matplotlib is touched.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import npvae
 import npvae.data
 from npvae import plots
+from npvae.layers import Dense
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -40,6 +42,62 @@ def read_png(path, min_bytes=2000, min_side=50) -> np.ndarray:
     img = imread(path)
     assert img.ndim in (2, 3) and min(img.shape[:2]) >= min_side, img.shape
     return img
+
+
+PAD_RGB = np.array([0xC2, 0xD0, 0xDD]) / 255  # the gutter colour, written out again (npvae/_canvas.py)
+
+
+def _runs(on) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of True in a 1-D boolean array."""
+    d = np.diff(np.concatenate([[0], on.astype(int), [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    return starts, ends - starts
+
+
+def read_grid(path, image_shape, nrows: int, ncols: int):
+    """Read a grid of nrows >= 2 x ncols >= 3 tiles back from its PNG: darkness (nrows * ncols, rows, cols), gutter px, scale.
+
+    The gutters are found by their colour; each tile is then sampled at the centre of each image pixel's
+    square, and darkness = 1 - grey, so that 0 is white and 1 is black. Asserts that the gutters are
+    regular: one width everywhere, one pitch along each axis, a whole number of screen px per image px.
+    """
+    rgb = read_png(path)[..., :3]
+    pad = np.all(np.abs(rgb - PAD_RGB) < 1.5 / 255, axis=-1)
+    cols, col_w = _runs(pad.sum(axis=0) >= 0.5 * pad.sum(axis=0).max())  # vertical gutters span the grid's height
+    rows, row_w = _runs(pad.sum(axis=1) >= 0.5 * pad.sum(axis=1).max())
+    assert len(cols) == ncols - 1 and len(rows) == nrows - 1, (cols, rows)
+    widths = np.concatenate([col_w, row_w])
+    assert np.all(widths == widths[0]), f"gutters of different widths: {widths}"
+    gutter = int(widths[0])
+    pitch_x, pitch_y = np.diff(cols), np.diff(rows)
+    assert len(set(pitch_x)) <= 1 and len(set(pitch_y)) <= 1, (pitch_x, pitch_y)
+    h, w = image_shape
+    scale, rest = divmod(int(pitch_x[0]) - gutter, w)
+    assert scale >= 1 and rest == 0 and all(pitch_y == scale * h + gutter), (pitch_x, pitch_y, gutter)
+    y, x = rows[0] - scale * h, cols[0] - scale * w  # the grid's top and left edges
+    tiles = []
+    for r in range(nrows):
+        for c in range(ncols):
+            top, left = y + r * (scale * h + gutter), x + c * (scale * w + gutter)
+            centres_y = top + scale * np.arange(h) + scale // 2
+            centres_x = left + scale * np.arange(w) + scale // 2
+            tiles.append(1.0 - rgb[np.ix_(centres_y, centres_x)].mean(axis=-1))
+    return np.stack(tiles), gutter, scale
+
+
+def graded(Z=2):
+    """tiny(), with decoder logits held in about [-2.4, 2.4]: means p(x=1|z) in (0.05, 0.95), so a stretched scale would show."""
+    arch, params = tiny(Z)
+    *body, last = params.decoder
+    last = Dense(0.1 * last.W, np.linspace(-2.0, 2.0, last.b.size))
+    return arch, params._replace(decoder=(*body, last))
+
+
+def probabilities(params, arch, z):
+    """p(x_d = 1 | z) = sigmoid(decoder logits), by scipy: z (M, Z) -> (M, D)."""
+    from scipy.special import expit
+
+    return expit(npvae.model.decode(params, arch, z)[0])
 
 
 HISTORY = {"epoch": [1, 2, 3, 4], "train_bound": [-40.0, -30.0, -27.0, -26.0], "valid_bound": [-38.0, -31.0, -28.0, None],
@@ -74,7 +132,34 @@ def test_prior_samples_png_and_randomness_only_from_rng(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("n", [13, 1])  # n = 10: run_pictures
+def test_prior_samples_show_the_decoder_means_with_thin_regular_gutters(tmp_path):
+    arch, params = graded()
+    path = plots.prior_samples(params, arch, (8, 8), tmp_path / "s.png", np.random.default_rng(3), n=100)
+    tiles, gutter, scale = read_grid(path, (8, 8), 10, 10)
+    assert gutter <= 2 and gutter / (8 * scale + gutter) < 0.05, (gutter, scale)  # thin: under 5% of the tile pitch
+    p = probabilities(params, arch, np.random.default_rng(3).standard_normal((100, 2)))  # the same z as drawn
+    # Fixed grey scale: darkness is p itself, to 8-bit rounding (the colour map's 256 levels, then the PNG's).
+    np.testing.assert_allclose(tiles.reshape(100, 64), p, atol=2.5 / 255)
+
+
+def test_reconstructions_show_binary_inputs_and_the_bernoulli_means_on_a_fixed_scale(tmp_path, digits):
+    arch, params = graded()
+    x = digits.test[:10]
+    path = plots.reconstructions(params, arch, digits.test, (8, 8), tmp_path / "r.png", n=10)
+    tiles, gutter, _ = read_grid(path, (8, 8), 2, 10)
+    assert gutter <= 2
+    inputs, means = tiles[:10].reshape(10, 64), tiles[10:].reshape(10, 64)
+    # The input row: binary digits in pure white and pure black, pixel for pixel.
+    np.testing.assert_allclose(inputs, x, atol=1 / 255)
+    assert 0.3 < np.mean(inputs < 1 / 255) and 0.1 < np.mean(inputs > 1 - 1 / 255)
+    # The mean row: p(x=1 | z = mu(x)) on the fixed [0, 1] scale. These p lie in (0.05, 0.95), so a colour
+    # scale stretched to their range would be off by 0.05 or more somewhere.
+    p = probabilities(params, arch, npvae.model.encode(params, arch, x)[0])
+    assert p.min() > 0.05 and p.max() < 0.95 and p.max() - p.min() > 0.5
+    np.testing.assert_allclose(means, p, atol=2.5 / 255)
+
+
+@pytest.mark.parametrize("n", [13, 1])  # n = 10: test_reconstructions_show_binary_inputs_...
 def test_reconstructions(tmp_path, digits, n):
     arch, params = tiny()
     read_png(plots.reconstructions(params, arch, digits.test, (8, 8), tmp_path / "r.png", n=n))
@@ -85,9 +170,13 @@ def test_curves_of_a_single_epoch(tmp_path):
     read_png(plots.curves({"epoch": [1], "train_bound": [-50.0], "valid_bound": [-51.0]}, tmp_path / "curves.png"))
 
 
-def test_latent_manifold(tmp_path):
-    arch, params = tiny()
-    read_png(plots.latent_manifold(params, arch, (8, 8), tmp_path / "m.png", n=5, span=2.0))
+def test_latent_manifold_tiles_the_means_at_the_grid_of_z(tmp_path):
+    arch, params = graded()
+    tiles, gutter, _ = read_grid(plots.latent_manifold(params, arch, (8, 8), tmp_path / "m.png", n=5, span=2.0), (8, 8), 5, 5)
+    assert gutter <= 2
+    g = np.linspace(-2.0, 2.0, 5)
+    z = np.array([(z1, z2) for z2 in g[::-1] for z1 in g])  # row by row from the top: z2 falls down the picture
+    np.testing.assert_allclose(tiles.reshape(25, 64), probabilities(params, arch, z), atol=2.5 / 255)
 
 
 @pytest.mark.parametrize("labels", ["classes", "float"])  # labels=None: test_run_pictures_non_image_data...

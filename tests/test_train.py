@@ -30,13 +30,13 @@ def test_resume_is_bit_identical(tmp_path, digits):
 
 def test_checkpoints_and_history(tmp_path, digits):
     state = train(TrainConfig(epochs=3, dtype="float32"), load("digits", dtype=np.float32), tmp_path, progress=False, log=lambda s: None)
-    for f in ("config.json", "last.npz", "best.npz", "history.json"):
+    for f in ("config.json", "last.safetensors", "best.safetensors", "history.json"):
         assert (tmp_path / f).exists(), f
-    cfg, arch, last = load_state(tmp_path / "last.npz")
+    cfg, arch, last = load_state(tmp_path / "last.safetensors")
     assert cfg.dtype == "float32" and last.params[0].dtype == np.float32 and last.epoch == 3
     h = json.loads((tmp_path / "history.json").read_text())
     assert h["epoch"] == [1, 2, 3] and h["valid_bound"] == state.history["valid_bound"]
-    _, _, best = load_state(tmp_path / "best.npz")
+    _, _, best = load_state(tmp_path / "best.safetensors")
     assert best.best_valid == max(h["valid_bound"])
 
 
@@ -45,7 +45,7 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, dig
 
     cfg = TrainConfig(epochs=3)
     train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), digits, tmp_path, progress=False, log=lambda s: None)
-    before = (tmp_path / "last.npz").read_bytes()
+    before = (tmp_path / "last.safetensors").read_bytes()
     real, calls = T.objective, {"n": 0}
 
     def poisoned(*a, **kw):
@@ -58,9 +58,9 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, dig
     monkeypatch.setattr(T, "objective", poisoned)
     with pytest.raises(TrainingDiverged, match="non-finite bound or gradient at epoch 2"):
         train(cfg, digits, tmp_path, resume=True, progress=False, log=lambda s: None)
-    assert (tmp_path / "last.npz").read_bytes() == before
+    assert (tmp_path / "last.safetensors").read_bytes() == before
     diag = json.loads((tmp_path / "diverged.json").read_text())
-    assert diag["epoch"] == 1 and diag["grads_nonfinite"] == {"decoder.0.W": 1} and diag["last_good_checkpoint"].endswith("last.npz")
+    assert diag["epoch"] == 1 and diag["grads_nonfinite"] == {"decoder.0.W": 1} and diag["last_good_checkpoint"].endswith("last.safetensors")
     assert set(diag["param_max_abs"]) == {"encoder.0.W", "encoder.0.b", "encoder.1.W", "encoder.1.b",
                                           "decoder.0.W", "decoder.0.b", "decoder.1.W", "decoder.1.b"}
     monkeypatch.setattr(T, "objective", real)
@@ -79,7 +79,7 @@ def test_checkpoint_whose_training_state_is_incomplete_is_refused(tmp_path, digi
     from npvae.checkpoint import load_checkpoint, save_checkpoint
 
     train(TrainConfig(epochs=1), digits, tmp_path, progress=False, log=lambda s: None)
-    arrays, meta = load_checkpoint(tmp_path / "last.npz")
+    arrays, meta = load_checkpoint(tmp_path / "last.safetensors")
     for key in ("rngs", "epoch"):
         broken = {k: v for k, v in meta.items() if k != key}
         save_checkpoint(tmp_path / "broken.npz", arrays, broken)  # a valid file whose metadata lacks a field

@@ -173,7 +173,7 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     return value.copy_to_host()
 
 
-def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
+def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
     """Importance-sampled log p(x) (N,) as npvae.importance.log_px: k samples in chunks, the noise drawn on the host in the same order."""
     dtype = x.dtype
     N, Z = x.shape[0], arch.latent_dim
@@ -190,6 +190,8 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
         _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ck.ELBO_MC, 1.0, 1.0 / kc, False)
         ck.launch(ck.lme_update, N, logw, m, s)
         done += kc
+        if progress is not None:
+            progress(kc * N)
     out = _empty(N, dtype)
     ck.launch(ck.lme_finish, N, m, s, dtype.type(math.log(k)), out)
     return out.copy_to_host()

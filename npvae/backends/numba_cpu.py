@@ -210,7 +210,7 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     return value
 
 
-def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
+def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
     """Importance-sampled log p(x) (N,) as npvae.importance.log_px, k samples in chunks of `chunk`; no checking.
 
     The encoder runs once (its output does not depend on the noise); the noise is drawn chunk by chunk
@@ -234,6 +234,8 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int):
         _, logw, _, _ = _head(ws, arch, x, out, lp_lq, kern.ELBO_MC, 1.0, 1.0 / kc, False)
         kern.lme_update(logw, m, s)
         done += kc
+        if progress is not None:
+            progress(kc * N)
     out = np.empty(N, dtype=dtype)
     kern.lme_finish(m, s, dtype.type(np.log(k)), out)
     return out

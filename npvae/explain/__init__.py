@@ -28,8 +28,9 @@ QUESTIONS = {t: q for t, (_, q) in _TOPICS.items()}
 def run(topic: str, out_dir, *, quick: bool = False, seed: int = 0, data_dir=None) -> dict:
     """Run one experiment; write its PNGs and `<topic>.json` into out_dir (created if needed); return the JSON's content.
 
-    The result holds "topic", "question", "quick", "seed", "seconds", "files" (names inside out_dir, the JSON
-    last), "notes" (messages for the user; empty when all went to plan) and "numbers" (everything plotted).
+    The result holds "topic", "question", "finding" (two or three lines of text: the answer, with this run's
+    numbers), "quick", "seed", "seconds", "files" (names inside out_dir, the JSON last), "notes" (messages for
+    the user; empty when all went to plan) and "numbers" (everything plotted).
     data_dir: a directory (or a list of them) where `binarized_mnist.npz` is looked for (topic posterior).
     """
     if topic not in _TOPICS:
@@ -44,7 +45,7 @@ def run(topic: str, out_dir, *, quick: bool = False, seed: int = 0, data_dir=Non
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), TOPICS.index(topic)]))
     t0 = time.perf_counter()
     r = module.run(out_dir, quick=bool(quick), rng=rng, data_dir=data_dir)
-    result = {"topic": topic, "question": QUESTIONS[topic], "quick": bool(quick), "seed": int(seed),
+    result = {"topic": topic, "question": QUESTIONS[topic], "finding": r["finding"], "quick": bool(quick), "seed": int(seed),
               "seconds": time.perf_counter() - t0, "files": r["files"] + [f"{topic}.json"], "notes": r.get("notes", []),
               "numbers": r["numbers"]}
     _common.write_json(out_dir / f"{topic}.json", result)

@@ -116,6 +116,32 @@ def style(ax, title: str | None = None, xlabel: str | None = None, ylabel: str |
         ax.legend(fontsize=8)
 
 
+def data_limits(*series, pad: float = 0.05, log: bool = False) -> tuple[float, float]:
+    """(lo, hi) holding every finite value of every series, widened by `pad` of the span on each side (of log10 if log).
+
+    Limits from the data of all curves, so that no curve runs off its panel; with log, values <= 0 are ignored.
+    """
+    v = np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in series])
+    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+    if log:
+        v = np.log10(v)
+    lo, hi = float(v.min()), float(v.max())
+    d = pad * (hi - lo) if hi > lo else 0.5
+    lo, hi = lo - d, hi + d
+    return (10.0**lo, 10.0**hi) if log else (lo, hi)
+
+
+def legend_below(ax, ncol: int = 1):
+    """The axes' legend under its tick labels and x label, outside the panel, so that it never covers a curve.
+
+    Call it last: it is anchored to where the axes' decorations end when it is made.
+    """
+    below = ax.get_tightbbox(ax.figure.canvas.get_renderer()).y0  # display px: the bottom of the x label
+    y = ax.transAxes.inverted().transform((0.0, below))[1]
+    return ax.legend(fontsize=8, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, y), borderaxespad=0.3,
+                     frameon=False)
+
+
 def to_jsonable(obj):
     """Arrays -> lists, numpy scalars -> floats/ints, non-finite floats -> None (strict JSON has no NaN)."""
     if isinstance(obj, dict):

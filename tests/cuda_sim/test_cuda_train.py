@@ -89,9 +89,9 @@ def test_resume_is_bit_identical(runs):
 
 
 def test_nan_on_the_device_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path, monkeypatch):
-    """A NaN written into the device copy of the data before the second batch of epoch 2: stop at step 3, last.npz untouched."""
+    """A NaN written into the device copy of the data before the second batch of epoch 2: stop at step 3, last.safetensors untouched."""
     run_dir = shutil.copytree(runs["one-epoch"], tmp_path / "run")
-    before = (run_dir / "last.npz").read_bytes()
+    before = (run_dir / "last.safetensors").read_bytes()
     real = DeviceTrainer.step
 
     def poisoned(self, lo, hi, eps, kl_weight, lr):
@@ -103,11 +103,11 @@ def test_nan_on_the_device_stops_and_keeps_the_last_good_checkpoint(runs, tmp_pa
     cfg = TrainConfig(**BASE, **IWAE, epochs=2, backend="cuda")
     with pytest.raises(TrainingDiverged, match="non-finite bound or gradient at epoch 2, step 3"):
         quiet_train(cfg, tiny(), run_dir, resume=True)
-    assert (run_dir / "last.npz").read_bytes() == before
+    assert (run_dir / "last.safetensors").read_bytes() == before
     diag = json.loads((run_dir / "diverged.json").read_text())
     assert diag["what"] == "bound or gradient" and diag["epoch"] == 1 and diag["step"] == 3
     assert diag["bound_nonfinite"] == 1 and diag["grads_nonfinite"]
-    assert all(np.isfinite(list(diag["param_max_abs"].values()))) and diag["last_good_checkpoint"].endswith("last.npz")
+    assert all(np.isfinite(list(diag["param_max_abs"].values()))) and diag["last_good_checkpoint"].endswith("last.safetensors")
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
@@ -119,7 +119,7 @@ def test_a_non_finite_update_stops_as_on_numpy(tmp_path):
         with pytest.raises(TrainingDiverged, match="non-finite parameter after the update at epoch 1, step 0"):
             quiet_train(TrainConfig(**{**cfg.to_dict(), "backend": backend}), tiny("float32"), tmp_path / backend)
         report[backend] = json.loads((tmp_path / backend / "diverged.json").read_text())
-        assert not (tmp_path / backend / "last.npz").exists()
+        assert not (tmp_path / backend / "last.safetensors").exists()
     for key in ("what", "epoch", "step", "bound_nonfinite", "grads_nonfinite"):
         assert report["cuda"][key] == report["numpy"][key], key
 
@@ -157,7 +157,7 @@ def test_parameters_stay_on_the_device_during_an_epoch(tmp_path, monkeypatch):
     quiet_train(TrainConfig(**BASE, **IWAE, epochs=1, backend="cuda"), tiny(), tmp_path)
     monkeypatch.undo()
 
-    P = sum(a.size for a in load_state(tmp_path / "last.npz")[2].params)
+    P = sum(a.size for a in load_state(tmp_path / "last.safetensors")[2].params)
     first, last = log.index("step"), len(log) - 1 - log[::-1].index("end")
     # Before the first step: parameters, m and v once, then the epoch's data and its shuffle order.
     assert sorted(log[:first]) == sorted([("in", (P,))] * 3 + [("in", (6, 6)), ("in", (6,))])
@@ -172,11 +172,11 @@ def test_parameters_stay_on_the_device_during_an_epoch(tmp_path, monkeypatch):
 def test_cli_train_and_eval_on_cuda(tmp_path, monkeypatch, capsys):
     import npvae.data
 
-    monkeypatch.setattr(npvae.data, "load", lambda name, **kw: tiny(kw.get("dtype", "float64")))
+    monkeypatch.setattr(npvae.data, "load", lambda name, **kw: tiny(kw.get("dtype", "float64")))  # whatever --dataset says
     run = tmp_path / "run"
-    assert cli.main(["train", "--dataset", "tiny", "--arch", "6-5-2", "--batch-size", "3", "--epochs", "1",
+    assert cli.main(["train", "--dataset", "digits", "--arch", "6-5-2", "--batch-size", "3", "--epochs", "1",
                      "--backend", "cuda", "--out", str(run), "--quiet", "--no-pictures"]) == 0
-    assert load_state(run / "last.npz")[2].step == 2
+    assert load_state(run / "last.safetensors")[2].step == 2
     capsys.readouterr()
     metrics = {}
     for backend in ("cuda", "numpy"):

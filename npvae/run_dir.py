@@ -1,0 +1,210 @@
+"""A run directory: its file names, one writer at a time, and the invariants that survive a kill -9.
+
+Files: `config.json`, `last.safetensors` (end of the latest epoch), `best.safetensors` (the epoch with
+the best validation bound), `history.json`, `data.json` (where the data came from), `.npvae-run`
+(marks a directory npvae created) and `.lock` (held by the process writing the run). Runs of npvae
+0.1 hold `last.npz`/`best.npz` instead; they are read, and replaced by safetensors files when resumed.
+
+What a kill at any instant leaves (the trainer writes, per epoch, history.json, then last, then best):
+- every checkpoint is whole (atomic replacement, npvae.checkpoint);
+- history.json is at most one epoch ahead of last, never behind it; resuming rewrites it from last;
+- best may lag last by one epoch, only when that epoch improved the bound and the kill fell between
+  the two writes. last records the epoch best must hold (`best_epoch`), so `repair` restores best
+  from last: then best holds the bound last reports, as after an uninterrupted epoch;
+- leftover temporary files (`.last.safetensors.*.tmp`) are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+__all__ = ["RunDirError", "RunLock", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
+           "read_data_source", "repair", "write_data_source", "CHECKPOINTS", "MARKER"]
+
+CHECKPOINTS = ("last", "best")
+SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".npz"  # npvae 0.1
+MARKER = ".npvae-run"
+LOCK = ".lock"
+DATA = "data.json"
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked: another process holds it, or it is not a run."""
+
+
+def checkpoint_path(run_dir, which: str) -> Path:
+    """The file of checkpoint `which` ("last", "best", a file name in run_dir, or a path): the existing one, npvae 0.1's if only it exists."""
+    run_dir = Path(run_dir)
+    if which in CHECKPOINTS:
+        new, old = run_dir / (which + SUFFIX), run_dir / (which + LEGACY_SUFFIX)
+        return old if old.exists() and not new.exists() else new
+    p = Path(which)
+    return p if p.is_absolute() or p.parent != Path(".") else run_dir / p
+
+
+def is_run(run_dir) -> bool:
+    """Whether run_dir was made by npvae train (marker) or holds a checkpoint of a run."""
+    run_dir = Path(run_dir)
+    return (run_dir / MARKER).exists() or any(checkpoint_path(run_dir, w).exists() for w in CHECKPOINTS)
+
+
+def claim_new(run_dir) -> Path:
+    """Make (or accept) run_dir for a new run: absent, empty, or a run that never finished an epoch; else RunDirError."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a directory: choose another --out")
+    if checkpoint_path(run_dir, "last").exists():
+        raise RunDirError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose another --out")
+    if run_dir.exists() and not (run_dir / MARKER).exists():
+        held = sorted(p.name for p in run_dir.iterdir())
+        if held:  # the user's own files, maybe a config.json or history.json npvae would overwrite
+            shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+            raise RunDirError(f"{run_dir} exists and is not an npvae run directory (it holds {shown}); "
+                              "choose a new or empty directory for --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MARKER).touch()
+    return run_dir
+
+
+def new_default(parent, stem: str) -> Path:
+    """A fresh directory parent/<stem>-<date>-<time>[-n], claimed with an exclusive mkdir so concurrent runs never share one."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 10_000):
+        run_dir = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            run_dir.mkdir()  # atomic: exactly one of several processes creates a given name
+        except FileExistsError:
+            continue
+        (run_dir / MARKER).touch()
+        return run_dir
+    raise RunDirError(f"could not find a free run name under {parent} for {base}")
+
+
+class RunLock:
+    """An exclusive lock on run_dir/.lock for as long as a process writes the run; the holder's pid is in the file.
+
+    flock locks belong to the open file, so the kernel releases them when the process dies, however it dies.
+    """
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd)
+        except OSError:  # BlockingIOError (POSIX) or PermissionError (Windows): someone holds it
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            except OSError:  # Windows: the locked byte cannot be read by others
+                holder = "unknown"
+            os.close(fd)
+            raise RunDirError(f"{self.path.parent} is in use by another npvae process (pid {holder}); "
+                              "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def _lock(fd: int) -> None:
+    """Take an exclusive, non-blocking lock on the open file fd, or raise OSError."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock, which the OS also drops when the process dies
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _is_temporary(name: str) -> bool:
+    return name.endswith(".tmp") and (name.startswith(".") or name.endswith(".json.tmp"))
+
+
+def clean_temporaries(run_dir) -> list[str]:
+    """Remove what interrupted writes left behind (`.last.safetensors.*.tmp`, `history.json.tmp`); call holding the lock."""
+    removed = []
+    for p in Path(run_dir).iterdir():
+        if _is_temporary(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)
+
+
+def repair(run_dir, read_meta) -> str | None:
+    """Make best hold the epoch last says it must (see the module docstring); returns what was done, or None.
+
+    read_meta(path) -> the checkpoint's metadata (verified), as npvae.train.read_meta.
+    """
+    run_dir = Path(run_dir)
+    last = checkpoint_path(run_dir, "last")
+    if not last.exists():
+        return None
+    meta = read_meta(last)
+    best_epoch = meta.get("best_epoch")
+    if best_epoch is None or best_epoch != meta.get("epoch"):
+        return None  # best was last written at an earlier epoch, when last was too: nothing can be pending
+    best = run_dir / ("best" + last.suffix)
+    # An unreadable best is left for its reader to refuse: an atomic write cannot make one, so it was damaged or edited.
+    if best.exists() and _epoch_or_none(read_meta, best) in (None, best_epoch):
+        return None
+    _copy_atomic(last, best)
+    return f"restored {best.name} from {last.name} (epoch {best_epoch}): an earlier process stopped between the two writes"
+
+
+def _epoch_or_none(read_meta, path):
+    """The epoch of the checkpoint at path, or None if it cannot be read."""
+    try:
+        return read_meta(path).get("epoch")
+    except (ValueError, OSError):
+        return None
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix="." + dst.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_data_source(run_dir, source: dict) -> None:
+    """Record where the run's data came from (data set name and the directories searched), for eval/sample/resume."""
+    Path(run_dir, DATA).write_text(json.dumps(source, indent=1))
+
+
+def read_data_source(run_dir) -> dict | None:
+    """The record write_data_source made, or None (a run of npvae 0.1, or a run on embedded data)."""
+    p = Path(run_dir, DATA)
+    if not p.exists():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) else None
