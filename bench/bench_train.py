@@ -10,6 +10,7 @@ A training step is what npvae.train does per batch: the objective and its gradie
 starts from the same parameters (torch's are copied from npvae's), sees the same batches and the
 same noise eps, drawn before the clock starts. Warm-up steps (numba's compilation included) are
 not timed. Each figure is the median of --repeats timed runs of --steps steps, in samples/s.
+It prints a table (progress goes to stderr) and writes every figure, the arguments and the machine to --json.
 
     python bench/bench_train.py                                # full: ~10 minutes, eval k=5000 on 1000 points
     python bench/bench_train.py --quick                        # < 2 minutes
@@ -43,10 +44,13 @@ WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
     "B-k50": ("784-200-200-50", "tanh", "iwae", "mc", 50),
 }
 BATCH = 128
+EVAL_BATCH = 100  # test points per log p(x) call in the eval workload
+BACKEND_CHOICES = ("numpy", "numba", "cuda", "torch", "jax")
+WORKLOAD_CHOICES = (*WORKLOADS, "eval")
 
 
-def machine() -> dict:
-    """CPU, versions and thread settings, recorded beside every figure."""
+def machine(modules) -> dict:
+    """CPU, versions and thread settings, recorded beside every figure; modules: {"torch"/"jax": module} of those run."""
     cpu = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -76,32 +80,50 @@ def machine() -> dict:
                     numba_threads=numba.config.NUMBA_NUM_THREADS)
     except ImportError:
         pass
-    torch = _torch()
+    torch, jax = modules.get("torch"), modules.get("jax")
     if torch is not None:
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
-    jax = _jax()
     if jax is not None:
         info.update(jax=jax.__version__, jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
     return info
 
 
 def _jax():
-    """jax on one CPU thread (XLA_FLAGS must be set before jax is first imported), or None if it does not import."""
+    """jax on one CPU thread (XLA_FLAGS must be set before jax is first imported); raises if it, or jax_model, does not import."""
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    try:
-        import jax
-    except ImportError:
-        return None
+    import jax
+    import jax_model  # noqa: F401  (bench/, beside this file: on sys.path when run as a script or by `npvae bench`)
+
     return jax
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
+    """torch on one thread; raises if it does not import."""
+    import torch
+
     torch.set_num_threads(1)
     return torch
+
+
+def _why(e: BaseException) -> str:
+    """An exception in one line, as a footnote shows it."""
+    text = f"{type(e).__name__}: {e}".splitlines()[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def importable(backends) -> tuple[dict, dict]:
+    """({"torch"/"jax": module} of those in backends that import, {backend: why not} of those that do not)."""
+    modules, missing = {}, {}
+    for name, imp in (("torch", _torch), ("jax", _jax)):
+        if name not in backends:
+            continue
+        try:
+            modules[name] = imp()
+        except ModuleNotFoundError as e:
+            missing[name] = "not installed" if e.name in (name, None) else f"import failed: {_why(e)}"
+        except Exception as e:  # a broken install (a missing shared library, a wrong NumPy) counts as absent
+            missing[name] = f"import failed: {_why(e)}"
+    return modules, missing
 
 
 def problem(name, x_train, steps, seed=0):
@@ -211,69 +233,101 @@ def torch_steps(torch, arch, params, batches, eps, options, device="cpu"):
     return run
 
 
+def _training_run(b, arch, params, batches, eps, options, torch_device):
+    """run(i0, i1) of backend b, after checking that torch's or jax's bound at step 0 equals npvae's (the same model)."""
+    if b == "torch":
+        torch = _torch()
+        run = torch_steps(torch, arch, params, batches, eps, options, torch_device)
+        ref = objective(params, arch, batches[0], eps[0], **options)[0]
+        enc, dec = torch_model(torch, arch, params)
+        with torch.no_grad():
+            got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
+                              options["bound"], options["kl"]).numpy()
+        assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
+        return run
+    if b == "jax":
+        from jax_model import jax_bound, jax_steps
+
+        jax = _jax()
+        run = jax_steps(jax, arch, params, batches, eps, options)
+        ref = objective(params, arch, batches[0], eps[0], **options)[0]
+        got = jax_bound(jax, arch, params, batches[0], eps[0], options["bound"], options["kl"])
+        assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"jax model differs: {got[:3]} vs {ref[:3]}"
+        return run
+    return npvae_steps(b, arch, params, batches, eps, options)
+
+
 def time_training(name, backends, x_train, steps, warmup, repeats, torch_device="cpu"):
-    """samples/s per backend: the median of `repeats` runs of `steps` steps, backends interleaved."""
+    """({backend: samples/s, the median of `repeats` runs of `steps` steps, backends interleaved}, {backend: why it failed})."""
     arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
-    torch = _torch() if "torch" in backends else None
-    runs = {}
+    runs, failed = {}, {}
+
+    def fail(b, e):  # one backend's failure (no GPU, a model mismatch, a crash) is a footnote, not the end of the bench
+        failed[b] = _why(e)
+        runs.pop(b, None)
+        print(f"  {b} failed: {failed[b]}", file=sys.stderr, flush=True)
+
     for b in backends:
-        if b == "torch":
-            runs[b] = torch_steps(torch, arch, params, batches, eps, options, torch_device)
-            # The same model: torch's bound at step 0 equals npvae's.
-            ref = objective(params, arch, batches[0], eps[0], **options)[0]
-            enc, dec = torch_model(torch, arch, params)
-            with torch.no_grad():
-                got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
-                                  options["bound"], options["kl"]).numpy()
-            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
-        elif b == "jax":
-            from jax_model import jax_bound, jax_steps
-
-            jax = _jax()
-            runs[b] = jax_steps(jax, arch, params, batches, eps, options)
-            ref = objective(params, arch, batches[0], eps[0], **options)[0]
-            got = jax_bound(jax, arch, params, batches[0], eps[0], options["bound"], options["kl"])
-            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"jax model differs: {got[:3]} vs {ref[:3]}"
-        else:
-            runs[b] = npvae_steps(b, arch, params, batches, eps, options)
-    for b in backends:  # warm-up (compilation, caches, allocator)
-        runs[b](0, warmup)
-    times = {b: [] for b in backends}
+        try:
+            runs[b] = _training_run(b, arch, params, batches, eps, options, torch_device)
+            runs[b](0, warmup)  # warm-up (compilation, caches, allocator)
+        except Exception as e:
+            fail(b, e)
+    times = {b: [] for b in runs}
     for _ in range(repeats):  # every repeat trains on through the same `steps` batches
-        for b in backends:
+        for b in list(runs):
             t = time.perf_counter()
-            runs[b](warmup, warmup + steps)
+            try:
+                runs[b](warmup, warmup + steps)
+            except Exception as e:
+                fail(b, e)
+                continue
             times[b].append(time.perf_counter() - t)
-    return {b: {"samples_per_s": BATCH * steps / statistics.median(ts), "runs_s": ts} for b, ts in times.items()}
+    return {b: {"samples_per_s": BATCH * steps / statistics.median(times[b]), "runs_s": times[b]} for b in runs}, failed
 
 
-def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
-    """Seconds for the importance-sampled log p(x) of n test points, a seeded random subset (model B, untrained: the cost is the same)."""
+def _eval_run(b, arch, params, x, k, seed, batch, torch_device):
+    """(seconds, log p(x): (n,)) of backend b; compilation (numba, cuda, jax) happens before the clock starts."""
+    n = x.shape[0]
+    if b == "torch":
+        t = time.perf_counter()
+        lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
+    elif b == "jax":
+        from jax_model import jax_log_px
+        from npvae.importance import _chunk_size
+
+        def chunk_of(n):
+            return _chunk_size(arch, n, 1 << 22)
+
+        jax_log_px(_jax(), arch, params, x[:batch], k, batch, chunk_of)  # compile every chunk shape outside the clock
+        t = time.perf_counter()
+        lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
+    else:
+        if b in ("numba", "cuda"):
+            log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
+        t = time.perf_counter()
+        lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
+                             for i in range(0, n, batch)])
+    return time.perf_counter() - t, lp
+
+
+def time_eval(backends, x_test, n, k, seed=0, batch=EVAL_BATCH, torch_device="cpu"):
+    """({backend: seconds for the importance-sampled log p(x) of n test points, a seeded random subset}, {backend: why it failed}).
+
+    Model B, untrained: the cost is the same.
+    """
     arch, params, _, _, _ = problem("B-k1", x_test, 0)
     x = np.ascontiguousarray(x_test[subset_indices(n, x_test.shape[0], np.random.default_rng(seed))])
-    out = {}
+    out, failed = {}, {}
     for b in backends:
-        t = time.perf_counter()
-        if b == "torch":
-            lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
-        elif b == "jax":
-            from jax_model import jax_log_px
-            from npvae.importance import _chunk_size
-
-            def chunk_of(n):
-                return _chunk_size(arch, n, 1 << 22)
-
-            jax_log_px(_jax(), arch, params, x[:batch], k, batch, chunk_of)  # compile every chunk shape outside the clock
-            t = time.perf_counter()
-            lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
-        else:
-            if b in ("numba", "cuda"):  # compile outside the clock
-                log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
-                t = time.perf_counter()
-            lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
-                                 for i in range(0, n, batch)])
-        out[b] = {"seconds": time.perf_counter() - t, "mean_log_px": float(np.mean(lp))}
-    return out
+        try:
+            seconds, lp = _eval_run(b, arch, params, x, k, seed, batch, torch_device)
+        except Exception as e:  # as in time_training: a footnote, not the end of the bench
+            failed[b] = _why(e)
+            print(f"  {b} failed: {failed[b]}", file=sys.stderr, flush=True)
+            continue
+        out[b] = {"seconds": seconds, "mean_log_px": float(np.mean(lp))}
+    return out, failed
 
 
 def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22, device="cpu"):
@@ -318,8 +372,8 @@ def table(results, backends) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
     p.add_argument("--backends", default="numpy,numba,torch,jax",
@@ -335,14 +389,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=BATCH, help=f"training batch size (default {BATCH}; the issue's GPU runs also use 1024)")
     p.add_argument("--json", default="runs/bench_train.json")
     args = p.parse_args(argv)
+    known = {"workloads": [*WORKLOADS, "eval"], "backends": ["numpy", "numba", "cuda", "torch", "jax"]}
+    for option, choices in known.items():
+        bad = [v for v in getattr(args, option).split(",") if v not in choices]
+        if bad:
+            p.error(f"--{option}: unknown {', '.join(bad)}; choose from {', '.join(choices)}")
     globals()["BATCH"] = args.batch  # problem() and the samples/s arithmetic read the module's BATCH
     if args.quick:
         args.steps, args.repeats, args.eval_n, args.eval_k = 20, 3, 100, 500
     threadpool_limits(args.threads)
     importable = {"torch": _torch, "jax": _jax}
-    backends = [b for b in args.backends.split(",") if b not in importable or importable[b]() is not None]
+    asked = args.backends.split(",")
+    backends = [b for b in asked if b not in importable or importable[b]() is not None]
+    missing = [b for b in asked if b not in backends]
     info = machine()
-    print("machine: " + json.dumps(info))
     d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
     results = {}
     for name in args.workloads.split(","):
@@ -351,8 +411,15 @@ def main(argv=None) -> int:
         else:
             steps = max(2, args.steps // 5) if name == "B-k50" else args.steps
             results[name] = time_training(name, backends, d.train, steps, args.warmup, args.repeats, args.torch_device)
-        print(f"{name}: " + json.dumps({b: {k: v for k, v in r.items() if k != 'runs_s'} for b, r in results[name].items()}), flush=True)
+        print(f"timed {name}", flush=True)
     print()
+    for name in args.workloads.split(","):
+        spec = WORKLOADS.get(name)
+        what = (f"{spec[0]} {spec[1]}, {spec[2]} ({spec[3]} KL), K={spec[4]}, batch {args.batch}" if spec
+                else f"log p(x) of {args.eval_n} test points, k = {args.eval_k}, model B")
+        print(f"  {name}: {what}")
+    for b in missing:
+        print(f"  {b}: not timed, it does not import here (pip install {b})")
     print(f"float32, batch {args.batch}, {args.threads} thread(s); training in samples/s (median of {args.repeats} x {args.steps} steps),"
           f" eval = log p(x) of {args.eval_n} test points with k = {args.eval_k} (seconds)")
     print(table(results, backends))

@@ -314,10 +314,9 @@ def cmd_bench(args) -> int:
     if not script.exists():
         raise FileNotFoundError(f"the benchmark lives in the source checkout ({script} not found)")
     rest = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
-    sys.argv = [str(script), *rest]
     sys.path.insert(0, str(script.parent))  # as `python bench/bench_train.py` would: its sibling modules (jax_model) import
-    runpy.run_path(str(script), run_name="__main__")
-    return 0
+    bench = runpy.run_path(str(script), run_name="npvae_bench")
+    return bench["main"](rest, prog="npvae bench")
 
 
 def _train_options(t) -> None:
