@@ -10,7 +10,6 @@ A training step is what npvae.train does per batch: the objective and its gradie
 starts from the same parameters (torch's are copied from npvae's), sees the same batches and the
 same noise eps, drawn before the clock starts. Warm-up steps (numba's compilation included) are
 not timed. Each figure is the median of --repeats timed runs of --steps steps, in samples/s.
-It prints a table (progress goes to stderr) and writes every figure, the arguments and the machine to --json.
 
     python bench/bench_train.py                                # full: ~10 minutes, eval k=5000 on 1000 points
     python bench/bench_train.py --quick                        # < 2 minutes
@@ -44,13 +43,10 @@ WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
     "B-k50": ("784-200-200-50", "tanh", "iwae", "mc", 50),
 }
 BATCH = 128
-EVAL_BATCH = 100  # test points per log p(x) call in the eval workload
-BACKEND_CHOICES = ("numpy", "numba", "cuda", "torch", "jax")
-WORKLOAD_CHOICES = (*WORKLOADS, "eval")
 
 
-def machine(modules) -> dict:
-    """CPU, versions and thread settings, recorded beside every figure; modules: {"torch"/"jax": module} of those run."""
+def machine() -> dict:
+    """CPU, versions and thread settings, recorded beside every figure."""
     cpu = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -80,50 +76,32 @@ def machine(modules) -> dict:
                     numba_threads=numba.config.NUMBA_NUM_THREADS)
     except ImportError:
         pass
-    torch, jax = modules.get("torch"), modules.get("jax")
+    torch = _torch()
     if torch is not None:
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    jax = _jax()
     if jax is not None:
         info.update(jax=jax.__version__, jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
     return info
 
 
 def _jax():
-    """jax on one CPU thread (XLA_FLAGS must be set before jax is first imported); raises if it, or jax_model, does not import."""
+    """jax on one CPU thread (XLA_FLAGS must be set before jax is first imported), or None if it does not import."""
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    import jax
-    import jax_model  # noqa: F401  (bench/, beside this file: on sys.path when run as a script or by `npvae bench`)
-
+    try:
+        import jax
+    except ImportError:
+        return None
     return jax
 
 
 def _torch():
-    """torch on one thread; raises if it does not import."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return None
     torch.set_num_threads(1)
     return torch
-
-
-def _why(e: BaseException) -> str:
-    """An exception in one line, as a footnote shows it."""
-    text = f"{type(e).__name__}: {e}".splitlines()[0]
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def importable(backends) -> tuple[dict, dict]:
-    """({"torch"/"jax": module} of those in backends that import, {backend: why not} of those that do not)."""
-    modules, missing = {}, {}
-    for name, imp in (("torch", _torch), ("jax", _jax)):
-        if name not in backends:
-            continue
-        try:
-            modules[name] = imp()
-        except ModuleNotFoundError as e:
-            missing[name] = "not installed" if e.name in (name, None) else f"import failed: {_why(e)}"
-        except Exception as e:  # a broken install (a missing shared library, a wrong NumPy) counts as absent
-            missing[name] = f"import failed: {_why(e)}"
-    return modules, missing
 
 
 def problem(name, x_train, steps, seed=0):
@@ -233,101 +211,69 @@ def torch_steps(torch, arch, params, batches, eps, options, device="cpu"):
     return run
 
 
-def _training_run(b, arch, params, batches, eps, options, torch_device):
-    """run(i0, i1) of backend b, after checking that torch's or jax's bound at step 0 equals npvae's (the same model)."""
-    if b == "torch":
-        torch = _torch()
-        run = torch_steps(torch, arch, params, batches, eps, options, torch_device)
-        ref = objective(params, arch, batches[0], eps[0], **options)[0]
-        enc, dec = torch_model(torch, arch, params)
-        with torch.no_grad():
-            got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
-                              options["bound"], options["kl"]).numpy()
-        assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
-        return run
-    if b == "jax":
-        from jax_model import jax_bound, jax_steps
-
-        jax = _jax()
-        run = jax_steps(jax, arch, params, batches, eps, options)
-        ref = objective(params, arch, batches[0], eps[0], **options)[0]
-        got = jax_bound(jax, arch, params, batches[0], eps[0], options["bound"], options["kl"])
-        assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"jax model differs: {got[:3]} vs {ref[:3]}"
-        return run
-    return npvae_steps(b, arch, params, batches, eps, options)
-
-
 def time_training(name, backends, x_train, steps, warmup, repeats, torch_device="cpu"):
-    """({backend: samples/s, the median of `repeats` runs of `steps` steps, backends interleaved}, {backend: why it failed})."""
+    """samples/s per backend: the median of `repeats` runs of `steps` steps, backends interleaved."""
     arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
-    runs, failed = {}, {}
-
-    def fail(b, e):  # one backend's failure (no GPU, a model mismatch, a crash) is a footnote, not the end of the bench
-        failed[b] = _why(e)
-        runs.pop(b, None)
-        print(f"  {b} failed: {failed[b]}", file=sys.stderr, flush=True)
-
+    torch = _torch() if "torch" in backends else None
+    runs = {}
     for b in backends:
-        try:
-            runs[b] = _training_run(b, arch, params, batches, eps, options, torch_device)
-            runs[b](0, warmup)  # warm-up (compilation, caches, allocator)
-        except Exception as e:
-            fail(b, e)
-    times = {b: [] for b in runs}
+        if b == "torch":
+            runs[b] = torch_steps(torch, arch, params, batches, eps, options, torch_device)
+            # The same model: torch's bound at step 0 equals npvae's.
+            ref = objective(params, arch, batches[0], eps[0], **options)[0]
+            enc, dec = torch_model(torch, arch, params)
+            with torch.no_grad():
+                got = torch_bound(torch, enc, dec, arch, torch.from_numpy(batches[0]), torch.from_numpy(eps[0]),
+                                  options["bound"], options["kl"]).numpy()
+            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"torch model differs: {got[:3]} vs {ref[:3]}"
+        elif b == "jax":
+            from jax_model import jax_bound, jax_steps
+
+            jax = _jax()
+            runs[b] = jax_steps(jax, arch, params, batches, eps, options)
+            ref = objective(params, arch, batches[0], eps[0], **options)[0]
+            got = jax_bound(jax, arch, params, batches[0], eps[0], options["bound"], options["kl"])
+            assert np.allclose(got, ref, rtol=1e-4, atol=1e-3), f"jax model differs: {got[:3]} vs {ref[:3]}"
+        else:
+            runs[b] = npvae_steps(b, arch, params, batches, eps, options)
+    for b in backends:  # warm-up (compilation, caches, allocator)
+        runs[b](0, warmup)
+    times = {b: [] for b in backends}
     for _ in range(repeats):  # every repeat trains on through the same `steps` batches
-        for b in list(runs):
+        for b in backends:
             t = time.perf_counter()
-            try:
-                runs[b](warmup, warmup + steps)
-            except Exception as e:
-                fail(b, e)
-                continue
+            runs[b](warmup, warmup + steps)
             times[b].append(time.perf_counter() - t)
-    return {b: {"samples_per_s": BATCH * steps / statistics.median(times[b]), "runs_s": times[b]} for b in runs}, failed
+    return {b: {"samples_per_s": BATCH * steps / statistics.median(ts), "runs_s": ts} for b, ts in times.items()}
 
 
-def _eval_run(b, arch, params, x, k, seed, batch, torch_device):
-    """(seconds, log p(x): (n,)) of backend b; compilation (numba, cuda, jax) happens before the clock starts."""
-    n = x.shape[0]
-    if b == "torch":
-        t = time.perf_counter()
-        lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
-    elif b == "jax":
-        from jax_model import jax_log_px
-        from npvae.importance import _chunk_size
-
-        def chunk_of(n):
-            return _chunk_size(arch, n, 1 << 22)
-
-        jax_log_px(_jax(), arch, params, x[:batch], k, batch, chunk_of)  # compile every chunk shape outside the clock
-        t = time.perf_counter()
-        lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
-    else:
-        if b in ("numba", "cuda"):
-            log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
-        t = time.perf_counter()
-        lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
-                             for i in range(0, n, batch)])
-    return time.perf_counter() - t, lp
-
-
-def time_eval(backends, x_test, n, k, seed=0, batch=EVAL_BATCH, torch_device="cpu"):
-    """({backend: seconds for the importance-sampled log p(x) of n test points, a seeded random subset}, {backend: why it failed}).
-
-    Model B, untrained: the cost is the same.
-    """
+def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
+    """Seconds for the importance-sampled log p(x) of n test points, a seeded random subset (model B, untrained: the cost is the same)."""
     arch, params, _, _, _ = problem("B-k1", x_test, 0)
     x = np.ascontiguousarray(x_test[subset_indices(n, x_test.shape[0], np.random.default_rng(seed))])
-    out, failed = {}, {}
+    out = {}
     for b in backends:
-        try:
-            seconds, lp = _eval_run(b, arch, params, x, k, seed, batch, torch_device)
-        except Exception as e:  # as in time_training: a footnote, not the end of the bench
-            failed[b] = _why(e)
-            print(f"  {b} failed: {failed[b]}", file=sys.stderr, flush=True)
-            continue
-        out[b] = {"seconds": seconds, "mean_log_px": float(np.mean(lp))}
-    return out, failed
+        t = time.perf_counter()
+        if b == "torch":
+            lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
+        elif b == "jax":
+            from jax_model import jax_log_px
+            from npvae.importance import _chunk_size
+
+            def chunk_of(n):
+                return _chunk_size(arch, n, 1 << 22)
+
+            jax_log_px(_jax(), arch, params, x[:batch], k, batch, chunk_of)  # compile every chunk shape outside the clock
+            t = time.perf_counter()
+            lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
+        else:
+            if b in ("numba", "cuda"):  # compile outside the clock
+                log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
+                t = time.perf_counter()
+            lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
+                                 for i in range(0, n, batch)])
+        out[b] = {"seconds": time.perf_counter() - t, "mean_log_px": float(np.mean(lp))}
+    return out
 
 
 def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22, device="cpu"):
