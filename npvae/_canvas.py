@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate
 from .likelihoods import mean as decoder_mean
 from .model import Arch, VAEParams, decode
-from .objectives import check_x
+from .inputs import check_x
 
 DPI = 100
 _PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)

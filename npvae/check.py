@@ -13,7 +13,7 @@ from .layers import ACTIVATIONS, activation_backward, activation_forward
 from .likelihoods import LIKELIHOODS, Likelihood
 from .linear_gaussian import LinearGaussian
 from .linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
-from .lme import _log_mean_exp
+from .lme import log_mean_exp_core
 from .model import Arch, encode, flatten, init_params, param_names, unflatten
 from .objectives import VALID, bound_value, log_weights, objective
 
@@ -158,8 +158,8 @@ def iwae_order_rows(model: LinearGaussian, x, rng, label: str, groups: int = 100
     q_mean, q_log_var, _ = encode(params, arch, x)
     elbo, log_px = model.elbo(x, q_mean, q_log_var), model.log_marginal(x)
     a = log_weights(params, arch, x, rng.standard_normal((groups * 100, N, Z)))  # (groups * 100, N)
-    iw100 = _log_mean_exp(a.reshape(groups, 100, N), axis=1)  # (groups, N)
-    iw10 = _log_mean_exp(a.reshape(groups, 10, 10, N), axis=2).mean(axis=1)  # mean of the ten 10-blocks of each block
+    iw100 = log_mean_exp_core(a.reshape(groups, 100, N), axis=1)  # (groups, N)
+    iw10 = log_mean_exp_core(a.reshape(groups, 10, 10, N), axis=2).mean(axis=1)  # mean of the ten 10-blocks of each block
     r = np.exp(iw100 - log_px)  # (groups, N), E r = 1
 
     def mean_se(v):  # the mean over blocks and points, and its standard error

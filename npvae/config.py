@@ -15,7 +15,7 @@ from . import _validate
 from .backends import BACKENDS
 from .likelihoods import LIKELIHOODS, Likelihood
 from .model import Arch
-from .objectives import check_options
+from .inputs import check_options
 
 LR_SCHEDULES = ("constant", "burda")
 OUTPUT_BIASES = ("data", "zero")  # the decoder's output bias at initialisation (likelihoods.output_bias_from_data)

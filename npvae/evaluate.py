@@ -18,9 +18,9 @@ import numpy as np
 from . import likelihoods as lik
 from .gaussian import kl_std_normal_per_dim, log_prob, sample_forward
 from .importance import log_px
-from .lme import _log_mean_exp
+from .lme import log_mean_exp_core
 from .model import Arch, VAEParams, decode, encode
-from .objectives import check_batch
+from .inputs import check_batch
 
 
 def _batches(n: int, size: int):
@@ -43,7 +43,7 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
     log_q_own = log_prob(z, mu, log_var)[0]  # (M,) log q(z_n | x_n)
     # log q(z_n) = log (1/M) sum_m q(z_n | x_m): every sample against every point's posterior, (M, M).
     cross = np.stack([log_prob(z[0][n], mu, log_var) for n in range(mu.shape[0])])  # (M samples, M posteriors)
-    log_q_agg = _log_mean_exp(cross, axis=1)
+    log_q_agg = log_mean_exp_core(cross, axis=1)
     return float(np.mean(log_q_own - log_q_agg))
 
 

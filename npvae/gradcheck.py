@@ -18,9 +18,10 @@ import numpy as np
 from . import likelihoods as lik
 from typing import NamedTuple
 
+from .estimators import ESTIMATORS
 from .gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
 from .layers import activation_forward
-from .lme import _log_mean_exp, _softmax
+from .lme import log_mean_exp_core, softmax_core
 from .model import Arch, VAEParams, decode, encode, flatten, unflatten
 
 # Central differences in float64 with a fixed step h. Their error model (e.g. Nocedal & Wright, section 8.1):
@@ -62,13 +63,14 @@ def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, e
         log_px_z, _ = lik.forward(arch.likelihood, out, x)
         kl_value = np.maximum(kl_std_normal_per_dim(mu, log_var), free_bits).sum(axis=-1)
         return float(np.mean(log_px_z.mean(axis=0) - kl_weight * kl_value))
-    if estimator == "dreg":
-        dec_part = _log_mean_exp(_log_weights_z(VAEParams(base.encoder, live.decoder), arch, x, eps), axis=0)
-        w_base = _softmax(_log_weights_z(base, arch, x, eps), axis=0)
+    held = ESTIMATORS[estimator]  # what the estimator's surrogate holds fixed at `base` (npvae.estimators)
+    if held.squared_weights:
+        dec_part = log_mean_exp_core(_log_weights_z(VAEParams(base.encoder, live.decoder), arch, x, eps), axis=0)
+        w_base = softmax_core(_log_weights_z(base, arch, x, eps), axis=0)
         a_path = _log_weights_z(VAEParams(live.encoder, base.decoder), arch, x, eps, q_params=base)
         return float(np.mean(dec_part + (w_base**2 * a_path).sum(axis=0)))
-    a = _log_weights_z(live, arch, x, eps, base if estimator == "stl" else None, kl_weight)
-    return float(np.mean(a.mean(axis=0) if bound == "elbo" else _log_mean_exp(a, axis=0)))
+    a = _log_weights_z(live, arch, x, eps, base if held.q_held else None, kl_weight)
+    return float(np.mean(a.mean(axis=0) if bound == "elbo" else log_mean_exp_core(a, axis=0)))
 
 
 def directional(f, arrays, grads, direction, h: float):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate
-from .backends import resolve
+from .backends import get as get_backend
+from .inputs import check_batch
 from .memory import check_fits, eval_chunk_bytes
-from .objectives import _forward, _log_weights, check_batch
 from .model import Arch, VAEParams
+from .objectives import forward, log_weights_of
 
 
 def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:
@@ -28,7 +29,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
 
     Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
     whatever `max_elements` is, because the draws are made in one (k, N, Z) order.
-    backend="numba" or "cuda" runs the same computation with npvae.backends.numba_cpu's or cuda_gpu's kernels.
+    backend: one of npvae.backends.BACKENDS; every backend draws the same noise in the same order.
     progress: called with the number of (sample, point) pairs done after each chunk, so k = 10^9 shows it is moving.
     A chunk's memory is estimated first (npvae.memory) and refused if above what the machine has available.
     """
@@ -40,22 +41,20 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     chunk = min(k, _chunk_size(arch, N, max_elements))
     check_fits(f"importance sampling ({arch.spec}, {N} points, {chunk} of the k={k} samples at a time)",
                eval_chunk_bytes(arch, N, chunk, dtype.itemsize), "lower the layer sizes of the model, or the points per batch")
-    name = resolve(backend)
-    if name == "numba":
-        from .backends import numba_cpu
+    return get_backend(backend).log_px(params, arch, x, k, rng, chunk, progress)
 
-        return numba_cpu.log_px(params, arch, x, k, rng, chunk, progress)
-    if name == "cuda":
-        from .backends import cuda_gpu
 
-        return cuda_gpu.log_px(params, arch, x, k, rng, chunk, progress)
+def log_px_core(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
+    """The estimate with k samples in chunks of `chunk`, combined by a running logsumexp; no checking (the NumPy backend's)."""
+    dtype = x.dtype
+    N, Z = x.shape[0], arch.latent_dim
     m = np.full(N, -np.inf, dtype=dtype)  # running max of the log-weights
     s = np.zeros(N, dtype=dtype)  # running sum of exp(a - m)
     done = 0
     while done < k:
         kc = min(chunk, k - done)
         eps = rng.standard_normal((kc, N, Z), dtype=dtype)
-        a = _log_weights(_forward(params, arch, x, eps), eps)  # (kc, N)
+        a = log_weights_of(forward(params, arch, x, eps))  # (kc, N)
         m_new = np.maximum(m, a.max(axis=0))
         # A point whose log-weights are all -inf so far keeps s = 0 (e^(-inf - -inf) would be NaN); NaN stays NaN.
         shift = np.where(m_new == -np.inf, dtype.type(0.0), m_new)

@@ -11,7 +11,7 @@ import numpy as np
 from . import _validate
 
 
-def _log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:
+def log_mean_exp_core(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """Core: logsumexp over `axis` minus log K, shifted by the max; no checking."""
     m = np.max(a, axis=axis, keepdims=True)
     # A slice that is all -inf has m = -inf; shifting by 0 there keeps exp(-inf - 0) = 0 and the result -inf.
@@ -22,7 +22,7 @@ def _log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.squeeze(out, axis=axis)
 
 
-def _softmax(a: np.ndarray, axis: int = 0) -> np.ndarray:
+def softmax_core(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """Core: softmax over `axis` = gradient of LME; no checking (a slice of all -inf gives NaN, by design)."""
     m = np.max(a, axis=axis, keepdims=True)
     e = np.exp(a - m)
@@ -36,7 +36,7 @@ def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:
         raise ValueError(f"log_mean_exp needs at least one log-weight along axis {axis}, got shape {a.shape}")
     if np.any(np.isnan(a)) or np.any(a == np.inf):
         raise ValueError("log-weights must not contain NaN or +inf")
-    return _log_mean_exp(a, axis)
+    return log_mean_exp_core(a, axis)
 
 
 def softmax(a: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -44,4 +44,4 @@ def softmax(a: np.ndarray, axis: int = 0) -> np.ndarray:
     log_mean_exp(a, axis)  # same checks
     if np.any(np.all(a == -np.inf, axis=axis)):
         raise ValueError("every log-weight is -inf for some data point: the weights are undefined (0/0)")
-    return _softmax(a, axis)
+    return softmax_core(a, axis)

@@ -7,9 +7,10 @@ state, so resuming from `last` continues the run bit for bit: 2 epochs straight 
 identical parameters. One process at a time writes a run (an exclusive lock); a kill at any instant
 leaves the files consistent (see npvae.run_dir), and Ctrl-C stops with TrainingInterrupted.
 
-The loop reaches the backend through a stepper: `HostStepper` (numpy, numba) runs the objective and
-Adam on host arrays; for backend="cuda", npvae.backends.cuda_train.DeviceTrainer keeps parameters,
-Adam's state and the epoch's data on the device, and only eps and a few scalars cross per step.
+The loop reaches the backend through its stepper (npvae.backends.get(name).stepper): for numpy and
+numba, npvae.backends.host_stepper.HostStepper runs the backend's bound and Adam on host arrays; for
+cuda, npvae.backends.cuda_train.DeviceTrainer keeps parameters, Adam's state and the epoch's data on
+the device, and only eps and a few scalars cross per step. The data is checked once per epoch.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from . import __version__
 from . import run_dir as rd
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .memory import check_fits, eval_chunk_bytes, step_bytes
+from .backends import get as get_backend
 from .backends import resolve
 from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
 from .likelihoods import output_bias_from_data
 from .model import Arch, flatten, init_params, param_names, param_shapes, unflatten
-from .objectives import bound_value, objective
-from .optim import AdamState, adam_init, adam_update
+from .objectives import bound_value
+from .optim import AdamState, adam_init
 
 
 class TrainingDiverged(RuntimeError):
@@ -219,58 +221,11 @@ def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, gr
     )
 
 
-class HostStepper:
-    """Adam steps on host arrays, for backends "numpy" and "numba": objective(...), then the update.
-
-    The trainer's interface to a backend, shared with npvae.backends.cuda_train.DeviceTrainer:
-    start_epoch(x, order); step(lo, hi, eps, kl_weight, lr) -> (the mean bound of the batch
-    x[order[lo:hi]], None) or (nan, what went non-finite); state() -> (params, AdamState) at the end
-    of an epoch; failed_step() -> (value, grads, params) of the step that went non-finite, params
-    as they were before it, or after it where the update works in place (numba, cuda).
-    """
-
-    def __init__(self, config: TrainConfig, arch: Arch, backend: str, params, adam: AdamState):
-        self.arch, self.backend, self.params, self.adam = arch, backend, params, adam
-        self.options = dict(bound=config.bound, kl=config.kl, estimator=config.estimator, free_bits=config.free_bits, backend=backend)
-        self.betas, self.adam_eps = (config.beta1, config.beta2), config.adam_eps
-        self.failed = None
-
-    def start_epoch(self, x, order) -> None:
-        self.x, self.order = x, order
-
-    def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):
-        xb = self.x[self.order[lo:hi]]
-        value, grads = objective(unflatten(self.arch, self.params), self.arch, xb, eps, kl_weight=kl_weight, **self.options)
-        g = flatten(grads)
-        self.failed = (value, g, self.params)
-        if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
-            return float("nan"), "bound or gradient"
-        if self.backend == "numba":  # in place, on minus the gradient without building it; equal to adam_update bit for bit
-            from .backends.numba_cpu import adam_update_
-
-            params, adam = adam_update_(self.params, g, self.adam, lr, self.betas, self.adam_eps, sign=-1.0)
-        else:
-            params, adam = adam_update(self.params, [-a for a in g], self.adam, lr, self.betas, self.adam_eps)
-        if not all(np.all(np.isfinite(a)) for a in params):
-            return float("nan"), "parameter after the update"
-        self.params, self.adam = params, adam
-        return float(value.mean()), None
-
-    def state(self):
-        return self.params, self.adam
-
-    def failed_step(self):
-        return self.failed
-
-
 def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
-    """The backend's stepper, starting from state's parameters and Adam state."""
-    if backend == "cuda":
-        from .backends.cuda_train import DeviceTrainer
-
-        return DeviceTrainer(arch, state.params, state.adam, batch_size=config.batch_size, bound=config.bound, kl=config.kl,
-                             estimator=config.estimator, free_bits=config.free_bits, betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
-    return HostStepper(config, arch, backend, state.params, state.adam)
+    """The backend's stepper (npvae.backends.protocol), starting from state's parameters and Adam state."""
+    return get_backend(backend).stepper(arch, state.params, state.adam, batch_size=config.batch_size, bound=config.bound,
+                                        kl=config.kl, estimator=config.estimator, free_bits=config.free_bits,
+                                        betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
 
 
 # A per-point bound below -ABSURD_NATS_PER_DIM * D means logits of about that size confidently wrong in every dimension:

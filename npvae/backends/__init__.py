@@ -1,8 +1,9 @@
 """Choosing where the kernels run: "numpy" (the specification), "numba" (CPU kernels), "cuda" (GPU kernels), "auto".
 
 The model, the objectives and the trainer are the same for every backend; only the kernels differ.
-Importing this package imports no numba, compiles nothing and probes no GPU: `resolve` does the
-probing, and only when it is called.
+`get(name)` returns the backend's object (npvae.backends.protocol.Backend); nothing outside this
+package compares backend names. Importing this package imports no numba, compiles nothing and probes
+no GPU: `resolve` does the probing, and `get` the importing, only when called.
 """
 
 from __future__ import annotations
@@ -63,3 +64,13 @@ def resolve(backend: str) -> str:
     if backend == "numba" and not numba_available():
         raise ValueError("backend='numba' needs the numba package (pip install numba); or use backend='numpy'")
     return backend
+
+
+_MODULES = {"numpy": "numpy_ref", "numba": "numba_cpu", "cuda": "cuda_gpu"}
+
+
+def get(backend: str):
+    """The Backend object for a name in BACKENDS ("auto" resolved as in `resolve`); imports its kernels on first use."""
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{_MODULES[resolve(backend)]}").BACKEND

@@ -14,16 +14,12 @@ import threading
 
 import numpy as np
 
-from ..layers import ACTIVATIONS, Dense
+from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import binary_input
 from . import kernels as kern
-from . import scalar
-
-_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # identity, relu, tanh, softplus -> scalar codes
-assert _ACT == {"identity": scalar.IDENTITY, "relu": scalar.RELU, "tanh": scalar.TANH, "softplus": scalar.SOFTPLUS}
-_LIK = {"bernoulli": scalar.BERNOULLI, "gaussian": scalar.GAUSSIAN, "gaussian-learned": scalar.GAUSSIAN_LEARNED}
-_ESTIMATOR = {"reparam": kern.REPARAM, "stl": kern.STL, "dreg": kern.DREG}
+from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
+from .protocol import Backend
 
 
 class Workspace:
@@ -67,11 +63,11 @@ def _mlp_forward(ws, tag, layers, x, code, ones=None):
             binary_input.matmul(*ones, W, a)
         else:
             np.matmul(h, W, out=a)
-        act = code if i < len(layers) - 1 else scalar.IDENTITY
+        act = code if i < len(layers) - 1 else IDENTITY
         # softplus' derivative needs the pre-activation a; the others can overwrite it with y.
-        y = ws.get((tag, i, "y"), a.shape, a.dtype) if act == scalar.SOFTPLUS else a
+        y = ws.get((tag, i, "y"), a.shape, a.dtype) if act == SOFTPLUS else a
         kern.bias_activation(a, b, act, y)
-        caches.append((h, a if act == scalar.SOFTPLUS else y))
+        caches.append((h, a if act == SOFTPLUS else y))
         h = y
     return h, caches
 
@@ -87,7 +83,7 @@ def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
         h, cache = caches[i]
         W = layers[i].W
         db = np.empty(W.shape[1], dtype=d.dtype)
-        kern.activation_backward(d, cache, code if i < len(layers) - 1 else scalar.IDENTITY, db)
+        kern.activation_backward(d, cache, code if i < len(layers) - 1 else IDENTITY, db)
         if i == 0 and ones is not None:
             dW = np.empty(W.shape, dtype=d.dtype)
             binary_input.matmul_t(*ones, d, dW)
@@ -101,16 +97,6 @@ def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
     return tuple(grads), (d if need_dx else None)
 
 
-def _lik_constants(arch: Arch, t):
-    """The two constants each likelihood kernel takes, in the data's float type."""
-    lik = arch.likelihood
-    if lik.name == "gaussian":
-        return t(lik.sigma2), t(math.log(2.0 * math.pi * lik.sigma2))
-    if lik.name == "gaussian-learned":
-        return t(lik.min_log_var), t(math.log(2.0 * math.pi))
-    return t(0.0), t(0.0)
-
-
 def _binary_ones(ws, x):
     """binary_input's (colptr, rows) of the ones of x (N, D) if it is binary and sparse enough, else None."""
     N, D = x.shape
@@ -122,39 +108,36 @@ def _binary_ones(ws, x):
 
 def _encode(ws, params, arch, x):
     """mu, log_var (N, Z), the encoder's caches, and binary_input's grouping of x's ones (or None) for its backward."""
-    code = _ACT[arch.activation]
+    code = ACTIVATION[arch.activation]
     ones = _binary_ones(ws, x)
     h, caches = _mlp_forward(ws, "enc", params.encoder, x, code, ones)
     Z = arch.latent_dim
     return h[:, :Z], h[:, Z:], (caches, ones)
 
 
-def _sample_decode(ws, params, arch, x, eps, mu, log_var, want_lp):
-    """z, sd, lp_lq and the decoder output (K, N, D_out) for noise eps (K, N, Z)."""
+def _sample_decode(ws, params, arch, eps, mu, log_var, want_lp):
+    """z (K N, Z), sd (N, Z), lp_lq (K, N) and the decoder output (K N, D_out) for noise eps (K, N, Z)."""
     K, N, Z = eps.shape
-    dt = x.dtype
-    z = ws.get("z", (K, N, Z), dt)
+    dt = eps.dtype
+    z = ws.get("z", (K * N, Z), dt)
     sd = ws.get("sd", (N, Z), dt)
     lp_lq = ws.get("lp_lq", (K, N), dt)
-    kern.sample(mu, log_var, eps, z, sd, lp_lq, want_lp)
-    out, caches = _mlp_forward(ws, "dec", params.decoder, z.reshape(K * N, Z), _ACT[arch.activation])
-    return z, sd, lp_lq, out.reshape(K, N, -1), caches
+    kern.sample(mu, log_var, eps.reshape(K * N, Z), z, sd, lp_lq, want_lp)
+    out, caches = _mlp_forward(ws, "dec", params.decoder, z, ACTIVATION[arch.activation])
+    return z, sd, lp_lq, out, caches
 
 
-def _head(ws, arch, x, out, lp_lq, mode, beta, wconst, grad):
+def _head(ws, arch, x, out, lp_lq, mode, beta, grad):
+    """value (N,), logw, w, wn (K, N) from the decoder output (K N, D_out); with grad, out becomes d(batch mean)/d out."""
     K, N = lp_lq.shape
     t = x.dtype.type
-    c1, c2 = _lik_constants(arch, t)
+    lik = arch.likelihood
+    c1, c2 = lik.kind.constants(lik, t)
     value = np.empty(N, dtype=x.dtype)
-    logw = ws.get("logw", (K, N), x.dtype)
-    w = ws.get("w", (K, N), x.dtype)
-    wn = ws.get("wn", (K, N), x.dtype)
-    kern.head(out, x, lp_lq, _LIK[arch.likelihood.name], c1, c2, mode, t(beta), t(wconst), t(N), grad, value, logw, w, wn)
+    logw, w, wn = (ws.get(name, (K, N), x.dtype) for name in ("logw", "w", "wn"))
+    kern.head_kernels(lik.kind).head(out, x, lp_lq, c1, c2, mode, t(beta), t(1.0 / K), t(N), t(math.log(K)), grad,
+                                     value, logw, w, wn)
     return value, logw, w, wn
-
-
-def _mode(bound, kl):
-    return kern.ANALYTIC if kl == "analytic" else (kern.ELBO_MC if bound == "elbo" else kern.IWAE)
 
 
 def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
@@ -164,22 +147,19 @@ def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, 
     K, N, Z = eps.shape
     t = x.dtype.type
     beta = t(kl_weight)
-    mode = _mode(bound, kl)
+    mode = HEAD[(bound, kl)]
     mu, log_var, (enc_caches, ones) = _encode(ws, params, arch, x)
-    z, sd, lp_lq, out, dec_caches = _sample_decode(ws, params, arch, x, eps, mu, log_var, mode != kern.ANALYTIC)
-    # Decoder weights as NumPy rounds them: 1/(K N) for the analytic KL, (1/K)/N for the MC ELBO.
-    wconst = 1.0 / (K * N) if mode == kern.ANALYTIC else 1.0 / K
-    value, _, w, wn = _head(ws, arch, x, out, lp_lq, mode, beta, wconst, True)  # out now holds dout
-    code = _ACT[arch.activation]
-    dec_grads, dz = _mlp_backward(ws, "dec", params.decoder, dec_caches, out.reshape(K * N, -1), code, True)
+    z, sd, lp_lq, out, dec_caches = _sample_decode(ws, params, arch, eps, mu, log_var, mode != ANALYTIC)
+    value, _, w, wn = _head(ws, arch, x, out, lp_lq, mode, beta, True)  # out now holds dout
+    code = ACTIVATION[arch.activation]
+    dec_grads, dz = _mlp_backward(ws, "dec", params.decoder, dec_caches, out, code, True)
     above = ws.get("above", (N, Z), np.bool_)
-    if mode == kern.ANALYTIC:
+    if mode == ANALYTIC:
         kl_value = ws.get("kl", (N,), x.dtype)
         kern.kl_free_bits(mu, log_var, t(free_bits), kl_value, above)
         value -= beta * kl_value
     dh = ws.get("dh", (N, 2 * Z), x.dtype)
-    kern.latent_backward(dz.reshape(K, N, Z), z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
-                         _ESTIMATOR[estimator], dh)
+    kern.latent_backward(dz, z, eps.reshape(K * N, Z), sd, mu, log_var, w, wn, above, beta, t(N), mode, ESTIMATOR[estimator], dh)
     enc_grads, _ = _mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False, ones)
     return value, VAEParams(enc_grads, dec_grads)
 
@@ -189,8 +169,8 @@ def log_weights(params: VAEParams, arch: Arch, x, eps):
     x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
     ws = workspace()
     mu, log_var, _ = _encode(ws, params, arch, x)
-    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, True)
-    _, logw, _, _ = _head(ws, arch, x, out, lp_lq, kern.ELBO_MC, 1.0, 1.0 / eps.shape[0], False)
+    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, True)
+    _, logw, _, _ = _head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
     return logw.copy()
 
 
@@ -199,11 +179,11 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
     ws = workspace()
     K, N, Z = eps.shape
-    mode = _mode(bound, kl)
+    mode = HEAD[(bound, kl)]
     mu, log_var, _ = _encode(ws, params, arch, x)
-    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, mode != kern.ANALYTIC)
-    value, _, _, _ = _head(ws, arch, x, out, lp_lq, mode, 1.0, 1.0 / K, False)
-    if mode == kern.ANALYTIC:
+    _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, mode != ANALYTIC)
+    value, _, _, _ = _head(ws, arch, x, out, lp_lq, mode, 1.0, False)
+    if mode == ANALYTIC:
         kl_value = ws.get("kl", (N,), x.dtype)
         kern.kl_free_bits(mu, log_var, x.dtype.type(-np.inf), kl_value, ws.get("above", (N, Z), np.bool_))
         value -= kl_value
@@ -230,8 +210,8 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
     while done < k:
         kc = min(chunk, k - done)
         eps = rng.standard_normal((kc, N, Z), dtype=dtype)
-        _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, x, eps, mu, log_var, True)
-        _, logw, _, _ = _head(ws, arch, x, out, lp_lq, kern.ELBO_MC, 1.0, 1.0 / kc, False)
+        _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, True)
+        _, logw, _, _ = _head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
         kern.lme_update(logw, m, s)
         done += kc
         if progress is not None:
@@ -244,11 +224,11 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
 def log_mean_exp(a):
     """LME over axis 0 of a (K, N) -> (N,), fresh; no checking."""
     out = np.empty(a.shape[1:], dtype=a.dtype)
-    kern.log_mean_exp(a.reshape(a.shape[0], -1), out.reshape(-1))
+    kern.log_mean_exp(a.reshape(a.shape[0], -1), a.dtype.type(math.log(a.shape[0])), out.reshape(-1))
     return out
 
 
-def adam_update_(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
+def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
     """npvae.optim.adam_update IN PLACE on params and state's m, v (with gradient sign * grads); returns (params, new state).
 
     The trainer passes the bound's gradient with sign = -1 (Adam descends on the loss) and so never
@@ -267,3 +247,14 @@ def adam_update_(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, si
             if not np.shares_memory(a, f):
                 a[...] = f.reshape(a.shape)
     return params, AdamState(step, state.m, state.v)
+
+
+def stepper(arch: Arch, params, adam, **options):
+    """The trainer's stepper: Adam on host arrays, updated in place (npvae.backends.host_stepper)."""
+    from .host_stepper import HostStepper
+
+    return HostStepper(BACKEND, arch, params, adam, **options)
+
+
+adam_update_ = adam_step  # the name it had, for callers of the module
+BACKEND = Backend("numba", bound_and_grad, bound_value, log_weights, log_px, log_mean_exp, adam_step, stepper)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..linear_vae import best_linear_vae
-from ..lme import _log_mean_exp
+from ..lme import log_mean_exp_core
 from ..model import flatten
 from ..objectives import log_weights, objective
 from . import _common as c
@@ -54,7 +54,7 @@ def iwae_curve(params, arch, x, Ks, budget: int, rng) -> dict:
     for K in Ks:
         R = max(256, budget // K)
         a = log_weights(params, arch, x, rng.standard_normal((R * K, x.shape[0], arch.latent_dim)))  # (R K, N)
-        est = _log_mean_exp(a.reshape(R, K, -1), axis=1)  # (R, N): R independent IWAE_K estimates per point
+        est = log_mean_exp_core(a.reshape(R, K, -1), axis=1)  # (R, N): R independent IWAE_K estimates per point
         m, se = c.mean_se(est)
         means.append(m)
         ses.append(se)

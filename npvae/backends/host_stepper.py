@@ -1,0 +1,56 @@
+"""Training steps on host arrays (backends numpy and numba): the backend's bound_and_grad, then its Adam step.
+
+The trainer's interface to a backend, shared with npvae.backends.cuda_train.DeviceTrainer:
+start_epoch(x, order); step(lo, hi, eps, kl_weight, lr) -> (the mean bound of the batch
+x[order[lo:hi]], None) or (nan, what went non-finite); state() -> (params, AdamState) at the end
+of an epoch; failed_step() -> (value, grads, params) of the step that went non-finite, params
+as they were before it, or after it where the update works in place (numba, cuda).
+The epoch's data is validated once, in start_epoch; each step calls the backend's private core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inputs import check_options, check_x_data
+from ..model import Arch, check_params, flatten, unflatten
+from ..optim import AdamState
+
+
+class HostStepper:
+    """Adam on minus the bound, parameters as a flat list of host arrays (npvae.model.flatten order)."""
+
+    def __init__(self, backend, arch: Arch, params, adam: AdamState, *, batch_size: int, bound: str, kl: str, estimator: str,
+                 free_bits: float, betas, adam_eps: float):
+        self.dtype = check_params(arch, unflatten(arch, params))
+        check_options(bound, kl, estimator, 1.0, free_bits)
+        self.backend, self.arch, self.params, self.adam = backend, arch, params, adam
+        self.options = (bound, kl, estimator)
+        self.free_bits, self.betas, self.adam_eps = free_bits, betas, adam_eps
+        self.failed = None
+
+    def start_epoch(self, x, order) -> None:
+        """The epoch's training data x (N, D), checked here once, and its shuffle order."""
+        check_x_data(self.arch, x, self.dtype)
+        self.x, self.order = x, order
+
+    def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):
+        xb = self.x[self.order[lo:hi]]
+        value, grads = self.backend.bound_and_grad(unflatten(self.arch, self.params), self.arch, xb, eps, *self.options,
+                                                   kl_weight, self.free_bits)
+        g = flatten(grads)
+        self.failed = (value, g, self.params)
+        if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
+            return float("nan"), "bound or gradient"
+        # On minus the gradient (Adam descends on the loss), without building it where the backend works in place.
+        params, adam = self.backend.adam_step(self.params, g, self.adam, lr, self.betas, self.adam_eps, -1.0)
+        if not all(np.all(np.isfinite(a)) for a in params):
+            return float("nan"), "parameter after the update"
+        self.params, self.adam = params, adam
+        return float(value.mean()), None
+
+    def state(self):
+        return self.params, self.adam
+
+    def failed_step(self):
+        return self.failed

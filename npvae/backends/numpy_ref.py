@@ -1,0 +1,28 @@
+"""The NumPy backend: the specification itself (npvae.objectives, npvae.importance, npvae.lme, npvae.optim) as a Backend."""
+
+from __future__ import annotations
+
+from ..importance import log_px_core
+from ..lme import log_mean_exp_core
+from ..objectives import bound_and_grad, bound_value_core, forward, log_weights_of
+from ..optim import adam_update
+from .protocol import Backend
+
+
+def log_weights(params, arch, x, eps):
+    return log_weights_of(forward(params, arch, x, eps))
+
+
+def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
+    """optim.adam_update on sign * grads (a new list: nothing is updated in place)."""
+    return adam_update(params, [g.dtype.type(sign) * g for g in grads], state, lr, betas, eps)
+
+
+def stepper(arch, params, adam, **options):
+    from .host_stepper import HostStepper
+
+    return HostStepper(BACKEND, arch, params, adam, **options)
+
+
+BACKEND = Backend("numpy", bound_and_grad, bound_value_core, log_weights, log_px_core,
+                  lambda a: log_mean_exp_core(a, axis=0), adam_step, stepper)

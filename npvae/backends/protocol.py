@@ -1,0 +1,28 @@
+"""The one interface every backend implements; `npvae.backends.get(name)` returns its object.
+
+All functions are private cores: inputs are already validated by the public entry points
+(npvae.objectives, npvae.importance, npvae.train), and results are fresh NumPy arrays.
+Shapes: x (N, D), eps (K, N, Z); options as in npvae.objectives.objective.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+
+class Backend(NamedTuple):
+    """A backend: where the kernels run. The NumPy one (npvae.backends.numpy_ref) is the specification."""
+
+    name: str
+    # (params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits) -> (value (N,), VAEParams gradient of the batch mean)
+    bound_and_grad: Callable
+    bound_value: Callable  # (params, arch, x, eps, bound, kl) -> value (N,)
+    log_weights: Callable  # (params, arch, x, eps) -> a (K, N)
+    log_px: Callable  # (params, arch, x, k, rng, chunk, progress) -> importance-sampled log p(x) (N,)
+    log_mean_exp: Callable  # (a (K, N)) -> (N,)
+    # (params list, gradient list, AdamState, lr, betas, eps, sign) -> (params, AdamState) for gradient sign * grads;
+    # may update params and the state's arrays in place.
+    adam_step: Callable
+    # (arch, params list, AdamState, *, batch_size, bound, kl, estimator, free_bits, betas, adam_eps) -> the trainer's
+    # stepper: start_epoch(x, order), step(lo, hi, eps, kl_weight, lr), state(), failed_step() (npvae.backends.host_stepper).
+    stepper: Callable
