@@ -5,8 +5,9 @@ Workloads (binarised MNIST, float32, one thread everywhere; jax through XLA_FLAG
   B-k    784-200-200-50 tanh, IWAE with k = 1, 5, 50, batch 128 (Burda et al. 2016)
   eval   importance-sampled log p(x) of --eval-n test points with k = --eval-k, model B
 
-A training step is what npvae.train does per batch: the objective and its gradient, then Adam
-(numpy: adam_update; numba: the in-place kernel; torch: autograd + torch.optim.Adam). Every backend
+A training step is what npvae.train does per batch: the backend's stepper (the bound and its gradient,
+then Adam: numpy's adam_update, numba's in-place kernel, cuda's device-resident trainer; torch: autograd +
+torch.optim.Adam). Every backend
 starts from the same parameters (torch's are copied from npvae's), sees the same batches and the
 same noise eps, drawn before the clock starts. Warm-up steps (numba's compilation included) are
 not timed. Each figure is the median of --repeats timed runs of --steps steps, in samples/s.
@@ -32,9 +33,10 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from npvae import Arch, Likelihood, flatten, init_params, log_px, objective
+from npvae.backends import get as get_backend
 from npvae.data import subset_indices
 from npvae.data import load
-from npvae.optim import adam_init, adam_update
+from npvae.optim import adam_init
 
 WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
     "A": ("784-400-20", "relu", "elbo", "analytic", 1),
@@ -117,42 +119,17 @@ def problem(name, x_train, steps, seed=0):
 
 
 def npvae_steps(backend, arch, params, batches, eps, options):
-    """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps), state carried across calls."""
+    """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps) as npvae.train does: the backend's stepper
+    (npvae.backends.get(backend).stepper), the data checked once, before the clock; state carried across calls."""
     flat = [a.copy() for a in flatten(params)]
-    state = [adam_init(flat)]
-    from npvae.model import unflatten
-
-    if backend == "cuda":
-        return _cuda_steps(arch, flat, state[0], batches, eps, options)
-    if backend == "numba":
-        from npvae.backends.numba_cpu import adam_update_
-
-    def run(i0, i1):
-        p, s = flat, state[0]
-        for xb, e in zip(batches[i0:i1], eps[i0:i1]):
-            _, grads = objective(unflatten(arch, p), arch, xb, e, backend=backend, **options)
-            g = flatten(grads)
-            if backend == "numba":
-                p, s = adam_update_(p, g, s, 1e-3, sign=-1.0)
-            else:
-                p, s = adam_update(p, [-a for a in g], s, 1e-3)
-        flat[:] = p
-        state[0] = s
-
-    return run
-
-
-def _cuda_steps(arch, flat, adam, batches, eps, options):
-    """As npvae.train does on backend="cuda": the device-resident trainer, every batch uploaded once, before the clock."""
-    from npvae.backends.cuda_train import DeviceTrainer
-
-    trainer = DeviceTrainer(arch, flat, adam, batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999), adam_eps=1e-8, **options)
+    stepper = get_backend(backend).stepper(arch, flat, adam_init(flat), batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999),
+                                           adam_eps=1e-8, **options)
     x = np.concatenate(batches)
-    trainer.start_epoch(x, np.arange(x.shape[0]))
+    stepper.start_epoch(x, np.arange(x.shape[0]))
 
     def run(i0, i1):
-        for i in range(i0, i1):  # each step reads back its summary: the clock stops after the device did the work
-            trainer.step(i * BATCH, (i + 1) * BATCH, eps[i], 1.0, 1e-3)
+        for i in range(i0, i1):  # on cuda each step reads back its summary: the clock stops after the device did the work
+            stepper.step(i * BATCH, (i + 1) * BATCH, eps[i], 1.0, 1e-3)
 
     return run
 
@@ -267,9 +244,8 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
             t = time.perf_counter()
             lp = jax_log_px(_jax(), arch, params, x, k, batch, chunk_of)
         else:
-            if b in ("numba", "cuda"):  # compile outside the clock
-                log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)
-                t = time.perf_counter()
+            log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend=b)  # compile outside the clock
+            t = time.perf_counter()
             lp = np.concatenate([log_px(params, arch, x[i:i + batch], k, np.random.default_rng((seed, i)), backend=b)
                                  for i in range(0, n, batch)])
         out[b] = {"seconds": time.perf_counter() - t, "mean_log_px": float(np.mean(lp))}

@@ -197,7 +197,8 @@ def _sample(W, b, A, c, log_var1, s2, n, rng):
 class TwoLayerLinearGaussian:
     """p(z2) = N(0, I), p(z1|z2) = N(A z2 + c, diag(exp(log_var1))), p(x|z1) = N(W z1 + b, sigma2 I).
 
-    Burda et al. 2016's two-layer architecture, linear; its exact oracle (module docstring). Parameters are stored as read-only copies; sigma2 as a scalar of the model's dtype.
+    Burda et al. 2016's two-layer architecture made linear (module docstring). Parameters are stored as
+    read-only copies; sigma2 as a scalar of the model's dtype.
     """
 
     W: np.ndarray

@@ -116,10 +116,11 @@ def test_log_joint_and_log_q_match_scipy():
     mq, Sq = q_joint(q)
     lp, lq = model.log_joint(x, z1, z2), model.log_q(z1, z2, *q)
     assert lp.shape == lq.shape == (2, 3)
+    V1 = np.diag(np.exp(model.log_var1))
     for k in range(2):
         for n in range(3):
             expected = (multivariate_normal(model.W @ z1[k, n] + model.b, model.sigma2 * np.eye(4)).logpdf(x[n])
-                        + multivariate_normal(model.A @ z2[k, n] + model.c, np.diag(np.exp(model.log_var1))).logpdf(z1[k, n])
+                        + multivariate_normal(model.A @ z2[k, n] + model.c, V1).logpdf(z1[k, n])
                         + multivariate_normal(np.zeros(2), np.eye(2)).logpdf(z2[k, n]))
             np.testing.assert_allclose(lp[k, n], expected, rtol=1e-12)
             z = np.concatenate([z1[k, n], z2[k, n]])
@@ -255,7 +256,7 @@ def test_sample_moments_and_reproducibility():
     assert x.shape == (n, 3) and z1.shape == (n, 2) and z2.shape == (n, 2)
     mean, C = joint(model)
     v = np.concatenate([z1, z2, x], axis=1)
-    # Standard errors of Gaussian sample moments (see test_linear_gaussian); 5 SE over 28 statistics.
+    # Standard errors of Gaussian sample moments (see test_linear_gaussian); 5 SE over 27 distinct statistics.
     np.testing.assert_array_less(np.abs(v.mean(0) - mean), 5 * np.sqrt(np.diag(C) / n))
     se_cov = np.sqrt((np.outer(np.diag(C), np.diag(C)) + C**2) / n)
     np.testing.assert_array_less(np.abs(np.cov(v, rowvar=False, bias=True) - C), 5 * se_cov)

@@ -2,7 +2,7 @@
 
 Matrix products are CuPy's cuBLAS where `cupy` imports, else the shared-memory tiled kernel
 (npvae.backends.cuda_kernels.gemm); everything between them is one of cuda_kernels' element-wise
-kernels. The private cores (`_bound_and_grad`, `_adam`) take and return device arrays; the public
+kernels. The device cores (`bound_and_grad_device`, `adam_device`) take and return device arrays; the public
 functions, with the same signatures as numba_cpu's, copy parameters, x and eps to the device per call
 and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
 on the device across steps instead (npvae.backends.cuda_train). No checking here: npvae.objectives
@@ -19,8 +19,8 @@ from numba import cuda
 from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import cuda_kernels as ck
-from . import scalar
-from .numba_cpu import _ACT, _ESTIMATOR, _LIK, _lik_constants, _mode
+from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
+from .protocol import Backend
 
 try:  # cuBLAS through CuPy where it is installed; the tiled kernel otherwise
     import cupy as _cp
@@ -51,10 +51,10 @@ def _mlp_forward(layers, x, code):
     caches = []
     for i, (W, b) in enumerate(layers):
         a = _matmul(h, W)
-        act = code if i < len(layers) - 1 else scalar.IDENTITY
-        y = _empty(a.shape, a.dtype) if act == scalar.SOFTPLUS else a  # softplus' backward needs a
+        act = code if i < len(layers) - 1 else IDENTITY
+        y = _empty(a.shape, a.dtype) if act == SOFTPLUS else a  # softplus' backward needs a
         ck.launch(ck.bias_activation, a.size, a, b, act, y)
-        caches.append((h, a if act == scalar.SOFTPLUS else y))
+        caches.append((h, a if act == SOFTPLUS else y))
         h = y
     return h, caches
 
@@ -66,7 +66,7 @@ def _mlp_backward(layers, caches, dout, code, need_dx, out=None):
     for i in reversed(range(len(layers))):
         h, cache = caches[i]
         W = layers[i].W
-        ck.launch(ck.activation_backward, d.size, d, cache, code if i < len(layers) - 1 else scalar.IDENTITY)
+        ck.launch(ck.activation_backward, d.size, d, cache, code if i < len(layers) - 1 else IDENTITY)
         dW, db = (None, _empty(W.shape[1], d.dtype)) if out is None else out[i]
         ck.launch(ck.column_sum, W.shape[1], d, db)
         grads[i] = Dense(_matmul(h, d, ta=True, out=dW), db)
@@ -84,7 +84,7 @@ def _to_host(params: VAEParams) -> VAEParams:
 
 
 def _encode(dev, arch, x):
-    h, caches = _mlp_forward(dev.encoder, x, _ACT[arch.activation])
+    h, caches = _mlp_forward(dev.encoder, x, ACTIVATION[arch.activation])
     Z = arch.latent_dim
     return h[:, :Z], h[:, Z:], caches
 
@@ -95,19 +95,21 @@ def _sample_decode(dev, arch, eps, mu, log_var, want_lp):
     N = mu.shape[0]
     K = KN // N
     z, sd, lp_lq = _empty((KN, Z), eps.dtype), _empty((N, Z), eps.dtype), _empty((K, N), eps.dtype)
-    ck.launch(ck.sample, KN, mu, log_var, eps, z, sd, lp_lq, want_lp)
-    out, caches = _mlp_forward(dev.decoder, z, _ACT[arch.activation])
+    ck.launch(ck.std_kernel, N * Z, log_var, sd)
+    ck.launch(ck.sample, KN, mu, log_var, sd, eps, z, lp_lq, want_lp)
+    out, caches = _mlp_forward(dev.decoder, z, ACTIVATION[arch.activation])
     return z, sd, lp_lq, out, caches
 
 
-def _head(arch, x, out, lp_lq, kl, mode, beta, wconst, grad):
+def _head(arch, x, out, lp_lq, kl, mode, beta, grad):
     """value (N,), logw, w, wn (K, N) on the device; with grad, out becomes dout (kernels.head)."""
     K, N = lp_lq.shape
     t = np.dtype(x.dtype).type
-    c1, c2 = _lik_constants(arch, t)
+    lik = arch.likelihood
+    c1, c2 = lik.kind.constants(lik, t)
     value, logw, w, wn = _empty(N, x.dtype), _empty((K, N), x.dtype), _empty((K, N), x.dtype), _empty((K, N), x.dtype)
-    ck.launch(ck.row_log_lik, K * N, out, x, lp_lq, _LIK[arch.likelihood.name], c1, c2, mode, t(beta), grad, logw)
-    ck.launch(ck.weights, N, logw, kl, mode, t(beta), t(wconst), t(N), t(math.log(K)), grad, out, value, w, wn)
+    ck.launch(ck.row_log_lik(lik.kind), K * N, out, x, lp_lq, c1, c2, mode, t(beta), grad, logw)
+    ck.launch(ck.weights, N, logw, kl, mode, t(beta), t(1.0 / K), t(N), t(math.log(K)), grad, out, value, w, wn)
     return value, logw, w, wn
 
 
@@ -123,30 +125,29 @@ def _inputs(x, eps):
     return cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(np.ascontiguousarray(eps).reshape(-1, eps.shape[2]))
 
 
-def _bound_and_grad(dev: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0, out=None):
+def bound_and_grad_device(dev: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0, out=None):
     """Device value (N,) and device gradient of its batch mean (written into `out`'s arrays if given) for device params, x (N, D), eps (K N, Z)."""
     N, Z = x.shape[0], arch.latent_dim
     K = eps.shape[0] // N
     t = np.dtype(x.dtype).type
     beta = t(kl_weight)
-    mode = _mode(bound, kl)
+    mode = HEAD[(bound, kl)]
     mu, log_var, enc_caches = _encode(dev, arch, x)
     kl_value, above = _kl(mu, log_var, t(free_bits))  # used (and `above` read) only for the analytic KL
-    z, sd, lp_lq, d, dec_caches = _sample_decode(dev, arch, eps, mu, log_var, mode != ck.ANALYTIC)
-    wconst = 1.0 / (K * N) if mode == ck.ANALYTIC else 1.0 / K  # as numba_cpu: NumPy's rounding of the weights
-    value, _, w, wn = _head(arch, x, d, lp_lq, kl_value, mode, beta, wconst, True)  # d: decoder output, now its gradient
-    code = _ACT[arch.activation]
+    z, sd, lp_lq, d, dec_caches = _sample_decode(dev, arch, eps, mu, log_var, mode != ANALYTIC)
+    value, _, w, wn = _head(arch, x, d, lp_lq, kl_value, mode, beta, True)  # d: decoder output, now its gradient
+    code = ACTIVATION[arch.activation]
     dec_grads, dz = _mlp_backward(dev.decoder, dec_caches, d, code, True, None if out is None else out.decoder)
     dh = _empty((N, 2 * Z), x.dtype)
     ck.launch(ck.latent_backward, N * Z, dz, z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
-              _ESTIMATOR[estimator], dh)
+              ESTIMATOR[estimator], dh)
     enc_grads, _ = _mlp_backward(dev.encoder, enc_caches, dh, code, False, None if out is None else out.encoder)
     return value, VAEParams(enc_grads, dec_grads)
 
 
 def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
-    """The value (N,) and the gradient of its batch mean, as objectives._bound_and_grad; no checking."""
-    value, grads = _bound_and_grad(_to_device(params), arch, *_inputs(x, eps), bound, kl, estimator, kl_weight, free_bits)
+    """The value (N,) and the gradient of its batch mean, as objectives.bound_and_grad; no checking."""
+    value, grads = bound_and_grad_device(_to_device(params), arch, *_inputs(x, eps), bound, kl, estimator, kl_weight, free_bits)
     return value.copy_to_host(), _to_host(grads)
 
 
@@ -156,20 +157,19 @@ def log_weights(params: VAEParams, arch: Arch, x, eps):
     xd, ed = _inputs(x, eps)
     mu, log_var, _ = _encode(dev, arch, xd)
     _, _, lp_lq, out, _ = _sample_decode(dev, arch, ed, mu, log_var, True)
-    _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ck.ELBO_MC, 1.0, 1.0 / eps.shape[0], False)
+    _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
     return logw.copy_to_host()
 
 
 def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     """The bound per point (N,) without gradients, as objectives.bound_value; no checking."""
-    K = eps.shape[0]
-    mode = _mode(bound, kl)
+    mode = HEAD[(bound, kl)]
     dev = _to_device(params)
     xd, ed = _inputs(x, eps)
     mu, log_var, _ = _encode(dev, arch, xd)
     kl_value, _ = _kl(mu, log_var, x.dtype.type(-np.inf))  # lambda = -inf: the plain KL
-    _, _, lp_lq, out, _ = _sample_decode(dev, arch, ed, mu, log_var, mode != ck.ANALYTIC)
-    value, _, _, _ = _head(arch, xd, out, lp_lq, kl_value, mode, 1.0, 1.0 / K, False)
+    _, _, lp_lq, out, _ = _sample_decode(dev, arch, ed, mu, log_var, mode != ANALYTIC)
+    value, _, _, _ = _head(arch, xd, out, lp_lq, kl_value, mode, 1.0, False)
     return value.copy_to_host()
 
 
@@ -187,7 +187,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
         kc = min(chunk, k - done)
         eps = cuda.to_device(rng.standard_normal((kc, N, Z), dtype=dtype).reshape(kc * N, Z))
         _, _, lp_lq, out, _ = _sample_decode(dev, arch, eps, mu, log_var, True)
-        _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ck.ELBO_MC, 1.0, 1.0 / kc, False)
+        _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
         ck.launch(ck.lme_update, N, logw, m, s)
         done += kc
         if progress is not None:
@@ -204,7 +204,7 @@ def log_mean_exp(a):
     return out.copy_to_host()
 
 
-def _adam(p, g, m, v, step, lr, betas, eps, sign):
+def adam_device(p, g, m, v, step, lr, betas, eps, sign):
     """Adam's step number `step` in place on device arrays p, m, v (flat, any length) with gradient sign * g (kernels.adam)."""
     b1, b2 = betas
     bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
@@ -212,14 +212,25 @@ def _adam(p, g, m, v, step, lr, betas, eps, sign):
     ck.launch(ck.adam, p.size, p, g, m, v, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
 
 
-def adam_update_(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
+def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
     """npvae.optim.adam_update IN PLACE on params and state's m, v (host arrays, each step through the device); returns (params, new state)."""
     from ..optim import AdamState
 
     step = state.step + 1
     for p, g, m, v in zip(params, grads, state.m, state.v):
         dp, dg, dm, dv = (cuda.to_device(np.ascontiguousarray(a).reshape(-1)) for a in (p, g, m, v))
-        _adam(dp, dg, dm, dv, step, lr, betas, eps, sign)
+        adam_device(dp, dg, dm, dv, step, lr, betas, eps, sign)
         for a, d in ((p, dp), (m, dm), (v, dv)):
             a[...] = d.copy_to_host().reshape(a.shape)
     return params, AdamState(step, state.m, state.v)
+
+
+def stepper(arch: Arch, params, adam, **options):
+    """The trainer's stepper: everything device-resident (npvae.backends.cuda_train)."""
+    from .cuda_train import DeviceTrainer
+
+    return DeviceTrainer(arch, params, adam, **options)
+
+
+adam_update_ = adam_step  # the name it had, for callers of the module
+BACKEND = Backend("cuda", bound_and_grad, bound_value, log_weights, log_px, log_mean_exp, adam_step, stepper)

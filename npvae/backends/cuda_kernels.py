@@ -1,11 +1,11 @@
 """The CUDA kernels: the numba CPU kernels (npvae.backends.kernels) one thread per element, and a tiled GEMM.
 
 Private cores: no checking. Every scalar argument arrives already in the arrays' float type, and
-every constant is written `like(x, v)`, so float32 stays float32. The element formulas are
-scalar.py's own functions compiled again as CUDA device functions (`_device_functions`), so the
-maths exists once; only exp_neg, expm1_neg, log1p_unit (and `like`) get CUDA versions here, all
-from `math.*` (numba lowers them to CUDA's own libm; no libdevice calls are written, no warp
-shuffles are used). Each (k, n) pair is one row r = k N + n of the 2-D arrays out, z, eps, dz.
+every constant is written `like(x, v)`, so float32 stays float32. The formulas are
+scalar.py's own functions compiled as CUDA device functions (`S`) and the likelihoods' element
+kernels, so the maths exists once and these kernels are grids around it; only exp_neg, expm1_neg,
+log1p_unit (and `like`) get CUDA versions here, all from `math.*` (numba lowers them to CUDA's own
+libm; no libdevice calls are written, no warp shuffles are used). Each (k, n) pair is one row r = k N + n of the 2-D arrays out, z, eps, dz.
 Shapes: out (K N, D_out), x (N, D), mu/log_var/sd (N, Z), eps/z/dz (K N, Z), weights (K, N).
 The last kernels (gather_rows, total, count_nonfinite, sum_counts) serve the device-resident trainer,
 npvae.backends.cuda_train. Imported only when backend="cuda" is used; runs under numba's simulator
@@ -15,23 +15,19 @@ npvae.backends.cuda_train. Imported only when backend="cuda" is used; runs under
 from __future__ import annotations
 
 import math
-import types as pytypes
 
 import numpy as np
 from numba import config, cuda
 
 from . import scalar
-from ._jit import like
-from .kernels import ANALYTIC, DREG, ELBO_MC, IWAE, REPARAM  # noqa: F401  (the CPU kernels' codes)
+from ._jit import compile_module, rebuild
+from .codes import ANALYTIC, RELU, SOFTPLUS, TANH
+from .scalar import like
 
 # GEMM tile edge: TILE x TILE threads per block, two TILE x TILE shared tiles. The simulator runs each
 # thread of a block as a Python thread, so there the same kernel is built with 4 x 4 tiles.
 TILE = 4 if config.ENABLE_CUDASIM else 16
 TPB = 64  # threads per block of the element-wise kernels
-# log(2 pi) as a global, so that like(x, LOG_2PI) is a constant in x's type: math.log written inside a kernel
-# is computed there, in float64 (tests/test_cuda_ptx.py checks the float32 kernels for float64 instructions).
-# For the same reason log K arrives from the host (log_k), already in the arrays' type.
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _register_cuda_elementary():
@@ -54,22 +50,16 @@ def _register_cuda_elementary():
     overload(like, inline="always")(_like)
 
 
-def _device_functions():
-    """scalar.py's jitted functions as CUDA device functions: the same code objects, with globals that name the device versions."""
-    g = dict(vars(scalar))
-    for name, obj in vars(scalar).items():
-        f = getattr(obj, "py_func", None)
-        if f is not None and f.__module__ == scalar.__name__:
-            g[name] = cuda.jit(device=True)(pytypes.FunctionType(f.__code__, g, name, f.__defaults__, f.__closure__))
-    return pytypes.SimpleNamespace(**g)
+def _device(f):
+    return cuda.jit(device=True)(f)
 
 
 _register_cuda_elementary()
-S = _device_functions()
-bernoulli, gaussian, gaussian_learned = S.bernoulli, S.gaussian, S.gaussian_learned
-relu, relu_grad, tanh, tanh_grad, softplus, softplus_grad = S.relu, S.relu_grad, S.tanh, S.tanh_grad, S.softplus, S.softplus_grad
-kl_std_normal_dim, nan_max = S.kl_std_normal_dim, S.nan_max
-RELU, TANH, SOFTPLUS, BERNOULLI, GAUSSIAN = scalar.RELU, scalar.TANH, scalar.SOFTPLUS, scalar.BERNOULLI, scalar.GAUSSIAN
+S = compile_module(scalar, _device)
+relu, relu_grad, tanh, tanh_grad, softplus, softplus_grad = (S[n] for n in ("relu", "relu_grad", "tanh", "tanh_grad", "softplus", "softplus_grad"))
+std, sample_row, kl_free_bits_point, latent_point, adam_elem = (S[n] for n in ("std", "sample_row", "kl_free_bits_point", "latent_point", "adam_elem"))
+bound_point, scale_rows, log_mean_exp_point, lme_update_point, lme_finish_elem = (
+    S[n] for n in ("bound_point", "scale_rows", "log_mean_exp_point", "lme_update_point", "lme_finish"))
 
 
 def launch(kernel, n, *args):
@@ -170,207 +160,118 @@ def column_sum(d, db):
 
 
 @cuda.jit
-def sample(mu, log_var, eps, z, sd, lp_lq, want_lp):
-    """z = mu + exp(log_var/2) eps and lp_lq = log N(z; 0, I) - log q(z|x) (kernels.sample): one thread per (k, n)."""
+def std_kernel(log_var, sd):
+    """sd = exp(log_var / 2) (scalar.std): one thread per element of (N, Z)."""
+    i = cuda.grid(1)
+    N, Z = sd.shape
+    if i >= N * Z:
+        return
+    sd[i // Z, i % Z] = std(log_var[i // Z, i % Z])
+
+
+@cuda.jit
+def sample(mu, log_var, sd, eps, z, lp_lq, want_lp):
+    """z = mu + sd eps and lp_lq = log N(z; 0, I) - log q(z|x) (scalar.sample_row): one thread per (k, n)."""
     r = cuda.grid(1)
     K, N = lp_lq.shape
     if r >= K * N:
         return
-    k, n = r // N, r % N
-    half, log2pi = like(mu[0, 0], 0.5), like(mu[0, 0], LOG_2PI)
-    sp = like(half, 0.0)
-    sq = like(half, 0.0)
-    for j in range(mu.shape[1]):
-        s = math.exp(half * log_var[n, j])
-        if k == 0:
-            sd[n, j] = s
-        zj = mu[n, j] + s * eps[r, j]
-        z[r, j] = zj
-        sp += log2pi + zj * zj
-        sq += log2pi + log_var[n, j] + eps[r, j] * eps[r, j]
-    if want_lp:
-        lp_lq[k, n] = -half * sp - -half * sq
+    lp_lq[r // N, r % N] = sample_row(mu, log_var, sd, eps, z, r, r % N, want_lp)
 
 
-@cuda.jit
-def row_log_lik(out, x, lp_lq, lik, c1, c2, mode, beta, grad, logw):
-    """logw[k, n] = sum_d log p(x_d | out row), + beta lp_lq unless ANALYTIC; with grad the row becomes d log p / d row. Thread per (k, n)."""
+def _row_log_lik(out, x, lp_lq, c1, c2, mode, beta, grad, logw):
+    """logw[k, n] = sum_d log p(x_d | out row r), + beta lp_lq unless ANALYTIC; with grad the row becomes d log p / d row.
+
+    Thread per (k, n); compiled per likelihood (`row_log_lik`), `lik_elem` being its element kernel.
+    """
     r = cuda.grid(1)
     K, N = logw.shape
     if r >= K * N:
         return
     k, n = r // N, r % N
     D = x.shape[1]
+    row = out[r]
     s = like(beta, 0.0)
     for d in range(D):
-        if lik == BERNOULLI:
-            lp, g = bernoulli(x[n, d], out[r, d])
-        elif lik == GAUSSIAN:
-            lp, g = gaussian(x[n, d], out[r, d], c1, c2)
-        else:
-            lp, g, graw = gaussian_learned(x[n, d], out[r, d], out[r, D + d], c1, c2)
-            if grad:
-                out[r, D + d] = graw
-        if grad:
-            out[r, d] = g
-        s += lp
+        s += lik_elem(x[n, d], row, d, D, c1, c2, grad)  # noqa: F821  (bound per likelihood)
     logw[k, n] = s if mode == ANALYTIC else s + beta * lp_lq[k, n]
 
 
-@cuda.jit
-def weights(logw, kl, mode, beta, wconst, n_t, log_k, grad, out, value, w, wn):
-    """value (N,), weights w, wn (K, N) per point, and (grad) rows of out scaled by wn (kernels.head): thread per n.
+_ROW_LOG_LIK = {}
 
-    ANALYTIC: value = mean_k log p(x|z_k) - beta kl; ELBO_MC: mean_k a_k; IWAE: LME_k(a_k), w = softmax_k(a_k).
-    """
+
+def row_log_lik(kind):
+    """The row log-likelihood kernel for one likelihood module (npvae.likelihoods.REGISTRY's entries), built on first use."""
+    if kind.NAME not in _ROW_LOG_LIK:
+        g = {**globals(), "lik_elem": _device(rebuild(kind.elem, {**vars(kind), **S}))}
+        _ROW_LOG_LIK[kind.NAME] = cuda.jit(rebuild(_row_log_lik, g, f"row_log_lik_{kind.NAME.replace('-', '_')}"))
+    return _ROW_LOG_LIK[kind.NAME]
+
+
+@cuda.jit
+def weights(logw, kl, mode, beta, inv_k, n_t, log_k, grad, out, value, w, wn):
+    """value (N,), weights w, wn (K, N) per point (scalar.bound_point), minus beta kl for the analytic KL, and (grad)
+    rows of out scaled by wn: thread per n."""
     n = cuda.grid(1)
-    K, N = logw.shape
-    if n >= N:
+    if n >= logw.shape[1]:
         return
-    if mode != IWAE:
-        s = like(beta, 0.0)
-        for k in range(K):
-            s += logw[k, n]
-            w[k, n] = wconst
-            wn[k, n] = wconst if mode == ANALYTIC else wconst / n_t
-        value[n] = s / like(beta, K)
-        if mode == ANALYTIC:
-            value[n] = value[n] - beta * kl[n]
-    else:
-        m = logw[0, n]
-        for k in range(1, K):
-            m = nan_max(logw[k, n], m)
-        m_safe = m if (m > -math.inf and m < math.inf) else like(m, 0.0)  # an all -inf point gives -inf, not NaN
-        s = like(beta, 0.0)
-        for k in range(K):
-            e = math.exp(logw[k, n] - m)
-            w[k, n] = e
-            s += e
-        for k in range(K):
-            w[k, n] = w[k, n] / s
-            wn[k, n] = w[k, n] / n_t
-        if m_safe != m:
-            s = like(beta, 0.0)
-            for k in range(K):
-                s += math.exp(logw[k, n] - m_safe)
-        value[n] = math.log(s) + m_safe - log_k
+    value[n] = bound_point(logw, n, mode, inv_k, n_t, log_k, w, wn)
+    if mode == ANALYTIC:
+        value[n] = value[n] - beta * kl[n]
     if grad:
-        for k in range(K):
-            c = wn[k, n]
-            for d in range(out.shape[1]):
-                out[k * N + n, d] = c * out[k * N + n, d]
+        scale_rows(out, wn, n)
 
 
 @cuda.jit
 def kl_free_bits(mu, log_var, free_bits, kl, above):
-    """kl (N,) = sum_j max(lambda, KL_j), above = KL_j > lambda (kernels.kl_free_bits): thread per n."""
+    """kl (N,) = sum_j max(lambda, KL_j), above = KL_j > lambda (scalar.kl_free_bits_point): thread per n."""
     n = cuda.grid(1)
     if n >= mu.shape[0]:
         return
-    s = like(free_bits, 0.0)
-    for j in range(mu.shape[1]):
-        kj = kl_std_normal_dim(mu[n, j], log_var[n, j])
-        a = kj > free_bits
-        above[n, j] = a
-        s += kj if a else free_bits
-    kl[n] = s
+    kl[n] = kl_free_bits_point(mu, log_var, n, free_bits, above)
 
 
 @cuda.jit
 def latent_backward(dz, z, eps, sd, mu, log_var, w, wn, above, beta, n_t, mode, estimator, dh):
-    """dz (K N, Z) back to dh = [dmu, dlog_var] (N, 2Z) with each estimator's prior/q terms (kernels.latent_backward): thread per (n, j)."""
+    """dz (K N, Z) back to dh = [dmu, dlog_var] (N, 2Z) with each estimator's prior/q terms (scalar.latent_point): thread per (n, j)."""
     i = cuda.grid(1)
     N, Z = mu.shape
     if i >= N * Z:
         return
     n, j = i // Z, i % Z
-    K = w.shape[0]
-    half = like(beta, 0.5)
-    s = sd[n, j]
-    acc_mu = like(beta, 0.0)
-    acc_lv = like(beta, 0.0)
-    for k in range(K):
-        r = k * N + n
-        g = dz[r, j]
-        if mode != ANALYTIC:
-            bw = beta * wn[k, n]
-            g = g - bw * z[r, j]
-            if estimator != REPARAM:
-                g = g - bw * (-eps[r, j] / s)
-                if estimator == DREG:
-                    g = g * w[k, n]
-        acc_mu += g
-        acc_lv += g * s * eps[r, j]
-    dmu = acc_mu
-    dlv = half * acc_lv
-    if mode == ANALYTIC:
-        c = -beta / n_t if above[n, j] else like(beta, 0.0)
-        dmu = dmu + c * mu[n, j]
-        dlv = dlv + c * half * math.expm1(log_var[n, j])
-    elif estimator == REPARAM:
-        dlv = dlv + beta * half / n_t
-    dh[n, j] = dmu
-    dh[n, Z + j] = dlv
+    dh[n, j], dh[n, Z + j] = latent_point(dz, z, eps, sd, mu, log_var, w, wn, above, beta, n_t, mode, estimator, n, j)
 
 
 @cuda.jit
 def lme_update(a, m, s):
-    """Streaming logsumexp over axis 0 of a (k, N) into (m, s) (kernels.lme_update): thread per n."""
+    """Streaming logsumexp over axis 0 of a (k, N) into (m, s) (scalar.lme_update_point): thread per n."""
     n = cuda.grid(1)
-    K, N = a.shape
-    if n >= N:
-        return
-    mx = a[0, n]
-    for k in range(1, K):
-        mx = nan_max(a[k, n], mx)
-    m_new = nan_max(m[n], mx)
-    if m_new == -math.inf:
-        return
-    t = like(m_new, 0.0)
-    for k in range(K):
-        t += math.exp(a[k, n] - m_new)
-    s[n] = s[n] * math.exp(m[n] - m_new) + t
-    m[n] = m_new
+    if n < a.shape[1]:
+        lme_update_point(a, n, m, s)
 
 
 @cuda.jit
 def lme_finish(m, s, log_k, out):
-    """out = log(s) + m - log k; -inf where every a was -inf (kernels.lme_finish): thread per n."""
+    """out = log(s) + m - log k; -inf where every a was -inf (scalar.lme_finish): thread per n."""
     n = cuda.grid(1)
-    if n >= m.shape[0]:
-        return
-    out[n] = math.log(s[n]) + m[n] - log_k if s[n] > like(log_k, 0.0) or s[n] != s[n] else -math.inf
+    if n < m.shape[0]:
+        out[n] = lme_finish_elem(m[n], s[n], log_k)
 
 
 @cuda.jit
 def log_mean_exp(a, log_k, out):
-    """out (N,) = log (1/K) sum_k exp(a_k) over axis 0 of a (K, N) (kernels.log_mean_exp): thread per n."""
+    """out (N,) = log (1/K) sum_k exp(a_k) over axis 0 of a (K, N) (scalar.log_mean_exp_point): thread per n."""
     n = cuda.grid(1)
-    K, N = a.shape
-    if n >= N:
-        return
-    m = a[0, n]
-    for k in range(1, K):
-        m = nan_max(a[k, n], m)
-    m_safe = m if (m > -math.inf and m < math.inf) else like(m, 0.0)
-    s = like(m, 0.0)
-    for k in range(K):
-        s += math.exp(a[k, n] - m_safe)
-    out[n] = math.log(s) + m_safe - log_k if s > like(m, 0.0) or s != s else -math.inf
+    if n < a.shape[1]:
+        out[n] = log_mean_exp_point(a, n, log_k)
 
 
 @cuda.jit
 def adam(p, g, m, v, sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps):
-    """One Adam step in place, element i per thread, in npvae.optim.adam_update's order of operations (kernels.adam)."""
+    """One Adam step in place, element i per thread (scalar.adam_elem)."""
     i = cuda.grid(1)
-    if i >= p.shape[0]:
-        return
-    gi = sign * g[i]
-    mi = b1 * m[i] + c1 * gi
-    vi = b2 * v[i] + c2 * (gi * gi)
-    m[i] = mi
-    v[i] = vi
-    p[i] = p[i] - step_size * mi / (math.sqrt(vi) / sqrt_bc2 + eps)
+    if i < p.shape[0]:
+        p[i], m[i], v[i] = adam_elem(p[i], g[i], m[i], v[i], sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps)
 
 
 @cuda.jit

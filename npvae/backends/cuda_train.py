@@ -10,7 +10,7 @@ scalars: the batch's sum of the bound and the non-finite counts of the bound, th
 updated parameters. The host gets the parameters and Adam's state at the end of an epoch (`state`),
 and the failing step's arrays only when something went non-finite (`failed_step`).
 
-The arithmetic is npvae.backends.cuda_gpu's own (`_bound_and_grad`, `_adam`, the kernels its public
+The arithmetic is npvae.backends.cuda_gpu's own (`bound_and_grad_device`, `adam_device`, the kernels its public
 functions run), so a step equals objective(..., backend="cuda") followed by optim.adam_update.
 npvae.train drives this with the same four calls as its host stepper: start_epoch, step, state, failed_step.
 """
@@ -24,10 +24,10 @@ from numba import cuda
 
 from .. import _validate
 from ..model import Arch, check_params, unflatten
-from ..objectives import check_options
+from ..inputs import check_options, check_x_data
 from ..optim import AdamState
 from . import cuda_kernels as ck
-from .cuda_gpu import _adam, _bound_and_grad
+from .cuda_gpu import adam_device, bound_and_grad_device
 
 SUM, BAD_VALUE, BAD_GRAD, BAD_PARAM = range(4)  # slots of the per-step summary the host reads back
 N_BLOCKS = 256  # most blocks a non-finite count uses: enough to fill a GPU for the P of the models here
@@ -71,11 +71,7 @@ class DeviceTrainer:
 
     def start_epoch(self, x, order) -> None:
         """Upload the epoch's training data x (N, D), binarised if it is to be, and its shuffle order (a permutation of range(N))."""
-        _validate.float_array("x", x, 2)
-        _validate.shape("x", x, (None, self.arch.data_dim))
-        _validate.same_dtype(self.dtype, x=x)
-        if self.arch.likelihood.name == "bernoulli" and not np.all((x == 0) | (x == 1)):
-            raise ValueError("the Bernoulli likelihood needs binary x (every value 0 or 1)")
+        check_x_data(self.arch, x, self.dtype)
         order = np.asarray(order)
         if order.shape != (x.shape[0],) or not np.array_equal(np.sort(order), np.arange(x.shape[0])):
             raise ValueError(f"order must be a permutation of range({x.shape[0]})")
@@ -96,7 +92,7 @@ class DeviceTrainer:
         xb = self.xb[:n]
         ck.launch(ck.gather_rows, xb.size, self.x, self.order, lo, xb)
         e = cuda.to_device(np.ascontiguousarray(eps).reshape(-1, eps.shape[2]))  # (K n, Z): the one array a step uploads
-        self.value, _ = _bound_and_grad(self.params, self.arch, xb, e, kl_weight=kl_weight, out=self.grads, **self.options)
+        self.value, _ = bound_and_grad_device(self.params, self.arch, xb, e, kl_weight=kl_weight, out=self.grads, **self.options)
         ck.launch(ck.total, 1, self.value, self.summary, SUM)
         ck.launch_count_nonfinite(self.value, self.partial, self.summary, BAD_VALUE)
         ck.launch_count_nonfinite(self.g, self.partial, self.summary, BAD_GRAD)
@@ -104,7 +100,7 @@ class DeviceTrainer:
         if summary[BAD_VALUE] or summary[BAD_GRAD]:
             return math.nan, "bound or gradient"
         self.adam_step += 1
-        _adam(self.p, self.g, self.m, self.v, self.adam_step, lr, self.betas, self.adam_eps, sign=-1.0)  # descends on minus the bound
+        adam_device(self.p, self.g, self.m, self.v, self.adam_step, lr, self.betas, self.adam_eps, sign=-1.0)  # descends on minus the bound
         ck.launch_count_nonfinite(self.p, self.partial, self.summary, BAD_PARAM)
         if self.summary.copy_to_host()[BAD_PARAM]:
             return math.nan, "parameter after the update"

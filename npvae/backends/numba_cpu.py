@@ -141,7 +141,7 @@ def _head(ws, arch, x, out, lp_lq, mode, beta, grad):
 
 
 def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
-    """The value (N,) and the gradient of its batch mean, as objectives._bound_and_grad; no checking."""
+    """The value (N,) and the gradient of its batch mean, as objectives.bound_and_grad; no checking."""
     x, eps = np.ascontiguousarray(x), np.ascontiguousarray(eps)  # row access in the kernels (data sets may be Fortran-ordered)
     ws = workspace()
     K, N, Z = eps.shape

@@ -151,7 +151,7 @@ def log_mean_exp_point(a, n, log_k):
     s = like(m, 0.0)
     for k in range(a.shape[0]):
         s += math.exp(a[k, n] - m_safe)
-    return math.log(s) + m_safe - log_k if s > like(m, 0.0) or s != s else -math.inf
+    return math.log(s) + m_safe - log_k if s > like(m, 0.0) or s != s else like(m, -math.inf)
 
 
 def bound_point(logw, n, mode, inv_k, n_t, log_k, w, wn):
@@ -209,7 +209,7 @@ def lme_update_point(a, n, m, s):
 
 def lme_finish(m, s, log_k):
     """log(s) + m - log k from a streaming (m, s); -inf where every a was -inf."""
-    return math.log(s) + m - log_k if s > like(log_k, 0.0) or s != s else -math.inf
+    return math.log(s) + m - log_k if s > like(log_k, 0.0) or s != s else like(log_k, -math.inf)
 
 
 # ---- npvae.estimators: the latent backward of one (point, dimension) ----
