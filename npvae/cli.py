@@ -236,7 +236,7 @@ def cmd_eval(args) -> int:
     from .data import binarize_dynamic, load, subset_indices
     from .evaluate import evaluate
     from .model import unflatten
-    from .train import _progress
+    from .train import progress_bar
 
     _limit_threads(args.threads)
     backend = resolve(args.backend)
@@ -256,7 +256,7 @@ def cmd_eval(args) -> int:
     x_active = dataset.train
     if dataset.dynamic_binarize:  # one stochastic binarisation of the evaluation data, from the seed
         x, x_active = binarize_dynamic(x, binarize_rng), binarize_dynamic(x_active, binarize_rng)
-    bar = _progress(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
+    bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
     metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update, backend=backend, x_active=x_active)
     bar.close()
     metrics.update({"split": args.split, "points": points, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})

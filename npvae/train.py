@@ -345,7 +345,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         x_epoch = binarize_dynamic(dataset.train, rngs["binarize"]) if dataset.dynamic_binarize else dataset.train
         order = rngs["shuffle"].permutation(N)
         stepper.start_epoch(x_epoch, order)
-        bar = _progress(steps_per_epoch, f"epoch {state.epoch + 1}/{config.epochs}", progress)
+        bar = progress_bar(steps_per_epoch, f"epoch {state.epoch + 1}/{config.epochs}", progress)
         running = 0.0
         for i in range(steps_per_epoch):
             lo, hi = i * config.batch_size, min(N, (i + 1) * config.batch_size)
@@ -391,7 +391,7 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _progress(total: int, desc: str, enabled: bool, **kw):
+def progress_bar(total: int, desc: str, enabled: bool, **kw):
     """A tqdm bar on stderr, or a silent stand-in."""
     from tqdm.auto import tqdm
 

@@ -27,6 +27,7 @@ from ..model import Arch, check_params, unflatten
 from ..inputs import check_options, check_x_data
 from ..optim import AdamState
 from . import cuda_kernels as ck
+from . import cuda_train_kernels as tk
 from .cuda_gpu import adam_device, bound_and_grad_device
 
 SUM, BAD_VALUE, BAD_GRAD, BAD_PARAM = range(4)  # slots of the per-step summary the host reads back
@@ -90,18 +91,18 @@ class DeviceTrainer:
         _validate.shape("eps", eps, (None, n, self.arch.latent_dim))
         _validate.same_dtype(self.dtype, eps=eps)
         xb = self.xb[:n]
-        ck.launch(ck.gather_rows, xb.size, self.x, self.order, lo, xb)
+        ck.launch(tk.gather_rows, xb.size, self.x, self.order, lo, xb)
         e = cuda.to_device(np.ascontiguousarray(eps).reshape(-1, eps.shape[2]))  # (K n, Z): the one array a step uploads
         self.value, _ = bound_and_grad_device(self.params, self.arch, xb, e, kl_weight=kl_weight, out=self.grads, **self.options)
-        ck.launch(ck.total, 1, self.value, self.summary, SUM)
-        ck.launch_count_nonfinite(self.value, self.partial, self.summary, BAD_VALUE)
-        ck.launch_count_nonfinite(self.g, self.partial, self.summary, BAD_GRAD)
+        ck.launch(tk.total, 1, self.value, self.summary, SUM)
+        tk.launch_count_nonfinite(self.value, self.partial, self.summary, BAD_VALUE)
+        tk.launch_count_nonfinite(self.g, self.partial, self.summary, BAD_GRAD)
         summary = self.summary.copy_to_host()
         if summary[BAD_VALUE] or summary[BAD_GRAD]:
             return math.nan, "bound or gradient"
         self.adam_step += 1
         adam_device(self.p, self.g, self.m, self.v, self.adam_step, lr, self.betas, self.adam_eps, sign=-1.0)  # descends on minus the bound
-        ck.launch_count_nonfinite(self.p, self.partial, self.summary, BAD_PARAM)
+        tk.launch_count_nonfinite(self.p, self.partial, self.summary, BAD_PARAM)
         if self.summary.copy_to_host()[BAD_PARAM]:
             return math.nan, "parameter after the update"
         return float(summary[SUM]) / n, None

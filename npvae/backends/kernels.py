@@ -110,7 +110,7 @@ def _row_log_lik(row, xn, c1, c2, grad, lp):
 def _head(out, x, lp_lq, c1, c2, mode, beta, inv_k, n_t, log_k, grad, value, logw, w, wn):
     """The bound head, one data point at a time: log p(x|z_k) per row, log-weights, value (N,), weights, and (grad) dout.
 
-    Replaces likelihoods.forward/backward and the bound's value and weights in objectives._bound_and_grad:
+    Replaces likelihoods.forward/backward and the bound's value and weights in objectives.bound_and_grad:
     logw holds log p(x|z_k) (ANALYTIC; the caller subtracts the KL) or a_k = log p(x|z_k) + beta lp_lq_k;
     value, w, wn from scalar.bound_point. With `grad` the K rows of point n are overwritten by wn_k d log p / d out
     while still in cache. c1, c2 are the likelihood's constants (its `constants`).

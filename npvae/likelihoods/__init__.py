@@ -5,20 +5,21 @@ NAME; out_dim(D), the decoder's output width; forward(lik, out, x) -> ((K, N) lo
 backward(dlogp (K, N), cache) -> dout (K, N, D_out), side by side; mean(out) for pictures;
 output_bias(lik, m) for initialisation; check_data(lik, x) for the public boundary; and, for the
 compiled backends, constants(lik, t) and elem(x, row, d, D, c1, c2, grad), the scalar kernel of one
-element. A new likelihood is one such file and one line in REGISTRY.
+element. A new likelihood is one such file and its name in FILES.
 Shapes: out (K, N, D_out), x (N, D). Formulas: MATHS.md, "Decoder likelihoods".
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import NamedTuple
 
 import numpy as np
 
-from . import bernoulli, gaussian, gaussian_learned
-
-REGISTRY = {m.NAME: m for m in (bernoulli, gaussian, gaussian_learned)}
+FILES = ("bernoulli", "gaussian", "gaussian_learned")  # the registry: one module of this package per likelihood
+REGISTRY = {m.NAME: m for m in (importlib.import_module(f"{__name__}.{f}") for f in FILES)}
 LIKELIHOODS = tuple(REGISTRY)
+bernoulli, gaussian, gaussian_learned = REGISTRY["bernoulli"], REGISTRY["gaussian"], REGISTRY["gaussian-learned"]
 MARGINAL_CLIP = bernoulli.MARGINAL_CLIP
 
 

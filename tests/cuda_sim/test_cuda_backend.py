@@ -21,7 +21,7 @@ from conftest import extreme_problem, random_problem
 from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each test with each matrix-product path)
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import resolve
-from npvae.backends import cuda_gpu, cuda_kernels
+from npvae.backends import cuda_gpu, cuda_kernels, cuda_train_kernels
 from npvae.gradcheck import rel_err
 from npvae.lme import log_mean_exp
 from npvae.objectives import bound_value
@@ -130,7 +130,7 @@ def test_count_nonfinite_over_blocks(n_blocks):
     a = np.arange(150, dtype=np.float32)
     a[[0, 77, 149]] = np.nan, np.inf, -np.inf
     out = cuda.to_device(np.full(2, -1.0))
-    cuda_kernels.launch_count_nonfinite(cuda.to_device(a), cuda.device_array(n_blocks, np.int64), out, 1)
+    cuda_train_kernels.launch_count_nonfinite(cuda.to_device(a), cuda.device_array(n_blocks, np.int64), out, 1)
     assert out.copy_to_host().tolist() == [-1.0, 3.0]
 
 
