@@ -223,7 +223,8 @@ def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, gr
 
 def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
     """The backend's stepper (npvae.backends.protocol), starting from state's parameters and Adam state."""
-    return get_backend(backend).stepper(arch, state.params, state.adam, batch_size=config.batch_size, bound=config.bound,
+    b = get_backend(backend)
+    return b.stepper(arch, state.params, state.adam, backend=b, batch_size=config.batch_size, bound=config.bound,
                                         kl=config.kl, estimator=config.estimator, free_bits=config.free_bits,
                                         betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
 

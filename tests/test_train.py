@@ -46,16 +46,21 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, dig
     cfg = TrainConfig(epochs=3)
     train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), digits, tmp_path, progress=False, log=lambda s: None)
     before = (tmp_path / "last.safetensors").read_bytes()
-    real, calls = T.objective, {"n": 0}
+    real_get, calls = T.get_backend, {"n": 0}
 
-    def poisoned(*a, **kw):
-        value, grads = real(*a, **kw)
-        calls["n"] += 1
-        if calls["n"] == 5:  # mid-epoch
-            grads.decoder[0].W[0, 0] = np.nan
-        return value, grads
+    def poisoned_backend(name):  # the trainer's backend, whose fifth gradient has a NaN
+        backend = real_get(name)
 
-    monkeypatch.setattr(T, "objective", poisoned)
+        def poisoned(*a, **kw):
+            value, grads = backend.bound_and_grad(*a, **kw)
+            calls["n"] += 1
+            if calls["n"] == 5:  # mid-epoch
+                grads.decoder[0].W[0, 0] = np.nan
+            return value, grads
+
+        return backend._replace(bound_and_grad=poisoned)
+
+    monkeypatch.setattr(T, "get_backend", poisoned_backend)
     with pytest.raises(TrainingDiverged, match="non-finite bound or gradient at epoch 2"):
         train(cfg, digits, tmp_path, resume=True, progress=False, log=lambda s: None)
     assert (tmp_path / "last.safetensors").read_bytes() == before
@@ -63,7 +68,7 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, dig
     assert diag["epoch"] == 1 and diag["grads_nonfinite"] == {"decoder.0.W": 1} and diag["last_good_checkpoint"].endswith("last.safetensors")
     assert set(diag["param_max_abs"]) == {"encoder.0.W", "encoder.0.b", "encoder.1.W", "encoder.1.b",
                                           "decoder.0.W", "decoder.0.b", "decoder.1.W", "decoder.1.b"}
-    monkeypatch.setattr(T, "objective", real)
+    monkeypatch.setattr(T, "get_backend", real_get)
     train(TrainConfig(**{**cfg.to_dict(), "epochs": 2}), digits, tmp_path, resume=True, progress=False, log=lambda s: None)
     assert not (tmp_path / "diverged.json").exists()  # the report of the failed attempt does not outlive it
 
