@@ -122,8 +122,9 @@ def npvae_steps(backend, arch, params, batches, eps, options):
     """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps) as npvae.train does: the backend's stepper
     (npvae.backends.get(backend).stepper), the data checked once, before the clock; state carried across calls."""
     flat = [a.copy() for a in flatten(params)]
-    stepper = get_backend(backend).stepper(arch, flat, adam_init(flat), batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999),
-                                           adam_eps=1e-8, **options)
+    b = get_backend(backend)
+    stepper = b.stepper(b, arch, flat, adam_init(flat), batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999),
+                        adam_eps=1e-8, **options)
     x = np.concatenate(batches)
     stepper.start_epoch(x, np.arange(x.shape[0]))
 

@@ -224,9 +224,9 @@ def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, gr
 def _stepper(config: TrainConfig, arch: Arch, backend: str, state: TrainState):
     """The backend's stepper (npvae.backends.protocol), starting from state's parameters and Adam state."""
     b = get_backend(backend)
-    return b.stepper(arch, state.params, state.adam, backend=b, batch_size=config.batch_size, bound=config.bound,
-                                        kl=config.kl, estimator=config.estimator, free_bits=config.free_bits,
-                                        betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
+    return b.stepper(b, arch, state.params, state.adam, batch_size=config.batch_size, bound=config.bound,
+                     kl=config.kl, estimator=config.estimator, free_bits=config.free_bits,
+                     betas=(config.beta1, config.beta2), adam_eps=config.adam_eps)
 
 
 # A per-point bound below -ABSURD_NATS_PER_DIM * D means logits of about that size confidently wrong in every dimension:

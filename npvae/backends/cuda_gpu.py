@@ -225,7 +225,7 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
     return params, AdamState(step, state.m, state.v)
 
 
-def stepper(arch: Arch, params, adam, backend=None, **options):
+def stepper(backend, arch: Arch, params, adam, **options):
     """The trainer's stepper: everything device-resident (npvae.backends.cuda_train)."""
     from .cuda_train import DeviceTrainer
 

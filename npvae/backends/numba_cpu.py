@@ -249,11 +249,11 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
     return params, AdamState(step, state.m, state.v)
 
 
-def stepper(arch: Arch, params, adam, backend=None, **options):
+def stepper(backend, arch: Arch, params, adam, **options):
     """The trainer's stepper: Adam on host arrays, updated in place (npvae.backends.host_stepper)."""
     from .host_stepper import HostStepper
 
-    return HostStepper(backend or BACKEND, arch, params, adam, **options)
+    return HostStepper(backend, arch, params, adam, **options)
 
 
 adam_update_ = adam_step  # the name it had, for callers of the module

@@ -18,10 +18,10 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
     return adam_update(params, [g.dtype.type(sign) * g for g in grads], state, lr, betas, eps)
 
 
-def stepper(arch, params, adam, backend=None, **options):
+def stepper(backend, arch, params, adam, **options):
     from .host_stepper import HostStepper
 
-    return HostStepper(backend or BACKEND, arch, params, adam, **options)
+    return HostStepper(backend, arch, params, adam, **options)
 
 
 BACKEND = Backend("numpy", bound_and_grad, bound_value_core, log_weights, log_px_core,

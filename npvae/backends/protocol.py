@@ -23,6 +23,7 @@ class Backend(NamedTuple):
     # (params list, gradient list, AdamState, lr, betas, eps, sign) -> (params, AdamState) for gradient sign * grads;
     # may update params and the state's arrays in place.
     adam_step: Callable
-    # (arch, params list, AdamState, *, backend (this object, or None), batch_size, bound, kl, estimator, free_bits, betas, adam_eps) -> the trainer's
-    # stepper: start_epoch(x, order), step(lo, hi, eps, kl_weight, lr), state(), failed_step() (npvae.backends.host_stepper).
+    # (this Backend, arch, params list, AdamState, *, batch_size, bound, kl, estimator, free_bits, betas, adam_eps) -> the
+    # trainer's stepper, whose steps call the Backend passed (so a wrapped Backend is the one used): start_epoch(x, order),
+    # step(lo, hi, eps, kl_weight, lr), state(), failed_step() (npvae.backends.host_stepper).
     stepper: Callable
