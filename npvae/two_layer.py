@@ -1,0 +1,158 @@
+"""Burda et al. 2016's two-stochastic-layer VAE: its architecture, parameters and the four networks' forward passes.
+
+Inference   q(z1|x)  = N(mu1, diag(exp(lv1))),  [mu1, lv1] = enc1(x):   D  -> hidden1 -> 2 Z1
+            q(z2|z1) = N(mu2, diag(exp(lv2))),  [mu2, lv2] = enc2(z1):  Z1 -> hidden2 -> 2 Z2 (at the sampled z1)
+Generative  p(z2) = N(0, I),  p(z1|z2) = N(mp, diag(exp(lvp))),  [mp, lvp] = dec2(z2):  Z2 -> reversed(hidden2) -> 2 Z1
+            p(x|z1) from dec1(z1): Z1 -> reversed(hidden1) -> D_out (the likelihood's out_dim(D)).
+(Burda et al. 2016, section 5: 784-200-200-100 and 100-100-50, i.e. TwoLayerArch.parse("784-200-200-100:100-100-50").)
+The bounds and their gradients are npvae.two_layer_objective's. Parameters are plain containers
+(`TwoLayerParams` of tuples of `Dense`), as in npvae.model. Shapes: x (N, D); mu1, lv1 (N, Z1);
+z1, mp, lvp (K, N, Z1); mu2, lv2, z2 (K, N, Z2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate
+from .layers import Dense
+from .likelihoods import Likelihood
+from .mlp import mlp_forward, mlp_init
+from .model import Arch
+
+PARTS = ("enc1", "enc2", "dec2", "dec1")  # the order of TwoLayerParams, param_names and flatten
+
+
+@dataclass(frozen=True)
+class TwoLayerArch:
+    """The four networks' sizes (module docstring); activation and likelihood as in npvae.model.Arch."""
+
+    data_dim: int
+    hidden1: tuple[int, ...]
+    latent1: int
+    hidden2: tuple[int, ...]
+    latent2: int
+    activation: str = "tanh"
+    likelihood: Likelihood = Likelihood()
+
+    def __post_init__(self):
+        for name in ("hidden1", "hidden2"):
+            if not isinstance(getattr(self, name), tuple):
+                raise ValueError(f"{name} must be a tuple of layer sizes, got {getattr(self, name)!r}")
+        Arch(self.data_dim, self.hidden1, self.latent1, self.activation, self.likelihood)  # layer 1's checks, once
+        _validate.positive_int("latent2", self.latent2)
+        for h in self.hidden2:
+            _validate.positive_int("hidden layer size", h)
+
+    @classmethod
+    def parse(cls, spec: str, **kw) -> "TwoLayerArch":
+        """'784-200-200-100:100-100-50' -> TwoLayerArch(784, (200, 200), 100, (100, 100), 50): D-hidden1...-Z1:hidden2...-Z2."""
+        usage = "a two-layer architecture looks like '784-200-200-100:100-100-50' (D-hidden1...-Z1:hidden2...-Z2)"
+        if not isinstance(spec, str) or spec.count(":") != 1:
+            raise ValueError(f"{usage}, with exactly one ':'; got {spec!r}")
+        first, second = spec.split(":")
+        try:
+            s1 = [int(s) for s in first.split("-")]
+            s2 = [int(s) for s in second.split("-")]
+        except ValueError:
+            raise ValueError(f"{usage}; got {spec!r}") from None
+        if len(s1) < 2:
+            raise ValueError(f"{usage}: the part before ':' needs at least D and Z1; got {spec!r}")
+        return cls(s1[0], tuple(s1[1:-1]), s1[-1], tuple(s2[:-1]), s2[-1], **kw)
+
+    @property
+    def spec(self) -> str:
+        """The inverse of `parse`."""
+        return "-".join(map(str, (self.data_dim, *self.hidden1, self.latent1))) + ":" + "-".join(
+            map(str, (*self.hidden2, self.latent2))
+        )
+
+    def sizes(self) -> dict[str, tuple[int, ...]]:
+        """Each network's layer sizes, in PARTS order."""
+        D, Z1, Z2 = self.data_dim, self.latent1, self.latent2
+        return {
+            "enc1": (D, *self.hidden1, 2 * Z1),
+            "enc2": (Z1, *self.hidden2, 2 * Z2),
+            "dec2": (Z2, *reversed(self.hidden2), 2 * Z1),
+            "dec1": (Z1, *reversed(self.hidden1), self.likelihood.out_dim(D)),
+        }
+
+
+class TwoLayerParams(NamedTuple):
+    """The four MLPs' layers; gradients use the same container."""
+
+    enc1: tuple[Dense, ...]
+    enc2: tuple[Dense, ...]
+    dec2: tuple[Dense, ...]
+    dec1: tuple[Dense, ...]
+
+
+def init_params(arch: TwoLayerArch, rng: np.random.Generator, dtype=np.float64) -> TwoLayerParams:
+    """Fresh parameters from a passed-in Generator, drawn in PARTS order (npvae.mlp.mlp_init: He for ReLU, else Glorot)."""
+    _validate.generator("rng", rng)
+    dtype = np.dtype(dtype)
+    if dtype not in _validate.FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return TwoLayerParams(*(mlp_init(rng, sizes, arch.activation, dtype) for sizes in arch.sizes().values()))
+
+
+def param_names(arch: TwoLayerArch) -> list[str]:
+    """Names in `flatten` order: 'enc1.0.W', 'enc1.0.b', ..., 'dec1.L.b'."""
+    return [f"{part}.{i}.{a}" for part, s in arch.sizes().items() for i in range(len(s) - 1) for a in ("W", "b")]
+
+
+def param_shapes(arch: TwoLayerArch) -> list[tuple[int, ...]]:
+    """Shapes in `flatten` order."""
+    return [shape for s in arch.sizes().values() for i in range(len(s) - 1) for shape in ((s[i], s[i + 1]), (s[i + 1],))]
+
+
+def flatten(params: TwoLayerParams) -> list[np.ndarray]:
+    """[W, b, W, b, ...] in PARTS order (the order of `param_names`)."""
+    return [a for part in params for layer in part for a in layer]
+
+
+def unflatten(arch: TwoLayerArch, arrays) -> TwoLayerParams:
+    """Inverse of `flatten`."""
+    arrays = list(arrays)
+    parts, i = [], 0
+    for sizes in arch.sizes().values():
+        n = len(sizes) - 1
+        parts.append(tuple(Dense(arrays[i + 2 * j], arrays[i + 2 * j + 1]) for j in range(n)))
+        i += 2 * n
+    return TwoLayerParams(*parts)
+
+
+def check_params(arch: TwoLayerArch, params: TwoLayerParams) -> np.dtype:
+    """Validate parameter shapes, dtype (one for all) and finiteness against `arch`; return the dtype."""
+    if not isinstance(params, TwoLayerParams):
+        raise ValueError(f"params must be a TwoLayerParams, got {type(params).__name__}")
+    arrays, names, shapes = flatten(params), param_names(arch), param_shapes(arch)
+    if len(arrays) != len(names):
+        raise ValueError(f"params have {len(arrays)} arrays but architecture {arch.spec} needs {len(names)}")
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    for name, shape, a in zip(names, shapes, arrays):
+        _validate.float_array(name, a)
+        _validate.shape(name, a, shape)
+        _validate.same_dtype(dtype, **{name: a})
+    return dtype
+
+
+# ---- the networks' forward passes (their backward is mlp_backward on the cache) ----
+
+def gaussian_head(layers, h, activation: str):
+    """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache)."""
+    lead = h.shape[:-1]
+    out, cache = mlp_forward(layers, h.reshape(-1, h.shape[-1]), activation)  # (M, 2Z), M = prod(lead)
+    out = out.reshape(*lead, out.shape[-1])
+    Z = out.shape[-1] // 2
+    return out[..., :Z], out[..., Z:], cache
+
+
+def decode1(params: TwoLayerParams, arch: TwoLayerArch, z1):
+    """The likelihood's parameters (logits or Gaussian parameters): z1 (K, N, Z1) -> ((K, N, D_out), cache)."""
+    lead = z1.shape[:-1]
+    out, cache = mlp_forward(params.dec1, z1.reshape(-1, arch.latent1), arch.activation)
+    return out.reshape(*lead, out.shape[-1]), cache
