@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from npvae import Arch, Likelihood, flatten, init_params, log_px, objective
+from npvae import Likelihood, log_px, models, objective
 from npvae.backends import get as get_backend
 from npvae.data import subset_indices
 from npvae.data import load
@@ -43,6 +43,7 @@ WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
     "B-k1": ("784-200-200-50", "tanh", "iwae", "mc", 1),
     "B-k5": ("784-200-200-50", "tanh", "iwae", "mc", 5),
     "B-k50": ("784-200-200-50", "tanh", "iwae", "mc", 50),
+    "T-k5": ("784-200-200-100:100-100-50", "tanh", "iwae", "mc", 5),  # Burda et al.'s two stochastic layers (npvae only)
 }
 BATCH = 128
 
@@ -109,19 +110,19 @@ def _torch():
 def problem(name, x_train, steps, seed=0):
     """(arch, initial params, batches, eps per step): identical for every backend."""
     spec, act, bound, kl, K = WORKLOADS[name]
-    arch = Arch.parse(spec, activation=act, likelihood=Likelihood("bernoulli"))
-    params = init_params(arch, np.random.default_rng(seed), np.float32)
+    arch = models.parse(spec, activation=act, likelihood=Likelihood("bernoulli"))
+    params = models.init_params(arch, np.random.default_rng(seed), np.float32)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(x_train.shape[0])
     batches = [np.ascontiguousarray(x_train[order[(i * BATCH) % len(order):][:BATCH]]) for i in range(steps)]
-    eps = [rng.standard_normal((K, BATCH, arch.latent_dim), dtype=np.float32) for _ in range(steps)]
+    eps = [rng.standard_normal((K, BATCH, arch.noise_dim), dtype=np.float32) for _ in range(steps)]
     return arch, params, batches, eps, dict(bound=bound, kl=kl, estimator="reparam")
 
 
 def npvae_steps(backend, arch, params, batches, eps, options):
     """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps) as npvae.train does: the backend's stepper
     (npvae.backends.get(backend).stepper), the data checked once, before the clock; state carried across calls."""
-    flat = [a.copy() for a in flatten(params)]
+    flat = [a.copy() for a in models.flatten(params)]
     b = get_backend(backend)
     stepper = b.stepper(b, arch, flat, adam_init(flat), batch_size=BATCH, free_bits=0.0, betas=(0.9, 0.999),
                         adam_eps=1e-8, **options)
@@ -193,6 +194,8 @@ def time_training(name, backends, x_train, steps, warmup, repeats, torch_device=
     """samples/s per backend: the median of `repeats` runs of `steps` steps, backends interleaved."""
     arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
     torch = _torch() if "torch" in backends else None
+    if arch.FAMILY != "one-layer" and {"torch", "jax"} & set(backends):
+        raise ValueError(f"workload {name} ({arch.spec}) has two stochastic layers: npvae's backends only, not torch or jax")
     runs = {}
     for b in backends:
         if b == "torch":

@@ -8,14 +8,17 @@ from .layers import Dense
 from .likelihoods import Likelihood
 from .linear_gaussian import LinearGaussian, ppca_fit
 from .lme import log_mean_exp, softmax
-from .model import Arch, VAEParams, flatten, init_params, param_names, unflatten
+from . import models
+from .model import Arch, VAEParams
+from .models import flatten, init_params, param_names, unflatten  # either family (one or two stochastic layers)
 from .objectives import bound_value, log_weights, objective
 from .optim import adam_init, adam_update, sgd_init, sgd_update
+from .two_layer import TwoLayerArch, TwoLayerParams
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Arch", "Dense", "Likelihood", "LinearGaussian", "VAEParams",
+    "Arch", "Dense", "Likelihood", "LinearGaussian", "TwoLayerArch", "TwoLayerParams", "VAEParams", "models",
     "adam_init", "adam_update", "bound_value", "flatten", "init_params", "log_mean_exp", "log_px",
     "log_weights", "objective", "param_names", "ppca_fit", "sgd_init", "sgd_update", "softmax", "unflatten",
 ]

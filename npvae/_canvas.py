@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _validate
 from .likelihoods import mean as decoder_mean
-from .model import Arch, VAEParams, decode
+from .model import Arch, VAEParams
+from .models import decode_x
 from .inputs import check_x
 
 DPI = 100
@@ -46,6 +47,8 @@ def _check_x(params: VAEParams, arch: Arch, x) -> None:
 
 
 def _check_z2(arch: Arch, what: str) -> None:
+    if arch.FAMILY != "one-layer":
+        raise ValueError(f"{what} draws the latent plane of a one-stochastic-layer model with Z == 2; {arch.spec} has two layers")
     if arch.latent_dim != 2:
         raise ValueError(f"{what} draws the latent plane and needs Z == 2, but this model has Z = {arch.latent_dim}")
 
@@ -59,8 +62,7 @@ def is_image(image_shape) -> bool:
 
 def _means(params: VAEParams, arch: Arch, z) -> np.ndarray:
     """Decoder means E[x|z]: z (M, Z) -> (M, D); no checking."""
-    out, _ = decode(params, arch, z)
-    return decoder_mean(arch.likelihood, out)
+    return decoder_mean(arch.likelihood, decode_x(params, arch, z))
 
 
 # ---- drawing -----------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
     import numpy as np
 
     from . import run_dir as rd
-    from .model import unflatten
+    from .models import unflatten
     from .plots import run_pictures, skipped_pictures
     from .train import load_state
 
@@ -235,7 +235,7 @@ def cmd_eval(args) -> int:
     from .backends import resolve
     from .data import binarize_dynamic, load, subset_indices
     from .evaluate import evaluate
-    from .model import unflatten
+    from .models import unflatten
     from .train import progress_bar
 
     _limit_threads(args.threads)
@@ -272,7 +272,11 @@ def cmd_eval(args) -> int:
         print(f"  KL(q(z|x) || p(z))       {metrics['kl']:10.3f}")
         print(f"  log p(x) - ELBO          {metrics['gap_log_px_minus_elbo']:10.3f}   (the gap, >= 0)")
         print(f"  active units             {metrics['active_units']:>6d} / {metrics['latent_dim']}   (on the {metrics['active_units_points']} training points; more is better)")
-        print(f"  I(x; z) (aggregate)      {metrics['mutual_information']:10.3f}   (more is better)")
+        if "active_units_per_layer" in metrics:
+            (a1, a2), (z1, z2) = metrics["active_units_per_layer"], metrics["latent_dims"]
+            print(f"    per stochastic layer   {a1:>6d} / {z1}, {a2} / {z2}")
+        if "mutual_information" in metrics:
+            print(f"  I(x; z) (aggregate)      {metrics['mutual_information']:10.3f}   (more is better)")
         print(f"  written to {run_dir / 'metrics.json'}")
     return 0
 
@@ -331,7 +335,8 @@ def _train_options(t) -> None:
     t.add_argument("--dataset", choices=DATASETS, default=None,
                    help="digits (embedded, the default), binarized-mnist, mnist, fashion-mnist (need files: --data-dir) or synthetic")
     t.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of grey-level data (a fresh draw per epoch)")
-    t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2)")
+    t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2); two stochastic layers "
+                   "with a ':', D-hidden1...-Z1:hidden2...-Z2, e.g. 784-200-200-100:100-100-50 (Burda et al. 2016)")
     t.add_argument("--activation", choices=ACTIVATIONS, default=None, help=f"default {d.activation}")
     t.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help=f"default {d.likelihood}")
     t.add_argument("--sigma2", type=float, default=None, help=f"variance of the fixed Gaussian likelihood (default {d.sigma2})")

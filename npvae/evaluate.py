@@ -9,6 +9,10 @@
 - KL per latent dimension, averaged over the data.
 - Mutual information I(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n):
   E_x E_q(z|x)[log q(z|x) - log q(z)] (Hoffman & Johnson 2016), with q(z) the mixture over the points.
+Two stochastic layers (npvae.two_layer): NLL as above; the ELBO with the top KL analytic and the rest Monte Carlo
+over `elbo_k` samples (npvae.two_layer_objective), KL = reconstruction - ELBO (both layers' terms together);
+active units per layer: z1 from E_q[z1|x] = mu1(x), z2 from mu2(mu1(x)), the top layer's mean at z1's mean (a
+deterministic stand-in for E_q[z2|x], which needs samples); no per-dimension KL or mutual information.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     check_batch(params, arch, x)
     if x_active is not None:
         check_batch(params, arch, x_active)
+    if arch.FAMILY == "two-layer":
+        return _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active)
     N = x.shape[0]
     log_p = np.empty(N)
     recon = np.empty(N)
@@ -90,3 +96,37 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
         "var_of_mean_per_dim": [float(v) for v in var_of_mean],
         "mutual_information": mutual_information(mu, log_var, rng),
     }
+
+
+def _summary(log_p, elbo, recon, k: int) -> dict:
+    N = log_p.shape[0]
+    se = (lambda v: float(v.std(ddof=1) / np.sqrt(N))) if N > 1 else (lambda v: float("nan"))
+    return {"n_points": N, "k": k, "nll": float(-log_p.mean()), "nll_se": se(log_p), "elbo": float(elbo.mean()),
+            "elbo_se": se(elbo), "recon": float(recon.mean()), "kl": float((recon - elbo).mean()),
+            "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean())}
+
+
+def _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active) -> dict:
+    """`evaluate` for a TwoLayerArch (module docstring); checked by the caller."""
+    from . import two_layer_objective as two
+    from .two_layer import gaussian_head
+
+    N = x.shape[0]
+    log_p, recon, elbo = np.empty(N), np.empty(N), np.empty(N)
+    for s in _batches(N, batch):
+        xb = x[s]
+        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
+        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=x.dtype)
+        f = two.forward(params, arch, xb, *arch.split_noise(eps))
+        log_px_z = lik.forward(arch.likelihood, f.out.reshape(elbo_k, xb.shape[0], -1), xb)[0]  # (elbo_k, n)
+        recon[s] = log_px_z.mean(axis=0)
+        elbo[s] = (log_px_z + two.latent_log_weights(f, analytic=True)).mean(axis=0)
+    xa = x if x_active is None else x_active
+    mu1 = np.concatenate([gaussian_head(params.enc1, xa[s], arch.activation)[0] for s in _batches(xa.shape[0], 1000)])
+    mu2 = np.concatenate([gaussian_head(params.enc2, mu1[s], arch.activation)[0] for s in _batches(mu1.shape[0], 1000)])
+    var1, var2 = np.var(mu1, axis=0), np.var(mu2, axis=0)
+    return {**_summary(log_p, elbo, recon, k), "active_units": int((var1 > 0.01).sum() + (var2 > 0.01).sum()),
+            "active_units_per_layer": [int((var1 > 0.01).sum()), int((var2 > 0.01).sum())],
+            "active_units_points": int(xa.shape[0]), "latent_dim": arch.latent1 + arch.latent2,
+            "latent_dims": [arch.latent1, arch.latent2],
+            "var_of_mean_per_dim": [[float(v) for v in var1], [float(v) for v in var2]]}

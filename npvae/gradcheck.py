@@ -22,7 +22,8 @@ from .estimators import ESTIMATORS
 from .gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
 from .layers import activation_forward
 from .lme import log_mean_exp_core, softmax_core
-from .model import Arch, VAEParams, decode, encode, flatten, unflatten
+from .model import Arch, VAEParams, decode, encode
+from .models import flatten, unflatten
 
 # Central differences in float64 with a fixed step h. Their error model (e.g. Nocedal & Wright, section 8.1):
 #     |fd - f'|  <=  h^2 / 6 |f'''|  (truncation)  +  eps_mach |f| / h  (rounding of the two evaluations),
@@ -55,7 +56,14 @@ def _log_weights_z(live: VAEParams, arch: Arch, x, eps, q_params: VAEParams | No
 
 
 def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0) -> float:
-    """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound."""
+    """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound.
+
+    For a two-layer model (arch.FAMILY "two-layer") it is npvae.two_layer_objective.surrogate on the split noise.
+    """
+    if arch.FAMILY == "two-layer":
+        from .two_layer_objective import surrogate as two_layer_surrogate
+
+        return two_layer_surrogate(live, base, arch, x, *arch.split_noise(eps), bound, kl, estimator, kl_weight)
     if kl == "analytic":
         mu, log_var, _ = encode(live, arch, x)
         z, _ = sample_forward(mu, log_var, eps)
@@ -133,6 +141,8 @@ def clear_of_kinks(arrays, direction, arch: Arch, x, eps) -> bool:
     """True when no non-smooth activation's pre-activation comes near its kink over theta +- 2 WIDE_STEP u."""
     if arch.activation not in KINKED:
         return True
+    if arch.FAMILY != "one-layer":
+        raise ValueError(f"kink certificates are written for one stochastic layer; check {arch.spec} with a smooth activation")
     base = unflatten(arch, arrays)
     a0 = kink_preactivations(base, base, arch, x, eps)
     change = np.zeros_like(a0)

@@ -19,7 +19,7 @@ from .objectives import forward, log_weights_of
 
 def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:
     """Samples per chunk so that a chunk's decoder output, (k_chunk, N, D_out), holds at most max_elements floats."""
-    per_sample = n_points * max(arch.likelihood.out_dim(arch.data_dim), max(arch.hidden, default=1))
+    per_sample = n_points * max(arch.widths()[1])  # the widest layer run once per sample (the decoder's output, mostly)
     return max(1, max_elements // per_sample)
 
 
@@ -28,7 +28,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     """Estimate of log p(x) per point, (N,), from k importance samples drawn with `rng`; x: (N, D).
 
     Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
-    whatever `max_elements` is, because the draws are made in one (k, N, Z) order.
+    whatever `max_elements` is, because the draws are made in one (k, N, Z) order (Z: arch.noise_dim).
     backend: one of npvae.backends.BACKENDS; every backend draws the same noise in the same order.
     progress: called with the number of (sample, point) pairs done after each chunk, so k = 10^9 shows it is moving.
     A chunk's memory is estimated first (npvae.memory) and refused if above what the machine has available.
@@ -37,7 +37,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     _validate.positive_int("k", k)
     _validate.generator("rng", rng)
     _validate.positive_int("max_elements", max_elements)
-    N, Z = x.shape[0], arch.latent_dim
+    N = x.shape[0]
     chunk = min(k, _chunk_size(arch, N, max_elements))
     check_fits(f"importance sampling ({arch.spec}, {N} points, {chunk} of the k={k} samples at a time)",
                eval_chunk_bytes(arch, N, chunk, dtype.itemsize), "lower the layer sizes of the model, or the points per batch")
@@ -46,15 +46,20 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
 
 def log_px_core(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
     """The estimate with k samples in chunks of `chunk`, combined by a running logsumexp; no checking (the NumPy backend's)."""
+    return log_px_stream(lambda p, a, x_, eps: log_weights_of(forward(p, a, x_, eps)), params, arch, x, k, rng, chunk, progress)
+
+
+def log_px_stream(log_weights, params, arch, x, k: int, rng, chunk: int, progress=None):
+    """`log_px_core` for any model: log_weights(params, arch, x, eps) -> (kc, N) on each chunk's noise (kc, N, arch.noise_dim)."""
     dtype = x.dtype
-    N, Z = x.shape[0], arch.latent_dim
+    N, Z = x.shape[0], arch.noise_dim
     m = np.full(N, -np.inf, dtype=dtype)  # running max of the log-weights
     s = np.zeros(N, dtype=dtype)  # running sum of exp(a - m)
     done = 0
     while done < k:
         kc = min(chunk, k - done)
         eps = rng.standard_normal((kc, N, Z), dtype=dtype)
-        a = log_weights_of(forward(params, arch, x, eps))  # (kc, N)
+        a = log_weights(params, arch, x, eps)  # (kc, N)
         m_new = np.maximum(m, a.max(axis=0))
         # A point whose log-weights are all -inf so far keeps s = 0 (e^(-inf - -inf) would be NaN); NaN stays NaN.
         shift = np.where(m_new == -np.inf, dtype.type(0.0), m_new)

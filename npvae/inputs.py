@@ -12,7 +12,8 @@ import numpy as np
 from . import _validate
 from .estimators import BOUNDS, ESTIMATORS, KL_MODES, VALID
 from .likelihoods import check_data
-from .model import Arch, VAEParams, check_params
+from .model import Arch, VAEParams
+from .models import check_params
 
 
 def _x_array(arch: Arch, x, dtype) -> None:
@@ -40,16 +41,16 @@ def check_x(params: VAEParams, arch: Arch, x) -> np.dtype:
 
 
 def check_eps(arch: Arch, x, eps, dtype) -> None:
-    """eps: (K, N, Z) float, finite, of the parameters' dtype, K >= 1."""
+    """eps: (K, N, arch.noise_dim) float, finite, of the parameters' dtype, K >= 1 (noise_dim: Z, or Z1 + Z2 for two layers)."""
     _validate.float_array("eps", eps, 3)
-    _validate.shape("eps", eps, (None, x.shape[0], arch.latent_dim))
+    _validate.shape("eps", eps, (None, x.shape[0], arch.noise_dim))
     _validate.same_dtype(dtype, eps=eps)
     if eps.shape[0] == 0:
         raise ValueError("eps has K = 0 samples: need at least one")
 
 
 def check_batch(params: VAEParams, arch: Arch, x, eps=None) -> np.dtype:
-    """Validate params, x: (N, D) for the likelihood, and eps: (K, N, Z) at the boundary; return the common dtype."""
+    """Validate params, x: (N, D) for the likelihood, and eps: (K, N, noise_dim) at the boundary; return the common dtype."""
     dtype = check_params(arch, params)
     check_x_data(arch, x, dtype)
     if eps is not None:
@@ -77,3 +78,9 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bi
         raise ValueError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {free_bits!r}")
     if fb > 0 and kl != "analytic":
         raise ValueError("free bits need the analytic KL (kl='analytic'): they floor each dimension's KL")
+
+
+def check_free_bits(arch, free_bits: float) -> None:
+    """Free bits floor each dimension of the one analytic KL: a one-stochastic-layer model's only."""
+    if float(free_bits) > 0 and arch.FAMILY != "one-layer":
+        raise ValueError(f"free bits are defined for one stochastic layer; {arch.spec} has two (use free_bits=0)")

@@ -17,6 +17,7 @@ import math
 import os
 
 from .model import Arch
+from .models import param_shapes
 
 __all__ = ["MemoryRequestError", "step_bytes", "eval_chunk_bytes", "available_bytes", "check_fits", "fmt_bytes"]
 
@@ -26,30 +27,22 @@ class MemoryRequestError(ValueError):
 
 
 def param_count(arch: Arch) -> int:
-    """P: weights and biases of the encoder and the decoder."""
-    from .model import param_shapes
-
+    """P: weights and biases of every network."""
     return sum(math.prod(s) for s in param_shapes(arch))
-
-
-def _widths(arch: Arch) -> tuple[list[int], list[int]]:
-    """(encoder layer widths, decoder layer widths): hidden sizes, the encoder's 2Z head and the decoder's output."""
-    D_out = arch.likelihood.out_dim(arch.data_dim)
-    return list(arch.hidden) + [2 * arch.latent_dim], list(reversed(arch.hidden)) + [D_out]
 
 
 def step_bytes(arch: Arch, n: int, k: int, itemsize: int) -> int:
     """Bytes one objective-and-gradient step plus Adam holds at once, for a batch of n points and k samples."""
-    enc, dec = _widths(arch)
-    elements = (4 * n * (sum(enc) + arch.data_dim) + 4 * k * n * sum(dec) + 6 * k * n * arch.latent_dim
+    enc, dec = arch.widths()  # layers run per point, and per sample (arch.widths)
+    elements = (4 * n * (sum(enc) + arch.data_dim) + 4 * k * n * sum(dec) + 6 * k * n * arch.noise_dim
                 + 9 * param_count(arch))
     return elements * itemsize
 
 
 def eval_chunk_bytes(arch: Arch, n: int, k_chunk: int, itemsize: int) -> int:
     """Bytes an importance-sampling chunk of k_chunk samples for n points holds (forward only), parameters included."""
-    enc, dec = _widths(arch)
-    elements = 2 * n * sum(enc) + 3 * k_chunk * n * (sum(dec) + 2 * arch.latent_dim) + param_count(arch)
+    enc, dec = arch.widths()
+    elements = 2 * n * sum(enc) + 3 * k_chunk * n * (sum(dec) + 2 * arch.noise_dim) + param_count(arch)
     return elements * itemsize
 
 

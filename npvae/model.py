@@ -7,7 +7,7 @@ gradient checks see a flat list of named arrays. Shapes: x (N, D), mu/log_var (N
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Arch:
     latent_dim: int
     activation: str = "tanh"
     likelihood: Likelihood = Likelihood()
+    FAMILY: ClassVar[str] = "one-layer"  # npvae.models' key
 
     def __post_init__(self):
         _validate.positive_int("data_dim", self.data_dim)
@@ -55,6 +56,15 @@ class Arch:
         """The inverse of `parse`."""
         return "-".join(str(s) for s in (self.data_dim, *self.hidden, self.latent_dim))
 
+    @property
+    def noise_dim(self) -> int:
+        """The last axis of the noise eps (K, N, Z): Z."""
+        return self.latent_dim
+
+    def widths(self) -> tuple[list[int], list[int]]:
+        """(widths of the layers run once per point, of those run once per sample), for npvae.memory's estimates."""
+        return list(self.encoder_sizes()[1:]), list(self.decoder_sizes()[1:])
+
     def encoder_sizes(self) -> tuple[int, ...]:
         return (self.data_dim, *self.hidden, 2 * self.latent_dim)
 
@@ -82,12 +92,17 @@ def init_params(arch: Arch, rng: np.random.Generator, dtype=np.float64, output_b
     enc = mlp_init(rng, arch.encoder_sizes(), arch.activation, dtype)
     dec = mlp_init(rng, arch.decoder_sizes(), arch.activation, dtype)
     if output_bias is not None:
-        b = np.asarray(output_bias)
-        _validate.shape("output_bias", b, (arch.decoder_sizes()[-1],))
-        if not np.all(np.isfinite(b)):
-            raise ValueError("output_bias must be finite")
-        dec = (*dec[:-1], dec[-1]._replace(b=b.astype(dtype)))
+        dec = with_output_bias(dec, output_bias, dtype)
     return VAEParams(enc, dec)
+
+
+def with_output_bias(layers: tuple[Dense, ...], output_bias, dtype) -> tuple[Dense, ...]:
+    """The decoder's layers with its last bias replaced by output_bias (D_out,), checked: finite and of the right shape."""
+    b = np.asarray(output_bias)
+    _validate.shape("output_bias", b, layers[-1].b.shape)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("output_bias must be finite")
+    return (*layers[:-1], layers[-1]._replace(b=b.astype(dtype)))
 
 
 def param_names(arch: Arch) -> list[str]:
@@ -149,3 +164,20 @@ def decode(params: VAEParams, arch: Arch, z):
     lead = z.shape[:-1]
     out, cache = mlp_forward(params.decoder, z.reshape(-1, arch.latent_dim), arch.activation)
     return out.reshape(*lead, out.shape[-1]), cache
+
+
+# ---- what pictures and evaluation read, the same for every family (npvae.models) ----
+
+def decode_x(params: VAEParams, arch: Arch, z):
+    """The likelihood's parameters from the latent that x's decoder reads: z (..., Z) -> (..., D_out)."""
+    return decode(params, arch, z)[0]
+
+
+def encoder_mean(params: VAEParams, arch: Arch, x):
+    """The mean of q(z|x) of the latent that x's decoder reads: x (N, D) -> (N, Z)."""
+    return encode(params, arch, x)[0]
+
+
+def prior_latent(params: VAEParams, arch: Arch, rng: np.random.Generator, n: int, dtype):
+    """n draws of the latent that x's decoder reads, from the prior: z ~ N(0, I), (n, Z); and how, in words."""
+    return rng.standard_normal((n, arch.latent_dim), dtype=dtype), "z ~ N(0, I)"

@@ -28,7 +28,7 @@ from .gaussian import (
     sample_backward,
     sample_forward,
 )
-from .inputs import check_batch, check_options, check_x  # noqa: F401  (check_x: this module's name too)
+from .inputs import check_batch, check_free_bits, check_options, check_x  # noqa: F401  (check_x: this module's name too)
 from .mlp import mlp_backward
 from .model import Arch, VAEParams, decode, encode
 
@@ -122,7 +122,10 @@ def objective(
     params: VAEParams, arch: Arch, x, eps, *, bound="elbo", kl="analytic", estimator="reparam", kl_weight=1.0, free_bits=0.0,
     backend="numpy",
 ):
-    """Bound per point (N,) and the gradient of its batch mean (VAEParams); x: (N, D), eps: (K, N, Z).
+    """Bound per point (N,) and the gradient of its batch mean (params' type); x: (N, D), eps: (K, N, arch.noise_dim).
+
+    Either model family (npvae.models): an Arch with VAEParams, or a TwoLayerArch with TwoLayerParams and
+    eps = [eps1, eps2] along the last axis (npvae.two_layer_objective, Burda et al. 2016).
 
     kl_weight (beta) scales the KL term of the ELBO, or log p(z) - log q(z|x) in its MC form, for
     warm-up; free_bits (lambda, analytic KL only) replaces each dimension's KL_j by max(lambda, KL_j).
@@ -130,6 +133,7 @@ def objective(
     backend: one of npvae.backends.BACKENDS ("numpy", this module, is the specification).
     """
     check_options(bound, kl, estimator, kl_weight, free_bits)
+    check_free_bits(arch, free_bits)
     check_batch(params, arch, x, eps)
     return get_backend(backend).bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits)
 

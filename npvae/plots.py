@@ -44,7 +44,8 @@ from ._canvas import (  # noqa: F401  (is_image is public here too)
     _tile,
     _tile_centres,
 )
-from .model import Arch, VAEParams, check_params, encode
+from .model import Arch, VAEParams, encode
+from .models import check_params, encoder_mean, prior_latent
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def prior_samples(params: VAEParams, arch: Arch, image_shape, path, rng: np.rand
     _validate.generator("rng", rng)
     n = _validate.positive_int("n", n)
     path = _check_png(path)
-    z = rng.standard_normal((n, arch.latent_dim), dtype=dtype)  # (n, Z)
-    title = f"decoder means E[x|z] at {n} draw{'s' * (n > 1)} z ~ N(0, I)"
+    z, how = prior_latent(params, arch, rng, n, dtype)  # (n, Z), z1 for two stochastic layers
+    title = f"decoder means E[x|z] at {n} draw{'s' * (n > 1)} {how}"
     return _draw_images(_means(params, arch, z), image_shape, path, 10, title)
 
 
@@ -84,7 +85,7 @@ def reconstructions(params: VAEParams, arch: Arch, x, image_shape, path, *, n: i
     n = _validate.positive_int("n", n)
     path = _check_png(path)
     x = x[:n]
-    mu, _, _ = encode(params, arch, x)  # (n, Z)
+    mu = encoder_mean(params, arch, x)  # (n, Z)
     recon = _means(params, arch, mu)  # (n, D)
     if not is_image(image_shape):
         return _reconstruction_strips(x, recon, path, arch)
@@ -280,7 +281,9 @@ def skipped_pictures(arch: Arch, image_shape, history: dict | None = None) -> di
     reasons = {}
     if history is None:
         reasons["curves.png"] = "no training history given"
-    if arch.latent_dim != 2:
+    if arch.FAMILY != "one-layer":
+        reasons["manifold.png"] = reasons["latent.png"] = "the latent plane is drawn for one stochastic layer with Z == 2"
+    elif arch.latent_dim != 2:
         why = f"the latent plane is drawn only for Z == 2; this model has Z = {arch.latent_dim}"
         reasons["manifold.png"] = reasons["latent.png"] = why
     elif not is_image(image_shape):

@@ -35,7 +35,8 @@ from .backends import resolve
 from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
 from .likelihoods import output_bias_from_data
-from .model import Arch, flatten, init_params, param_names, param_shapes, unflatten
+from .model import Arch
+from .models import flatten, init_params, param_names, param_shapes, unflatten
 from .objectives import bound_value
 from .optim import AdamState, adam_init
 
@@ -193,7 +194,7 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: s
     total = 0.0
     for i in range(0, x.shape[0], config.batch_size):
         xb = x[i : i + config.batch_size]
-        eps = rng.standard_normal((k, xb.shape[0], arch.latent_dim), dtype=xb.dtype)
+        eps = rng.standard_normal((k, xb.shape[0], arch.noise_dim), dtype=xb.dtype)
         total += float(bound_value(params, arch, xb, eps, bound=bound, kl=kl, backend=backend).sum())
     return total / x.shape[0]
 
@@ -350,7 +351,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         running = 0.0
         for i in range(steps_per_epoch):
             lo, hi = i * config.batch_size, min(N, (i + 1) * config.batch_size)
-            eps = rngs["eps"].standard_normal((config.k, hi - lo, arch.latent_dim), dtype=dtype)
+            eps = rngs["eps"].standard_normal((config.k, hi - lo, arch.noise_dim), dtype=dtype)
             beta = config.kl_weight_at(state.epoch, i, steps_per_epoch)
             bound, nonfinite = stepper.step(lo, hi, eps, beta, config.lr_at(state.epoch))
             if nonfinite:  # training stops; the checkpoints on disk are from the last completed epoch

@@ -13,15 +13,16 @@ z1, mp, lvp (K, N, Z1); mu2, lv2, z2 (K, N, Z2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from . import _validate
+from .gaussian import std
 from .layers import Dense
 from .likelihoods import Likelihood
 from .mlp import mlp_forward, mlp_init
-from .model import Arch
+from .model import Arch, with_output_bias
 
 PARTS = ("enc1", "enc2", "dec2", "dec1")  # the order of TwoLayerParams, param_names and flatten
 
@@ -37,6 +38,7 @@ class TwoLayerArch:
     latent2: int
     activation: str = "tanh"
     likelihood: Likelihood = Likelihood()
+    FAMILY: ClassVar[str] = "two-layer"  # npvae.models' key
 
     def __post_init__(self):
         for name in ("hidden1", "hidden2"):
@@ -70,6 +72,20 @@ class TwoLayerArch:
             map(str, (*self.hidden2, self.latent2))
         )
 
+    @property
+    def noise_dim(self) -> int:
+        """Z1 + Z2: the model's noise is one array eps (K, N, Z1 + Z2) = [eps1, eps2] along the last axis (`split_noise`)."""
+        return self.latent1 + self.latent2
+
+    def split_noise(self, eps):
+        """eps (K, N, Z1 + Z2) -> (eps1 (K, N, Z1), eps2 (K, N, Z2)), views."""
+        return eps[..., : self.latent1], eps[..., self.latent1 :]
+
+    def widths(self) -> tuple[list[int], list[int]]:
+        """(widths of the layers run once per point, of those run once per sample), for npvae.memory's estimates."""
+        s = self.sizes()
+        return list(s["enc1"][1:]), list(s["enc2"][1:]) + list(s["dec2"][1:]) + list(s["dec1"][1:])
+
     def sizes(self) -> dict[str, tuple[int, ...]]:
         """Each network's layer sizes, in PARTS order."""
         D, Z1, Z2 = self.data_dim, self.latent1, self.latent2
@@ -90,13 +106,19 @@ class TwoLayerParams(NamedTuple):
     dec1: tuple[Dense, ...]
 
 
-def init_params(arch: TwoLayerArch, rng: np.random.Generator, dtype=np.float64) -> TwoLayerParams:
-    """Fresh parameters from a passed-in Generator, drawn in PARTS order (npvae.mlp.mlp_init: He for ReLU, else Glorot)."""
+def init_params(arch: TwoLayerArch, rng: np.random.Generator, dtype=np.float64, output_bias=None) -> TwoLayerParams:
+    """Fresh parameters from a passed-in Generator, drawn in PARTS order (npvae.mlp.mlp_init: He for ReLU, else Glorot).
+
+    Biases start at 0, except dec1's output bias where `output_bias`: (D_out,) is given (as npvae.model.init_params).
+    """
     _validate.generator("rng", rng)
     dtype = np.dtype(dtype)
     if dtype not in _validate.FLOAT_DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return TwoLayerParams(*(mlp_init(rng, sizes, arch.activation, dtype) for sizes in arch.sizes().values()))
+    enc1, enc2, dec2, dec1 = (mlp_init(rng, sizes, arch.activation, dtype) for sizes in arch.sizes().values())
+    if output_bias is not None:
+        dec1 = with_output_bias(dec1, output_bias, dtype)
+    return TwoLayerParams(enc1, enc2, dec2, dec1)
 
 
 def param_names(arch: TwoLayerArch) -> list[str]:
@@ -156,3 +178,22 @@ def decode1(params: TwoLayerParams, arch: TwoLayerArch, z1):
     lead = z1.shape[:-1]
     out, cache = mlp_forward(params.dec1, z1.reshape(-1, arch.latent1), arch.activation)
     return out.reshape(*lead, out.shape[-1]), cache
+
+
+# ---- what pictures and evaluation read, the same for every family (npvae.models) ----
+
+def decode_x(params: TwoLayerParams, arch: TwoLayerArch, z1):
+    """The likelihood's parameters from z1: (..., Z1) -> (..., D_out)."""
+    return decode1(params, arch, z1)[0]
+
+
+def encoder_mean(params: TwoLayerParams, arch: TwoLayerArch, x):
+    """The mean of q(z1|x), the latent that x's decoder reads: x (N, D) -> (N, Z1)."""
+    return gaussian_head(params.enc1, x, arch.activation)[0]
+
+
+def prior_latent(params: TwoLayerParams, arch: TwoLayerArch, rng: np.random.Generator, n: int, dtype):
+    """n draws of z1 from the model: z2 ~ N(0, I), then z1 ~ p(z1|z2), (n, Z1); and how, in words."""
+    z2 = rng.standard_normal((n, arch.latent2), dtype=dtype)
+    mp, lvp, _ = gaussian_head(params.dec2, z2, arch.activation)
+    return mp + std(lvp) * rng.standard_normal(mp.shape, dtype=dtype), "z2 ~ N(0, I), z1 ~ p(z1|z2)"

@@ -23,7 +23,7 @@ Shapes: as npvae.two_layer; weights w, wn (K, N).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -41,9 +41,10 @@ from .gaussian import (
     sample_forward,
     std,
 )
+from .importance import log_px_stream
 from .inputs import check_options, check_x_data
 from .lme import log_mean_exp_core, softmax_core
-from .mlp import mlp_backward
+from .mlp import mlp_backward, mlp_forward
 from .two_layer import TwoLayerArch, TwoLayerParams, check_params, decode1, gaussian_head
 
 
@@ -61,8 +62,43 @@ def conditional_prior_backward(c, cache):
     return -g, g, c * r.dtype.type(-0.5) * (r.dtype.type(1) - r * r)
 
 
+class Ops(NamedTuple):
+    """The loops a backend supplies; the maths around them (latent layers, estimators) is this module's, for every backend.
+
+    mlp(tag, layers, h (M, H_0), activation) -> (out (M, H_L), cache); tags "enc1", "enc2", "dec2", "dec1" are distinct.
+    mlp_back(tag, layers, cache, d (M, H_L), activation, need_dx) -> (grads, d input or None); may overwrite d.
+    head(arch, out (K N, D_out), x, lp_lq (K, N), bound, kl, beta, grad) -> (value (N,), a (K, N), w, wn, dout (K N, D_out)
+        or None): a = log p(x|z1_k) + beta lp_lq, the bound's value and weights, and wn_k d log p(x|z1_k) / d out.
+    """
+
+    mlp: Callable
+    mlp_back: Callable
+    head: Callable
+
+
+def _numpy_mlp(tag, layers, h, activation):
+    return mlp_forward(layers, h, activation)
+
+
+def _numpy_mlp_back(tag, layers, cache, d, activation, need_dx):
+    return mlp_backward(d, cache, need_dx)
+
+
+def _numpy_head(arch, out, x, lp_lq, bound, kl, beta, grad):
+    K, N = lp_lq.shape
+    log_px, lik_cache = lik.forward(arch.likelihood, out.reshape(K, N, -1), x)
+    a = log_px + beta * lp_lq
+    value, w = BOUND[(bound, kl)](a)
+    wn = w / x.dtype.type(N)  # (K, N): d(batch mean of the bound) / d a_k
+    dout = lik.backward(arch.likelihood, wn, lik_cache).reshape(K * N, -1) if grad else None
+    return value, a, w, wn, dout
+
+
+NUMPY = Ops(_numpy_mlp, _numpy_mlp_back, _numpy_head)
+
+
 class Forward(NamedTuple):
-    """Everything one forward pass computes; the backward reuses it and recomputes nothing."""
+    """Everything one forward pass up to the likelihood computes; the backward reuses it and recomputes nothing."""
 
     mu1: np.ndarray  # (N, Z1)
     lv1: np.ndarray  # (N, Z1)
@@ -73,51 +109,58 @@ class Forward(NamedTuple):
     z2: np.ndarray  # (K, N, Z2)
     eps2: np.ndarray  # (K, N, Z2)
     s2_cache: tuple  # (sd2, eps2)
-    log_px: np.ndarray  # (K, N)  log p(x|z1_k)
+    out: np.ndarray  # (K N, D_out): dec1's output, the likelihood's parameters
     log_pz1: np.ndarray  # (K, N)  log p(z1_k|z2_k)
     pz1_cache: tuple
     enc1_cache: tuple
     enc2_cache: tuple
     dec2_cache: tuple
     dec1_cache: tuple
-    lik_cache: tuple
 
 
-def forward(params: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2) -> Forward:
-    """Both encoders and samples, both decoders, the conditional prior and the likelihood; no checking."""
+def _head_forward(ops, tag, layers, h, activation):
+    """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache)."""
+    lead = h.shape[:-1]
+    out, cache = ops.mlp(tag, layers, h.reshape(-1, h.shape[-1]), activation)  # (M, 2Z), M = prod(lead)
+    out = out.reshape(*lead, out.shape[-1])
+    Z = out.shape[-1] // 2
+    return out[..., :Z], out[..., Z:], cache
+
+
+def forward(params: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2, ops: Ops = NUMPY) -> Forward:
+    """Both encoders and samples, both decoders and the conditional prior; no checking."""
     act = arch.activation
-    mu1, lv1, enc1_cache = gaussian_head(params.enc1, x, act)  # (N, Z1)
+    mu1, lv1, enc1_cache = _head_forward(ops, "enc1", params.enc1, x, act)  # (N, Z1)
     z1, s1_cache = sample_forward(mu1, lv1, eps1)  # (K, N, Z1)
-    mu2, lv2, enc2_cache = gaussian_head(params.enc2, z1, act)  # (K, N, Z2), at the sampled z1
+    mu2, lv2, enc2_cache = _head_forward(ops, "enc2", params.enc2, z1, act)  # (K, N, Z2), at the sampled z1
     z2, s2_cache = sample_forward(mu2, lv2, eps2)  # (K, N, Z2)
-    mp, lvp, dec2_cache = gaussian_head(params.dec2, z2, act)  # (K, N, Z1)
+    mp, lvp, dec2_cache = _head_forward(ops, "dec2", params.dec2, z2, act)  # (K, N, Z1)
     log_pz1, pz1_cache = conditional_prior_forward(z1, mp, lvp)
-    out, dec1_cache = decode1(params, arch, z1)  # (K, N, D_out)
-    log_px, lik_cache = lik.forward(arch.likelihood, out, x)
-    return Forward(mu1, lv1, eps1, s1_cache, mu2, lv2, z2, eps2, s2_cache, log_px, log_pz1, pz1_cache,
-                   enc1_cache, enc2_cache, dec2_cache, dec1_cache, lik_cache)
+    out, dec1_cache = ops.mlp("dec1", params.dec1, z1.reshape(-1, arch.latent1), act)  # (K N, D_out)
+    return Forward(mu1, lv1, eps1, s1_cache, mu2, lv2, z2, eps2, s2_cache, out, log_pz1, pz1_cache,
+                   enc1_cache, enc2_cache, dec2_cache, dec1_cache)
 
 
-def log_weights_of(f: Forward, kl_weight=1.0, analytic: bool = False):
-    """a_k (K, N) of the module docstring; with `analytic` the top pair is -KL(q(z2|z1_k) || N(0, I))."""
-    t = f.eps1.dtype.type
+def latent_log_weights(f: Forward, analytic: bool = False):
+    """lp_lq (K, N) = log p(z1_k|z2_k) + log p(z2_k) - log q(z1_k|x) - log q(z2_k|z1_k), so that a_k = log p(x|z1_k) + beta lp_lq;
+    with `analytic` the top pair is -KL(q(z2|z1_k) || N(0, I))."""
     if analytic:
         top = -kl_std_normal_forward(f.mu2, f.lv2)  # (K, N): one KL per sample k
     else:
         top = log_std_normal(f.z2) - log_prob_eps(f.lv2, f.eps2)
-    return f.log_px + t(kl_weight) * (f.log_pz1 - log_prob_eps(f.lv1, f.eps1) + top)
+    return f.log_pz1 - log_prob_eps(f.lv1, f.eps1) + top
 
 
-def _mlp_back(cache, d, need_dx: bool = True):
-    """mlp_backward for inputs with leading axes: d (..., H_out) -> (grads, d input (..., H_in) or None)."""
+def _mlp_back(ops, tag, layers, cache, d, activation, need_dx: bool = True):
+    """ops.mlp_back for inputs with leading axes: d (..., H_out) -> (grads, d input (..., H_in) or None)."""
     lead = d.shape[:-1]
-    grads, dh = mlp_backward(d.reshape(-1, d.shape[-1]), cache, need_dx)
+    grads, dh = ops.mlp_back(tag, layers, cache, np.ascontiguousarray(d.reshape(-1, d.shape[-1])), activation, need_dx)
     return grads, (None if dh is None else dh.reshape(*lead, dh.shape[-1]))
 
 
-def _head_back(cache, dmean, dlog_var, need_dx: bool = True):
-    """Back through a gaussian_head: (dmean, dlog_var) (..., Z) -> (grads, d input)."""
-    return _mlp_back(cache, np.concatenate([dmean, dlog_var], axis=-1), need_dx)
+def _head_back(ops, tag, layers, cache, dmean, dlog_var, activation, need_dx: bool = True):
+    """Back through a Gaussian head: (dmean, dlog_var) (..., Z) -> (grads, d input)."""
+    return _mlp_back(ops, tag, layers, cache, np.concatenate([dmean, dlog_var], axis=-1), activation, need_dx)
 
 
 def top_latent_backward(dz2, f: Forward, ce, kl: str, q_held: bool):
@@ -139,21 +182,25 @@ def top_latent_backward(dz2, f: Forward, ce, kl: str, q_held: bool):
     return (dmu - pmu, dlv - plv), (pmu, c * c.dtype.type(0.5) + plv)
 
 
-def _bound_and_grad(params, arch, x, eps1, eps2, bound, kl, estimator, kl_weight=1.0):
-    """The value (N,) and the gradient of its batch mean (TwoLayerParams); no checking (see `bound_and_grad`)."""
+def bound_and_grad_core(params, arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0, ops: Ops = NUMPY):
+    """The value (N,) and the gradient of its batch mean (TwoLayerParams) for eps = [eps1, eps2] (K, N, Z1 + Z2); no checking.
+
+    free_bits is accepted for the Backend signature and is always 0 here (npvae.inputs.check_free_bits).
+    """
     t = x.dtype.type
-    N = x.shape[0]
     beta = t(kl_weight)
+    act = arch.activation
     est = ESTIMATORS[estimator]
-    f = forward(params, arch, x, eps1, eps2)
-    value, w = BOUND[(bound, kl)](log_weights_of(f, beta, kl == "analytic"))
-    wn = w / t(N)  # (K, N): d(batch mean of the bound) / d a_k
+    eps1, eps2 = arch.split_noise(eps)
+    f = forward(params, arch, x, eps1, eps2, ops)
+    value, _, w, wn, dout = ops.head(arch, f.out, x, latent_log_weights(f, kl == "analytic"), bound, kl, beta, True)
 
     # Generative side, weights wn on log p(x|z1), beta wn on log p(z1|z2) and log p(z2): the decoders' gradients
     # and the path gradients dz1, dz2.
-    dec1_grads, dz1 = _mlp_back(f.dec1_cache, lik.backward(arch.likelihood, wn, f.lik_cache))
+    dec1_grads, dz1 = _mlp_back(ops, "dec1", params.dec1, f.dec1_cache, dout, act)
+    dz1 = dz1.reshape(f.eps1.shape)
     pz1_dz1, dmp, dlvp = conditional_prior_backward(beta * wn, f.pz1_cache)
-    dec2_grads, dz2 = _head_back(f.dec2_cache, dmp, dlvp)
+    dec2_grads, dz2 = _head_back(ops, "dec2", params.dec2, f.dec2_cache, dmp, dlvp, act)
     dz1 = dz1 + pz1_dz1
     if kl == "mc":
         dz2 = dz2 - (beta * wn)[..., None] * f.z2  # d log N(z2; 0, I) / dz2 = -z2
@@ -164,14 +211,31 @@ def _bound_and_grad(params, arch, x, eps1, eps2, bound, kl, estimator, kl_weight
     else:
         e = wn
     live, held = top_latent_backward(dz2, f, beta * e, kl, est.q_held)
-    enc2_grads, dz1_top = _head_back(f.enc2_cache, *live)
+    enc2_grads, dz1_top = _head_back(ops, "enc2", params.enc2, f.enc2_cache, *live, act)
     dz1 = dz1 + dz1_top
-    if held is not None:
-        dz1 = dz1 + _head_back(f.enc2_cache, *held)[1]  # enc2's parameters held: its input gradient only
+    if held is not None:  # enc2's parameters held: its input gradient only
+        dz1 = dz1 + _head_back(ops, "enc2", params.enc2, f.enc2_cache, *held, act)[1]
     # q(z1|x): estimators' one-layer rules; DReG's is STL's with e = wn w on the already reweighted dz1.
     dmu1, dlv1 = (stl if est.q_held else reparam)(dz1, f.s1_cache, f.lv1, w, e, beta)
-    enc1_grads, _ = _head_back(f.enc1_cache, dmu1, dlv1, need_dx=False)  # the data x needs no gradient
+    enc1_grads, _ = _head_back(ops, "enc1", params.enc1, f.enc1_cache, dmu1, dlv1, act, need_dx=False)  # x needs none
     return value, TwoLayerParams(enc1_grads, enc2_grads, dec2_grads, dec1_grads)
+
+
+def bound_value_core(params, arch, x, eps, bound, kl, ops: Ops = NUMPY):
+    """The bound per point (N,) without gradients; no checking."""
+    f = forward(params, arch, x, *arch.split_noise(eps), ops)
+    return ops.head(arch, f.out, x, latent_log_weights(f, kl == "analytic"), bound, kl, x.dtype.type(1), False)[0]
+
+
+def log_weights_core(params, arch, x, eps, ops: Ops = NUMPY):
+    """a_k = log p(x, z1_k, z2_k) - log q(z1_k, z2_k|x): (K, N), fresh; no checking."""
+    f = forward(params, arch, x, *arch.split_noise(eps), ops)
+    return ops.head(arch, f.out, x, latent_log_weights(f), "elbo", "mc", x.dtype.type(1), False)[1].copy()
+
+
+def log_px_core(params, arch, x, k: int, rng, chunk: int, progress=None, ops: Ops = NUMPY):
+    """Importance-sampled log p(x) (N,) as npvae.importance.log_px, from `log_weights_core` chunk by chunk; no checking."""
+    return log_px_stream(lambda p, a, x_, eps: log_weights_core(p, a, x_, eps, ops), params, arch, x, k, rng, chunk, progress)
 
 
 # ---- forward-only surrogates for the finite-difference checks (no backward code is used) ----
@@ -234,21 +298,21 @@ def bound_and_grad(params: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2, bo
     """Bound per point (N,) and the gradient of its batch mean (TwoLayerParams); x (N, D), eps1 (K, N, Z1), eps2 (K, N, Z2).
 
     (bound, kl, estimator) as npvae.estimators.VALID; kl_weight (beta, ELBO only) scales everything but log p(x|z1).
+    The NumPy specification; npvae.objectives.objective(params, arch, x, [eps1, eps2], backend=...) runs any backend.
     """
     check_options(bound, kl, estimator, kl_weight)
     check_batch(params, arch, x, eps1, eps2)
-    return _bound_and_grad(params, arch, x, eps1, eps2, bound, kl, estimator, kl_weight)
+    return bound_and_grad_core(params, arch, x, np.concatenate([eps1, eps2], axis=-1), bound, kl, estimator, kl_weight)
 
 
 def log_weights(params: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2):
     """a_k = log p(x, z1_k, z2_k) - log q(z1_k, z2_k|x): (K, N)."""
     check_batch(params, arch, x, eps1, eps2)
-    return log_weights_of(forward(params, arch, x, eps1, eps2))
+    return log_weights_core(params, arch, x, np.concatenate([eps1, eps2], axis=-1))
 
 
 def bound_value(params: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2, bound="elbo", kl="mc"):
     """The bound per point (N,) without gradients (for evaluation)."""
     check_options(bound, kl, VALID[(bound, kl)][0] if (bound, kl) in VALID else "reparam", 1.0)
     check_batch(params, arch, x, eps1, eps2)
-    a = log_weights_of(forward(params, arch, x, eps1, eps2), 1.0, kl == "analytic")
-    return BOUND[(bound, kl)](a)[0]
+    return bound_value_core(params, arch, x, np.concatenate([eps1, eps2], axis=-1), bound, kl)

@@ -68,3 +68,35 @@ def test_a_point_on_a_relu_kink_is_inconclusive_not_failed():
     rows = {r.name: r.status for r in per_parameter(params, grads, arch, x, eps, options, rng, param_names(arch))}
     assert rows["encoder.0.b"] == "inconclusive" and "FAIL" not in rows.values()
     assert rows["decoder.2.W"] == "ok"  # the decoder's last layer moves no encoder pre-activation
+
+
+def test_two_layer_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thousand(monkeypatch):
+    real = check_mod.objective
+
+    def wrong(params, arch, x, eps, **kw):
+        v, g = real(params, arch, x, eps, **kw)
+        return v, g._replace(dec2=tuple(Dense(l.W, l.b * (1 + 1e-3)) for l in g.dec2))
+
+    monkeypatch.setattr(check_mod, "objective", wrong)
+    for seed in range(3):
+        failed = {r["case"].rsplit(" ", 1)[1] for r in check_mod.two_layer_gradient_rows(seed) if r["status"] == "FAIL"}
+        assert failed == {"dec2.0.b", "dec2.1.b"}, (seed, failed)
+
+
+def test_two_layer_rows_fail_when_stl_holds_the_input_of_q_z2_given_z1(monkeypatch):
+    """A plausible bug: STL/DReG holding all of log q(z2|z1) fixed, its input z1 too. Only the encoder of z1 sees it."""
+    from npvae import two_layer_objective as two
+
+    real = two.top_latent_backward
+    monkeypatch.setattr(two, "top_latent_backward", lambda *a: (real(*a)[0], None))
+    for seed in range(3):
+        rows = check_mod.two_layer_gradient_rows(seed)
+        failed = {(r["case"].split(" ")[4], r["case"].rsplit(" ", 1)[1].split(".")[0]) for r in rows if r["status"] == "FAIL"}
+        assert failed and {est for est, _ in failed} == {"stl", "dreg"} and {net for _, net in failed} == {"enc1"}, (seed, failed)
+
+
+def test_two_layer_log_weights_off_by_a_billionth_of_a_nat_fail_the_oracle_row(monkeypatch):
+    real = check_mod.log_weights
+    monkeypatch.setattr(check_mod, "log_weights", lambda *a, **kw: real(*a, **kw) + 1e-9)
+    failed = [r["case"] for r in check_mod.two_layer_bound_rows(0) if r["status"] == "FAIL"]
+    assert failed and all("log-weight" in c for c in failed), failed

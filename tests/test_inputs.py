@@ -9,13 +9,14 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from npvae import Arch, init_params, objective
+from npvae import Arch, init_params, models, objective
 from npvae.cli import build_parser, main
 from npvae.config import TrainConfig
 from npvae.data import load
 from npvae.memory import MemoryRequestError, check_fits, step_bytes
 from npvae.model import flatten
 from npvae.optim import adam_init, adam_update
+from npvae.two_layer import TwoLayerArch
 from npvae.train import AbsurdBoundWarning, load_state, save_state, train
 
 ONE = ["train", "--epochs", "1", "--no-pictures", "--quiet"]
@@ -123,20 +124,21 @@ def test_check_fits_compares_with_what_is_given():
 
 
 @pytest.mark.parametrize("arch, n, k", [(Arch(784, (200, 200), 50), 20, 5), (Arch(784, (400,), 20, activation="relu"), 128, 1),
-                                        (Arch(64, (32,), 2), 10, 50)])
+                                        (Arch(64, (32,), 2), 10, 50),
+                                        (TwoLayerArch(784, (200, 200), 100, (100, 100), 50), 20, 5)])
 def test_step_estimate_bounds_the_real_peak_within_a_small_factor(arch, n, k):
     """tracemalloc sees numpy's allocations: the estimate must be above one step's peak, and not far above."""
     rng = np.random.default_rng(0)
-    params = init_params(arch, rng, np.float64)
+    params = models.init_params(arch, rng, np.float64)
     x = (rng.random((n, arch.data_dim)) < 0.3).astype(np.float64)
-    eps = rng.standard_normal((k, n, arch.latent_dim))
-    flat = flatten(params)
+    eps = rng.standard_normal((k, n, arch.noise_dim))
+    flat = models.flatten(params)
     adam = adam_init(flat)
     objective(params, arch, x, eps, bound="iwae" if k > 1 else "elbo", kl="mc")  # warm caches outside the trace
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     value, grads = objective(params, arch, x, eps, bound="iwae" if k > 1 else "elbo", kl="mc")
-    new, adam = adam_update(flat, [-g for g in flatten(grads)], adam, 1e-3, (0.9, 0.999), 1e-8)
+    new, adam = adam_update(flat, [-g for g in models.flatten(grads)], adam, 1e-3, (0.9, 0.999), 1e-8)
     peak = tracemalloc.get_traced_memory()[1] - before
     tracemalloc.stop()
     held = sum(a.nbytes for a in flat) * 3  # params and Adam's two moments, already allocated before the trace

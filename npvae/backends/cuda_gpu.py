@@ -20,7 +20,7 @@ from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import cuda_kernels as ck
 from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
-from .protocol import Backend
+from .protocol import Backend, by_family
 
 try:  # cuBLAS through CuPy where it is installed; the tiled kernel otherwise
     import cupy as _cp
@@ -229,8 +229,22 @@ def stepper(backend, arch: Arch, params, adam, **options):
     """The trainer's stepper: everything device-resident (npvae.backends.cuda_train)."""
     from .cuda_train import DeviceTrainer
 
+    if arch.FAMILY != "one-layer":
+        _two_layer()
     return DeviceTrainer(arch, params, adam, **options)
 
 
 adam_update_ = adam_step  # the name it had, for callers of the module
-BACKEND = Backend("cuda", bound_and_grad, bound_value, log_weights, log_px, log_mean_exp, adam_step, stepper)
+
+
+def _two_layer(*args):
+    raise ValueError("the cuda backend runs one-stochastic-layer models; for a two-layer architecture use backend 'numba' or 'numpy'")
+
+
+BACKEND = Backend(
+    "cuda",
+    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=_two_layer),
+    by_family("bound_value", one_layer=bound_value, two_layer=_two_layer),
+    by_family("log_weights", one_layer=log_weights, two_layer=_two_layer),
+    by_family("log_px", one_layer=log_px, two_layer=_two_layer),
+    log_mean_exp, adam_step, stepper)

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inputs import check_options, check_x_data
-from ..model import Arch, check_params, flatten, unflatten
+from ..inputs import check_free_bits, check_options, check_x_data
+from ..model import Arch
+from ..models import check_params, flatten, unflatten
 from ..optim import AdamState
 
 
 class HostStepper:
-    """Adam on minus the bound, parameters as a flat list of host arrays (npvae.model.flatten order)."""
+    """Adam on minus the bound, parameters as a flat list of host arrays (npvae.models.flatten order)."""
 
     def __init__(self, backend, arch: Arch, params, adam: AdamState, *, batch_size: int, bound: str, kl: str, estimator: str,
                  free_bits: float, betas, adam_eps: float):
         self.dtype = check_params(arch, unflatten(arch, params))
         check_options(bound, kl, estimator, 1.0, free_bits)
+        check_free_bits(arch, free_bits)
         self.backend, self.arch, self.params, self.adam = backend, arch, params, adam
         self.options = (bound, kl, estimator)
         self.free_bits, self.betas, self.adam_eps = free_bits, betas, adam_eps

@@ -20,7 +20,9 @@ from . import scalar
 from ._jit import compile_module, jit, like, rebuild
 from .codes import ANALYTIC, RELU, SOFTPLUS, TANH
 
-S = compile_module(scalar, jit)
+# Inlined in numba's IR where they are called (not left to LLVM): a call that passes arrays otherwise costs a
+# reference-count increment and decrement per array per call, per element of the loops (3x on latent_backward).
+S = compile_module(scalar, lambda f: jit(f, inline="always"))
 relu, relu_grad, tanh, tanh_grad, softplus, softplus_grad = (S[n] for n in ("relu", "relu_grad", "tanh", "tanh_grad", "softplus", "softplus_grad"))
 std, sample_row, kl_free_bits_point, latent_point, adam_elem = (S[n] for n in ("std", "sample_row", "kl_free_bits_point", "latent_point", "adam_elem"))
 bound_point, scale_rows, log_mean_exp_point, lme_update_point, lme_finish_elem = (
@@ -133,8 +135,8 @@ def head_kernels(kind) -> SimpleNamespace:
     """The head compiled for one likelihood module (npvae.likelihoods.REGISTRY's entries): .head, .row_log_lik, .elem."""
     if kind.NAME not in _HEADS:
         tag = kind.NAME.replace("-", "_")
-        g = {**globals(), "lik_elem": jit(rebuild(kind.elem, {**vars(kind), **S}))}
-        g["row_log_lik"] = jit(rebuild(_row_log_lik, g, f"row_log_lik_{tag}"))
+        g = {**globals(), "lik_elem": jit(rebuild(kind.elem, {**vars(kind), **S}), inline="always")}
+        g["row_log_lik"] = jit(rebuild(_row_log_lik, g, f"row_log_lik_{tag}"), inline="always")
         g["head"] = jit(rebuild(_head, g, f"head_{tag}"))
         _HEADS[kind.NAME] = SimpleNamespace(head=g["head"], row_log_lik=g["row_log_lik"], elem=g["lik_elem"])
     return _HEADS[kind.NAME]

@@ -19,7 +19,7 @@ from ..model import Arch, VAEParams
 from . import binary_input
 from . import kernels as kern
 from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
-from .protocol import Backend
+from .protocol import Backend, by_family
 
 
 class Workspace:
@@ -50,8 +50,8 @@ def workspace() -> Workspace:
     return ws
 
 
-def _mlp_forward(ws, tag, layers, x, code, ones=None):
-    """(M, H_0) -> (M, H_L) through BLAS products and bias+activation kernels; returns (out, caches) for `_mlp_backward`.
+def mlp_forward(ws, tag, layers, x, code, ones=None):
+    """(M, H_0) -> (M, H_L) through BLAS products and bias+activation kernels; returns (out, caches) for `mlp_backward`.
 
     ones: binary_input's (colptr, rows) of a binary x, or None; with it the first product is a sum of rows of W.
     """
@@ -72,10 +72,10 @@ def _mlp_forward(ws, tag, layers, x, code, ones=None):
     return h, caches
 
 
-def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
+def mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
     """Back through the layers from dout (M, H_L), which is overwritten; returns (grads tuple of Dense, dx or None).
 
-    ones: as in `_mlp_forward` (the first layer's dW is then a sum of rows of dout).
+    ones: as in `mlp_forward` (the first layer's dW is then a sum of rows of dout).
     """
     grads = [None] * len(layers)
     d = dout
@@ -97,7 +97,7 @@ def _mlp_backward(ws, tag, layers, caches, dout, code, need_dx, ones=None):
     return tuple(grads), (d if need_dx else None)
 
 
-def _binary_ones(ws, x):
+def binary_ones(ws, x):
     """binary_input's (colptr, rows) of the ones of x (N, D) if it is binary and sparse enough, else None."""
     N, D = x.shape
     colptr = ws.get("colptr", (D + 1,), np.int64)
@@ -109,8 +109,8 @@ def _binary_ones(ws, x):
 def _encode(ws, params, arch, x):
     """mu, log_var (N, Z), the encoder's caches, and binary_input's grouping of x's ones (or None) for its backward."""
     code = ACTIVATION[arch.activation]
-    ones = _binary_ones(ws, x)
-    h, caches = _mlp_forward(ws, "enc", params.encoder, x, code, ones)
+    ones = binary_ones(ws, x)
+    h, caches = mlp_forward(ws, "enc", params.encoder, x, code, ones)
     Z = arch.latent_dim
     return h[:, :Z], h[:, Z:], (caches, ones)
 
@@ -123,11 +123,11 @@ def _sample_decode(ws, params, arch, eps, mu, log_var, want_lp):
     sd = ws.get("sd", (N, Z), dt)
     lp_lq = ws.get("lp_lq", (K, N), dt)
     kern.sample(mu, log_var, eps.reshape(K * N, Z), z, sd, lp_lq, want_lp)
-    out, caches = _mlp_forward(ws, "dec", params.decoder, z, ACTIVATION[arch.activation])
+    out, caches = mlp_forward(ws, "dec", params.decoder, z, ACTIVATION[arch.activation])
     return z, sd, lp_lq, out, caches
 
 
-def _head(ws, arch, x, out, lp_lq, mode, beta, grad):
+def head(ws, arch, x, out, lp_lq, mode, beta, grad):
     """value (N,), logw, w, wn (K, N) from the decoder output (K N, D_out); with grad, out becomes d(batch mean)/d out."""
     K, N = lp_lq.shape
     t = x.dtype.type
@@ -150,9 +150,9 @@ def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, 
     mode = HEAD[(bound, kl)]
     mu, log_var, (enc_caches, ones) = _encode(ws, params, arch, x)
     z, sd, lp_lq, out, dec_caches = _sample_decode(ws, params, arch, eps, mu, log_var, mode != ANALYTIC)
-    value, _, w, wn = _head(ws, arch, x, out, lp_lq, mode, beta, True)  # out now holds dout
+    value, _, w, wn = head(ws, arch, x, out, lp_lq, mode, beta, True)  # out now holds dout
     code = ACTIVATION[arch.activation]
-    dec_grads, dz = _mlp_backward(ws, "dec", params.decoder, dec_caches, out, code, True)
+    dec_grads, dz = mlp_backward(ws, "dec", params.decoder, dec_caches, out, code, True)
     above = ws.get("above", (N, Z), np.bool_)
     if mode == ANALYTIC:
         kl_value = ws.get("kl", (N,), x.dtype)
@@ -160,7 +160,7 @@ def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, 
         value -= beta * kl_value
     dh = ws.get("dh", (N, 2 * Z), x.dtype)
     kern.latent_backward(dz, z, eps.reshape(K * N, Z), sd, mu, log_var, w, wn, above, beta, t(N), mode, ESTIMATOR[estimator], dh)
-    enc_grads, _ = _mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False, ones)
+    enc_grads, _ = mlp_backward(ws, "enc", params.encoder, enc_caches, dh, code, False, ones)
     return value, VAEParams(enc_grads, dec_grads)
 
 
@@ -170,7 +170,7 @@ def log_weights(params: VAEParams, arch: Arch, x, eps):
     ws = workspace()
     mu, log_var, _ = _encode(ws, params, arch, x)
     _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, True)
-    _, logw, _, _ = _head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
+    _, logw, _, _ = head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
     return logw.copy()
 
 
@@ -182,7 +182,7 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     mode = HEAD[(bound, kl)]
     mu, log_var, _ = _encode(ws, params, arch, x)
     _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, mode != ANALYTIC)
-    value, _, _, _ = _head(ws, arch, x, out, lp_lq, mode, 1.0, False)
+    value, _, _, _ = head(ws, arch, x, out, lp_lq, mode, 1.0, False)
     if mode == ANALYTIC:
         kl_value = ws.get("kl", (N,), x.dtype)
         kern.kl_free_bits(mu, log_var, x.dtype.type(-np.inf), kl_value, ws.get("above", (N, Z), np.bool_))
@@ -211,7 +211,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
         kc = min(chunk, k - done)
         eps = rng.standard_normal((kc, N, Z), dtype=dtype)
         _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, True)
-        _, logw, _, _ = _head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
+        _, logw, _, _ = head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
         kern.lme_update(logw, m, s)
         done += kc
         if progress is not None:
@@ -257,4 +257,12 @@ def stepper(backend, arch: Arch, params, adam, **options):
 
 
 adam_update_ = adam_step  # the name it had, for callers of the module
-BACKEND = Backend("numba", bound_and_grad, bound_value, log_weights, log_px, log_mean_exp, adam_step, stepper)
+from . import numba_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
+
+BACKEND = Backend(
+    "numba",
+    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=two.bound_and_grad),
+    by_family("bound_value", one_layer=bound_value, two_layer=two.bound_value),
+    by_family("log_weights", one_layer=log_weights, two_layer=two.log_weights),
+    by_family("log_px", one_layer=log_px, two_layer=two.log_px),
+    log_mean_exp, adam_step, stepper)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from .. import two_layer_objective as two
 from ..importance import log_px_core
 from ..lme import log_mean_exp_core
 from ..objectives import bound_and_grad, bound_value_core, forward, log_weights_of
 from ..optim import adam_update
-from .protocol import Backend
+from .protocol import Backend, by_family
 
 
 def log_weights(params, arch, x, eps):
@@ -24,5 +25,10 @@ def stepper(backend, arch, params, adam, **options):
     return HostStepper(backend, arch, params, adam, **options)
 
 
-BACKEND = Backend("numpy", bound_and_grad, bound_value_core, log_weights, log_px_core,
-                  lambda a: log_mean_exp_core(a, axis=0), adam_step, stepper)
+BACKEND = Backend(
+    "numpy",
+    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=two.bound_and_grad_core),
+    by_family("bound_value", one_layer=bound_value_core, two_layer=two.bound_value_core),
+    by_family("log_weights", one_layer=log_weights, two_layer=two.log_weights_core),
+    by_family("log_px", one_layer=log_px_core, two_layer=two.log_px_core),
+    lambda a: log_mean_exp_core(a, axis=0), adam_step, stepper)

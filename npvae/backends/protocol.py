@@ -27,3 +27,17 @@ class Backend(NamedTuple):
     # trainer's stepper, whose steps call the Backend passed (so a wrapped Backend is the one used): start_epoch(x, order),
     # step(lo, hi, eps, kl_weight, lr), state(), failed_step() (npvae.backends.host_stepper).
     stepper: Callable
+
+
+def by_family(name: str, **cores) -> Callable:
+    """One Backend function from a core per model family (npvae.models): cores["one_layer"] for an Arch,
+    cores["two_layer"] for a TwoLayerArch; every such function takes (params, arch, ...)."""
+    table = {family.replace("_", "-"): core for family, core in cores.items()}
+
+    def call(params, arch, *args):
+        return table[arch.FAMILY](params, arch, *args)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{name} for either model family: " + ", ".join(f"{k} -> {v.__module__}.{getattr(v, '__name__', v)}"
+                                                                    for k, v in table.items())
+    return call

@@ -151,3 +151,23 @@ def test_equals_numpy_at_the_extremes(regime, dtype):
         for name, got, want in zip(param_names(arch), flatten(g), flatten(g_ref)):
             assert got.dtype == want.dtype == dtype and rel_err(got, want) <= rtol, f"{regime} d/d {name} {case}: {rel_err(got, want):.2e}"
     assert rel_err(log_weights(params, arch, x, eps, backend="cuda"), a) <= rtol
+
+
+def test_two_stochastic_layers_are_refused_with_a_message():
+    """The CUDA backend runs one stochastic layer; a two-layer model gets a message naming the backends that run it."""
+    from npvae.optim import adam_init as init
+    from npvae.two_layer import TwoLayerArch, init_params
+
+    arch = TwoLayerArch.parse("6-5-3:3-2")
+    rng = np.random.default_rng(0)
+    params = init_params(arch, rng)
+    x, eps = (rng.random((2, 6)) < 0.5).astype(np.float64), rng.standard_normal((2, 2, arch.noise_dim))
+    for call in (lambda: objective(params, arch, x, eps, backend="cuda"),
+                 lambda: log_weights(params, arch, x, eps, backend="cuda"),
+                 lambda: bound_value(params, arch, x, eps, backend="cuda")):
+        with pytest.raises(ValueError, match="one-stochastic-layer models; for a two-layer architecture use backend 'numba' or 'numpy'"):
+            call()
+    b = cuda_gpu.BACKEND
+    with pytest.raises(ValueError, match="one-stochastic-layer"):
+        b.stepper(b, arch, flatten(params), init(flatten(params)), batch_size=2, bound="elbo", kl="mc", estimator="reparam",
+                  free_bits=0.0, betas=(0.9, 0.999), adam_eps=1e-8)
