@@ -7,8 +7,8 @@ For "this change is no slower": check the old commit out beside the new one (git
 Each round runs every version once, in alternating order (old first in odd rounds), each in its own
 process with PYTHONPATH at its tree and its own numba cache (compiled before the clock by bench_train's
 warm-up). Reported: per workload and backend, the median over rounds of each version's figure and the
-ratio new/old of those medians (samples/s for training, higher is better; seconds for eval and the
-simulator step, lower is better). The simulator step is objective(..., backend="cuda") on a tiny problem
+ratio new/old of those medians, and the median (and range) of the ratios within each round, which cancel the
+machine's slow drift (samples/s for training, higher is better; seconds for eval and the simulator step, lower is better). The simulator step is objective(..., backend="cuda") on a tiny problem
 under NUMBA_ENABLE_CUDASIM=1 (its cost is the simulator's per-thread Python, i.e. the kernels' launch shapes).
 """
 
@@ -78,12 +78,16 @@ def main(argv=None) -> int:
             for tag in (("old", "new") if r % 2 == 0 else ("new", "old")):
                 figs[tag].append(run_version(getattr(args, tag).resolve(), args, Path(tmp), tag))
                 print(f"round {r + 1} {tag}: {figs[tag][-1]}", flush=True)
-    print(f"\n| figure | old (median of {args.rounds}) | new | new/old |\n|---|---|---|---|")
+    print(f"\n| figure | old (median of {args.rounds}) | new | new/old of the medians | new/old paired by round: median (range) |\n"
+          "|---|---|---|---|---|")
     for key in figs["old"][0]:
         o = statistics.median(f[key] for f in figs["old"])
         n = statistics.median(f[key] for f in figs["new"])
+        # Each round runs both versions back to back, so a ratio within a round cancels the machine's slow drift.
+        paired = [fn[key] / fo[key] for fo, fn in zip(figs["old"], figs["new"])]
         unit = "s" if key.startswith(("eval", "sim")) else "samples/s"
-        print(f"| {key} ({unit}) | {o:.4g} | {n:.4g} | {n / o:.3f} |")
+        print(f"| {key} ({unit}) | {o:.4g} | {n:.4g} | {n / o:.3f} | {statistics.median(paired):.3f} "
+              f"({min(paired):.2f}-{max(paired):.2f}) |")
     return 0
 
 

@@ -31,7 +31,7 @@ from . import run_dir as rd
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .memory import check_fits, eval_chunk_bytes, step_bytes
 from .backends import get as get_backend
-from .backends import resolve
+from .backends import resolve_training
 from .config import STREAMS, TrainConfig
 from .data import Dataset, binarize_dynamic
 from .likelihoods import output_bias_from_data
@@ -254,6 +254,7 @@ def preflight(config: TrainConfig, dataset: Dataset) -> Arch:
     """Everything a run is checked for before its directory is touched: the data, the architecture, the memory; returns the Arch."""
     _check_data(config, dataset)
     arch = config.make_arch(dataset.train.shape[1])
+    resolve_training(config.backend, arch)  # refuses a backend that cannot train this model
     check_memory(config, arch)
     return arch
 
@@ -338,7 +339,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
     N = dataset.train.shape[0]
     steps_per_epoch = -(-N // config.batch_size)
     dtype = np.dtype(config.dtype)
-    backend = resolve(config.backend)
+    backend = resolve_training(config.backend, arch)
     stepper = _stepper(config, arch, backend, state)
     rngs = state.rngs
     warned = False

@@ -17,7 +17,7 @@ What each estimator holds fixed (phi = enc1's and enc2's parameters, theta = dec
 - dreg (Tucker et al. 2018, eq. 7): LME_k a_k(theta; phi o) for the decoders, plus
   sum_k (w_k o)^2 a_k(theta o; z_k(phi), q at phi o) for the encoders, w = softmax(a), the same stop-gradients.
   In the backward this is STL's encoder pass with every sample's weight wn_k replaced by wn_k w_k.
-`surrogate` is that scalar, built from forward passes only (log q in z-form), for the finite-difference checks.
+npvae.two_layer_surrogate.surrogate is that scalar, built from forward passes only, for the finite-difference checks.
 Shapes: as npvae.two_layer; weights w, wn (K, N).
 """
 
@@ -43,9 +43,8 @@ from .gaussian import (
 )
 from .importance import log_px_stream
 from .inputs import check_options, check_x_data
-from .lme import log_mean_exp_core, softmax_core
 from .mlp import mlp_backward, mlp_forward
-from .two_layer import TwoLayerArch, TwoLayerParams, check_params, decode1, gaussian_head
+from .two_layer import TwoLayerArch, TwoLayerParams, check_params
 
 
 def conditional_prior_forward(z1, mp, lvp):
@@ -236,37 +235,6 @@ def log_weights_core(params, arch, x, eps, ops: Ops = NUMPY):
 def log_px_core(params, arch, x, k: int, rng, chunk: int, progress=None, ops: Ops = NUMPY):
     """Importance-sampled log p(x) (N,) as npvae.importance.log_px, from `log_weights_core` chunk by chunk; no checking."""
     return log_px_stream(lambda p, a, x_, eps: log_weights_core(p, a, x_, eps, ops), params, arch, x, k, rng, chunk, progress)
-
-
-# ---- forward-only surrogates for the finite-difference checks (no backward code is used) ----
-
-def _log_weights_z(live, arch, x, eps1, eps2, q=None, kl_weight=1.0, analytic=False):
-    """a_k (K, N) with z1, z2 and the decoders from `live`, log q in z-form at `q`'s encoders (default live)."""
-    act = arch.activation
-    mu1, lv1, _ = gaussian_head(live.enc1, x, act)
-    z1 = sample_forward(mu1, lv1, eps1)[0]
-    mu2, lv2, _ = gaussian_head(live.enc2, z1, act)
-    z2 = sample_forward(mu2, lv2, eps2)[0]
-    mp, lvp, _ = gaussian_head(live.dec2, z2, act)
-    log_px = lik.forward(arch.likelihood, decode1(live, arch, z1)[0], x)[0]
-    if q is not None:
-        mu1, lv1, _ = gaussian_head(q.enc1, x, act)
-        mu2, lv2, _ = gaussian_head(q.enc2, z1, act)  # held parameters, live input z1: the z1 path is kept
-    top = -kl_std_normal_forward(mu2, lv2) if analytic else log_std_normal(z2) - log_prob(z2, mu2, lv2)
-    return log_px + kl_weight * (log_prob(z1, mp, lvp) - log_prob(z1, mu1, lv1) + top)
-
-
-def surrogate(live: TwoLayerParams, base: TwoLayerParams, arch: TwoLayerArch, x, eps1, eps2, bound, kl, estimator,
-              kl_weight=1.0) -> float:
-    """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound; no checking."""
-    held = ESTIMATORS[estimator]
-    if held.squared_weights:
-        dec = _log_weights_z(TwoLayerParams(base.enc1, base.enc2, live.dec2, live.dec1), arch, x, eps1, eps2)
-        w_base = softmax_core(_log_weights_z(base, arch, x, eps1, eps2), axis=0)
-        a_path = _log_weights_z(TwoLayerParams(live.enc1, live.enc2, base.dec2, base.dec1), arch, x, eps1, eps2, base)
-        return float(np.mean(log_mean_exp_core(dec, axis=0) + (w_base**2 * a_path).sum(axis=0)))
-    a = _log_weights_z(live, arch, x, eps1, eps2, base if held.q_held else None, kl_weight, kl == "analytic")
-    return float(np.mean(a.mean(axis=0) if bound == "elbo" else log_mean_exp_core(a, axis=0)))
 
 
 # ---- the public boundary: validates once, then calls the cores ----

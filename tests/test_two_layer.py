@@ -16,7 +16,8 @@ from npvae.layers import ACTIVATIONS, Dense
 from npvae.likelihoods import LIKELIHOODS, Likelihood
 from npvae.linear_gaussian2 import TwoLayerLinearGaussian, TwoLayerQ
 from npvae.two_layer import TwoLayerArch, TwoLayerParams, flatten, gaussian_head, init_params, param_names, param_shapes, unflatten
-from npvae.two_layer_objective import VALID, bound_and_grad, bound_value, log_weights, surrogate
+from npvae.two_layer_objective import VALID, bound_and_grad, bound_value, log_weights
+from npvae.two_layer_surrogate import surrogate
 
 CASES = [(b, k, e) for (b, k), es in VALID.items() for e in es]
 WEIGHTED = [(b, k, e, w) for (b, k, e) in CASES for w in ((1.0, 0.4) if b == "elbo" else (1.0,))]

@@ -67,6 +67,21 @@ def resolve(backend: str) -> str:
 
 
 _MODULES = {"numpy": "numpy_ref", "numba": "numba_cpu", "cuda": "cuda_gpu"}
+# The model families (npvae.models) each backend's trainer (Backend.stepper) runs: cuda trains on the device, one layer only.
+TRAINS = {"numpy": ("one-layer", "two-layer"), "numba": ("one-layer", "two-layer"), "cuda": ("one-layer",)}
+
+
+def resolve_training(backend: str, arch) -> str:
+    """The concrete backend that trains `arch`: as `resolve`, except that "auto" passes over a backend whose trainer does
+    not run arch's model family; a named backend that cannot train it is refused (ValueError). Evaluation runs everywhere."""
+    if backend == "auto" and resolve("auto") == "cuda" and arch.FAMILY not in TRAINS["cuda"]:
+        return "numba" if numba_available() else "numpy"
+    name = resolve(backend)
+    if arch.FAMILY not in TRAINS[name]:
+        can = ", ".join(repr(b) for b, fams in TRAINS.items() if arch.FAMILY in fams)
+        raise ValueError(f"the {name} backend trains {' and '.join(TRAINS[name])} models on the device; to train the "
+                         f"{arch.FAMILY} architecture {arch.spec} use backend {can}")
+    return name
 
 
 def get(backend: str):

@@ -5,8 +5,10 @@ Matrix products are CuPy's cuBLAS where `cupy` imports, else the shared-memory t
 kernels. The device cores (`bound_and_grad_device`, `adam_device`) take and return device arrays; the public
 functions, with the same signatures as numba_cpu's, copy parameters, x and eps to the device per call
 and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
-on the device across steps instead (npvae.backends.cuda_train). No checking here: npvae.objectives
-and npvae.importance validate and then call these.
+on the device across steps instead (npvae.backends.cuda_train), for one-stochastic-layer models only.
+The two-layer model (npvae.backends.cuda_two_layer) runs this module's MLP and head loops on the device and
+the specification's latent maths on the host. No checking here: npvae.objectives and npvae.importance
+validate and then call these.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def _matmul(A, B, ta=False, tb=False, out=None):
     return C
 
 
-def _mlp_forward(layers, x, code):
-    """(M, H_0) -> (M, H_L): product, then bias+activation; returns (out, caches) for `_mlp_backward`."""
+def mlp_forward(layers, x, code):
+    """(M, H_0) -> (M, H_L): product, then bias+activation; returns (out, caches) for `mlp_backward`."""
     h = x
     caches = []
     for i, (W, b) in enumerate(layers):
@@ -59,7 +61,7 @@ def _mlp_forward(layers, x, code):
     return h, caches
 
 
-def _mlp_backward(layers, caches, dout, code, need_dx, out=None):
+def mlp_backward(layers, caches, dout, code, need_dx, out=None):
     """Back through the layers from dout (M, H_L), overwritten; returns (device grads tuple of Dense, written into out if given, dx or None)."""
     grads = [None] * len(layers)
     d = dout
@@ -75,8 +77,9 @@ def _mlp_backward(layers, caches, dout, code, need_dx, out=None):
     return tuple(grads), (d if need_dx else None)
 
 
-def _to_device(params: VAEParams) -> VAEParams:
-    return VAEParams(*(tuple(Dense(*(cuda.to_device(np.ascontiguousarray(a)) for a in layer)) for layer in part) for part in params))
+def to_device_params(params):
+    """VAEParams or TwoLayerParams -> the same container of C-ordered device arrays."""
+    return type(params)(*(tuple(Dense(*(cuda.to_device(np.ascontiguousarray(a)) for a in layer)) for layer in part) for part in params))
 
 
 def _to_host(params: VAEParams) -> VAEParams:
@@ -84,7 +87,7 @@ def _to_host(params: VAEParams) -> VAEParams:
 
 
 def _encode(dev, arch, x):
-    h, caches = _mlp_forward(dev.encoder, x, ACTIVATION[arch.activation])
+    h, caches = mlp_forward(dev.encoder, x, ACTIVATION[arch.activation])
     Z = arch.latent_dim
     return h[:, :Z], h[:, Z:], caches
 
@@ -97,11 +100,11 @@ def _sample_decode(dev, arch, eps, mu, log_var, want_lp):
     z, sd, lp_lq = _empty((KN, Z), eps.dtype), _empty((N, Z), eps.dtype), _empty((K, N), eps.dtype)
     ck.launch(ck.std_kernel, N * Z, log_var, sd)
     ck.launch(ck.sample, KN, mu, log_var, sd, eps, z, lp_lq, want_lp)
-    out, caches = _mlp_forward(dev.decoder, z, ACTIVATION[arch.activation])
+    out, caches = mlp_forward(dev.decoder, z, ACTIVATION[arch.activation])
     return z, sd, lp_lq, out, caches
 
 
-def _head(arch, x, out, lp_lq, kl, mode, beta, grad):
+def head(arch, x, out, lp_lq, kl, mode, beta, grad):
     """value (N,), logw, w, wn (K, N) on the device; with grad, out becomes dout (kernels.head)."""
     K, N = lp_lq.shape
     t = np.dtype(x.dtype).type
@@ -135,41 +138,41 @@ def bound_and_grad_device(dev: VAEParams, arch: Arch, x, eps, bound, kl, estimat
     mu, log_var, enc_caches = _encode(dev, arch, x)
     kl_value, above = _kl(mu, log_var, t(free_bits))  # used (and `above` read) only for the analytic KL
     z, sd, lp_lq, d, dec_caches = _sample_decode(dev, arch, eps, mu, log_var, mode != ANALYTIC)
-    value, _, w, wn = _head(arch, x, d, lp_lq, kl_value, mode, beta, True)  # d: decoder output, now its gradient
+    value, _, w, wn = head(arch, x, d, lp_lq, kl_value, mode, beta, True)  # d: decoder output, now its gradient
     code = ACTIVATION[arch.activation]
-    dec_grads, dz = _mlp_backward(dev.decoder, dec_caches, d, code, True, None if out is None else out.decoder)
+    dec_grads, dz = mlp_backward(dev.decoder, dec_caches, d, code, True, None if out is None else out.decoder)
     dh = _empty((N, 2 * Z), x.dtype)
     ck.launch(ck.latent_backward, N * Z, dz, z, eps, sd, mu, log_var, w, wn, above, beta, t(N), mode,
               ESTIMATOR[estimator], dh)
-    enc_grads, _ = _mlp_backward(dev.encoder, enc_caches, dh, code, False, None if out is None else out.encoder)
+    enc_grads, _ = mlp_backward(dev.encoder, enc_caches, dh, code, False, None if out is None else out.encoder)
     return value, VAEParams(enc_grads, dec_grads)
 
 
 def bound_and_grad(params: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
     """The value (N,) and the gradient of its batch mean, as objectives.bound_and_grad; no checking."""
-    value, grads = bound_and_grad_device(_to_device(params), arch, *_inputs(x, eps), bound, kl, estimator, kl_weight, free_bits)
+    value, grads = bound_and_grad_device(to_device_params(params), arch, *_inputs(x, eps), bound, kl, estimator, kl_weight, free_bits)
     return value.copy_to_host(), _to_host(grads)
 
 
 def log_weights(params: VAEParams, arch: Arch, x, eps):
     """a_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): (K, N), fresh; no checking."""
-    dev = _to_device(params)
+    dev = to_device_params(params)
     xd, ed = _inputs(x, eps)
     mu, log_var, _ = _encode(dev, arch, xd)
     _, _, lp_lq, out, _ = _sample_decode(dev, arch, ed, mu, log_var, True)
-    _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
+    _, logw, _, _ = head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
     return logw.copy_to_host()
 
 
 def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
     """The bound per point (N,) without gradients, as objectives.bound_value; no checking."""
     mode = HEAD[(bound, kl)]
-    dev = _to_device(params)
+    dev = to_device_params(params)
     xd, ed = _inputs(x, eps)
     mu, log_var, _ = _encode(dev, arch, xd)
     kl_value, _ = _kl(mu, log_var, x.dtype.type(-np.inf))  # lambda = -inf: the plain KL
     _, _, lp_lq, out, _ = _sample_decode(dev, arch, ed, mu, log_var, mode != ANALYTIC)
-    value, _, _, _ = _head(arch, xd, out, lp_lq, kl_value, mode, 1.0, False)
+    value, _, _, _ = head(arch, xd, out, lp_lq, kl_value, mode, 1.0, False)
     return value.copy_to_host()
 
 
@@ -177,7 +180,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
     """Importance-sampled log p(x) (N,) as npvae.importance.log_px: k samples in chunks, the noise drawn on the host in the same order."""
     dtype = x.dtype
     N, Z = x.shape[0], arch.latent_dim
-    dev = _to_device(params)
+    dev = to_device_params(params)
     xd = cuda.to_device(np.ascontiguousarray(x))
     mu, log_var, _ = _encode(dev, arch, xd)
     m = cuda.to_device(np.full(N, -np.inf, dtype=dtype))
@@ -187,7 +190,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
         kc = min(chunk, k - done)
         eps = cuda.to_device(rng.standard_normal((kc, N, Z), dtype=dtype).reshape(kc * N, Z))
         _, _, lp_lq, out, _ = _sample_decode(dev, arch, eps, mu, log_var, True)
-        _, logw, _, _ = _head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
+        _, logw, _, _ = head(arch, xd, out, lp_lq, lp_lq[0], ELBO_MC, 1.0, False)
         ck.launch(ck.lme_update, N, logw, m, s)
         done += kc
         if progress is not None:
@@ -226,25 +229,25 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
 
 
 def stepper(backend, arch: Arch, params, adam, **options):
-    """The trainer's stepper: everything device-resident (npvae.backends.cuda_train)."""
+    """The trainer's stepper: everything device-resident (npvae.backends.cuda_train); one-layer models only."""
     from .cuda_train import DeviceTrainer
 
-    if arch.FAMILY != "one-layer":
-        _two_layer()
+    from . import resolve_training
+
+    resolve_training("cuda", arch)
     return DeviceTrainer(arch, params, adam, **options)
 
 
 adam_update_ = adam_step  # the name it had, for callers of the module
 
 
-def _two_layer(*args):
-    raise ValueError("the cuda backend runs one-stochastic-layer models; for a two-layer architecture use backend 'numba' or 'numpy'")
+from . import cuda_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
 
 
 BACKEND = Backend(
     "cuda",
-    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=_two_layer),
-    by_family("bound_value", one_layer=bound_value, two_layer=_two_layer),
-    by_family("log_weights", one_layer=log_weights, two_layer=_two_layer),
-    by_family("log_px", one_layer=log_px, two_layer=_two_layer),
+    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=two.bound_and_grad),
+    by_family("bound_value", one_layer=bound_value, two_layer=two.bound_value),
+    by_family("log_weights", one_layer=log_weights, two_layer=two.log_weights),
+    by_family("log_px", one_layer=log_px, two_layer=two.log_px),
     log_mean_exp, adam_step, stepper)

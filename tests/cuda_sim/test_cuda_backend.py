@@ -19,9 +19,10 @@ from numba import cuda
 
 from conftest import extreme_problem, random_problem
 from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each test with each matrix-product path)
-from npvae import flatten, log_px, log_weights, objective, param_names
+from npvae import flatten, log_px, log_weights, objective, param_names, unflatten
 from npvae.backends import resolve
 from npvae.backends import cuda_gpu, cuda_kernels, cuda_train_kernels
+from npvae.estimators import VALID
 from npvae.gradcheck import rel_err
 from npvae.lme import log_mean_exp
 from npvae.objectives import bound_value
@@ -153,21 +154,69 @@ def test_equals_numpy_at_the_extremes(regime, dtype):
     assert rel_err(log_weights(params, arch, x, eps, backend="cuda"), a) <= rtol
 
 
-def test_two_stochastic_layers_are_refused_with_a_message():
-    """The CUDA backend runs one stochastic layer; a two-layer model gets a message naming the backends that run it."""
-    from npvae.optim import adam_init as init
+def _two_layer_problem(likelihood, dtype, seed=8):
+    from npvae.likelihoods import Likelihood
     from npvae.two_layer import TwoLayerArch, init_params
 
-    arch = TwoLayerArch.parse("6-5-3:3-2")
-    rng = np.random.default_rng(0)
-    params = init_params(arch, rng)
-    x, eps = (rng.random((2, 6)) < 0.5).astype(np.float64), rng.standard_normal((2, 2, arch.noise_dim))
-    for call in (lambda: objective(params, arch, x, eps, backend="cuda"),
-                 lambda: log_weights(params, arch, x, eps, backend="cuda"),
-                 lambda: bound_value(params, arch, x, eps, backend="cuda")):
-        with pytest.raises(ValueError, match="one-stochastic-layer models; for a two-layer architecture use backend 'numba' or 'numpy'"):
-            call()
+    arch = TwoLayerArch.parse("6-5-3:3-2", likelihood=Likelihood(likelihood))
+    rng = np.random.default_rng(seed)
+    params = unflatten(arch, [a.astype(dtype) for a in flatten(init_params(arch, rng))])
+    x = (rng.random((3, 6)) < 0.5) if likelihood == "bernoulli" else rng.standard_normal((3, 6))
+    return arch, params, x.astype(dtype), rng.standard_normal((2, 3, arch.noise_dim)).astype(dtype)  # N = 3, K = 2
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned"])
+def test_two_stochastic_layers_equal_numpy(likelihood):
+    """Every (bound, kl, estimator), the forward-only paths and log p(x) of Burda et al.'s model against the specification."""
+    dtype = np.float64
+    arch, params, x, eps = _two_layer_problem(likelihood, dtype)
+    for (bound, kl), estimators in VALID.items():
+        for estimator in estimators:
+            case = (bound, kl, estimator, 0.6 if bound == "elbo" else 1.0)
+            options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=case[3])
+            v_ref, g_ref = objective(params, arch, x, eps, **options)
+            v, g = objective(params, arch, x, eps, backend="cuda", **options)
+            _close(v, v_ref, dtype, f"value {case} {likelihood}")
+            for name, a, b in zip(param_names(arch), flatten(g), flatten(g_ref)):
+                _close(a, b, dtype, f"d/d {name} {case} {likelihood}")
+        _close(bound_value(params, arch, x, eps, bound=bound, kl=kl, backend="cuda"),
+               bound_value(params, arch, x, eps, bound=bound, kl=kl), dtype, f"bound_value {bound} {kl} {likelihood}")
+    _close(log_weights(params, arch, x, eps, backend="cuda"), log_weights(params, arch, x, eps), dtype, "log_weights")
+    per = arch.likelihood.out_dim(arch.data_dim) * x.shape[0]  # chunks of 2 samples: 3 = 2 + 1
+    got = log_px(params, arch, x, 3, np.random.default_rng(4), max_elements=2 * per, backend="cuda")
+    _close(got, log_px(params, arch, x, 3, np.random.default_rng(4), max_elements=2 * per), dtype, f"log_px {likelihood}")
+
+
+def test_two_stochastic_layers_float32_stays_float32():
+    dtype = np.float32
+    arch, params, x, eps = _two_layer_problem("gaussian-learned", dtype, seed=9)
+    options = dict(bound="iwae", kl="mc", estimator="dreg")
+    v_ref, g_ref = objective(params, arch, x, eps, **options)
+    v, g = objective(params, arch, x, eps, backend="cuda", **options)
+    _close(v, v_ref, dtype, "value float32")
+    for name, a, b in zip(param_names(arch), flatten(g), flatten(g_ref)):
+        _close(a, b, dtype, f"d/d {name} float32")
+    _close(log_weights(params, arch, x, eps, backend="cuda"), log_weights(params, arch, x, eps), dtype, "log_weights float32")
+
+
+def test_two_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
+    """Device-resident training runs one stochastic layer; a two-layer model gets a message naming the backends that train it."""
+    from npvae.optim import adam_init as init
+
+    arch, params, _, _ = _two_layer_problem("bernoulli", np.float64)
     b = cuda_gpu.BACKEND
-    with pytest.raises(ValueError, match="one-stochastic-layer"):
+    with pytest.raises(ValueError, match="the cuda backend trains one-layer models on the device; to train the two-layer "
+                                         "architecture 6-5-3:3-2 use backend 'numpy', 'numba'"):
         b.stepper(b, arch, flatten(params), init(flatten(params)), batch_size=2, bound="elbo", kl="mc", estimator="reparam",
                   free_bits=0.0, betas=(0.9, 0.999), adam_eps=1e-8)
+
+
+def test_training_a_two_layer_model_on_cuda_is_refused_before_the_run_directory(tmp_path):
+    from npvae.config import TrainConfig
+    from npvae.data import load
+    from npvae.train import train
+
+    cfg = TrainConfig(arch="64-20-8:6-3", backend="cuda", epochs=1, binarize=True)
+    with pytest.raises(ValueError, match="use backend 'numpy', 'numba'"):
+        train(cfg, load("digits", binarize=True), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
