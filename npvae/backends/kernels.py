@@ -20,8 +20,10 @@ from . import scalar
 from ._jit import compile_module, jit, like, rebuild
 from .codes import ANALYTIC, RELU, SOFTPLUS, TANH
 
-# Inlined in numba's IR where they are called (not left to LLVM): a call that passes arrays otherwise costs a
-# reference-count increment and decrement per array per call, per element of the loops (3x on latent_backward).
+# scalar.py's functions are inlined in numba's IR where they are called (not left to LLVM): a call that passes
+# arrays otherwise costs a reference-count increment and decrement per array, per element of the loops (3x on
+# latent_backward), and float64 softplus/sigmoid stay scalar calls (the float64 head 6x slower). The likelihoods'
+# `elem` is NOT inlined that way: in float32 that made the head 9x slower (bench/RESULTS.md, issue 13).
 S = compile_module(scalar, lambda f: jit(f, inline="always"))
 relu, relu_grad, tanh, tanh_grad, softplus, softplus_grad = (S[n] for n in ("relu", "relu_grad", "tanh", "tanh_grad", "softplus", "softplus_grad"))
 std, sample_row, kl_free_bits_point, latent_point, adam_elem = (S[n] for n in ("std", "sample_row", "kl_free_bits_point", "latent_point", "adam_elem"))
@@ -135,8 +137,8 @@ def head_kernels(kind) -> SimpleNamespace:
     """The head compiled for one likelihood module (npvae.likelihoods.REGISTRY's entries): .head, .row_log_lik, .elem."""
     if kind.NAME not in _HEADS:
         tag = kind.NAME.replace("-", "_")
-        g = {**globals(), "lik_elem": jit(rebuild(kind.elem, {**vars(kind), **S}), inline="always")}
-        g["row_log_lik"] = jit(rebuild(_row_log_lik, g, f"row_log_lik_{tag}"), inline="always")
+        g = {**globals(), "lik_elem": jit(rebuild(kind.elem, {**vars(kind), **S}))}
+        g["row_log_lik"] = jit(rebuild(_row_log_lik, g, f"row_log_lik_{tag}"))
         g["head"] = jit(rebuild(_head, g, f"head_{tag}"))
         _HEADS[kind.NAME] = SimpleNamespace(head=g["head"], row_log_lik=g["row_log_lik"], elem=g["lik_elem"])
     return _HEADS[kind.NAME]
