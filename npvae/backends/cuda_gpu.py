@@ -22,7 +22,7 @@ from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import cuda_kernels as ck
 from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
-from .protocol import Backend, by_family
+from .protocol import Backend, per_family
 
 try:  # cuBLAS through CuPy where it is installed; the tiled kernel otherwise
     import cupy as _cp
@@ -244,10 +244,4 @@ adam_update_ = adam_step  # the name it had, for callers of the module
 from . import cuda_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
 
 
-BACKEND = Backend(
-    "cuda",
-    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=two.bound_and_grad),
-    by_family("bound_value", one_layer=bound_value, two_layer=two.bound_value),
-    by_family("log_weights", one_layer=log_weights, two_layer=two.log_weights),
-    by_family("log_px", one_layer=log_px, two_layer=two.log_px),
-    log_mean_exp, adam_step, stepper)
+BACKEND = Backend("cuda", **per_family(globals(), two), log_mean_exp=log_mean_exp, adam_step=adam_step, stepper=stepper)

@@ -7,7 +7,7 @@ from ..importance import log_px_core
 from ..lme import log_mean_exp_core
 from ..objectives import bound_and_grad, bound_value_core, forward, log_weights_of
 from ..optim import adam_update
-from .protocol import Backend, by_family
+from .protocol import Backend, per_family
 
 
 def log_weights(params, arch, x, eps):
@@ -27,8 +27,7 @@ def stepper(backend, arch, params, adam, **options):
 
 BACKEND = Backend(
     "numpy",
-    by_family("bound_and_grad", one_layer=bound_and_grad, two_layer=two.bound_and_grad_core),
-    by_family("bound_value", one_layer=bound_value_core, two_layer=two.bound_value_core),
-    by_family("log_weights", one_layer=log_weights, two_layer=two.log_weights_core),
-    by_family("log_px", one_layer=log_px_core, two_layer=two.log_px_core),
-    lambda a: log_mean_exp_core(a, axis=0), adam_step, stepper)
+    **per_family(dict(bound_and_grad=bound_and_grad, bound_value=bound_value_core, log_weights=log_weights, log_px=log_px_core),
+                 dict(bound_and_grad=two.bound_and_grad_core, bound_value=two.bound_value_core,
+                      log_weights=two.log_weights_core, log_px=two.log_px_core)),
+    log_mean_exp=lambda a: log_mean_exp_core(a, axis=0), adam_step=adam_step, stepper=stepper)

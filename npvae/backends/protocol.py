@@ -41,3 +41,15 @@ def by_family(name: str, **cores) -> Callable:
     call.__doc__ = f"{name} for either model family: " + ", ".join(f"{k} -> {v.__module__}.{getattr(v, '__name__', v)}"
                                                                     for k, v in table.items())
     return call
+
+
+MODEL_FUNCTIONS = ("bound_and_grad", "bound_value", "log_weights", "log_px")  # the Backend fields that depend on the model
+
+
+def per_family(one_layer, two_layer) -> dict:
+    """MODEL_FUNCTIONS as `by_family` functions; one_layer and two_layer map those names to each family's cores (a dict,
+    or a module)."""
+    def core(cores, name):
+        return cores[name] if isinstance(cores, dict) else getattr(cores, name)
+
+    return {n: by_family(n, one_layer=core(one_layer, n), two_layer=core(two_layer, n)) for n in MODEL_FUNCTIONS}
