@@ -2,8 +2,8 @@
 
     python bench/cost_iwae.py --data-dir ../shared/data            # prints ms a step per k and the projected hours
 
-The trainer's own stepper (npvae.train.HostStepper: the objective and Adam, batch 20, float32, one BLAS
-thread) runs `--steps` steps for each k in turn, `--repeats` times, interleaved so that a shared machine's
+The trainer's own stepper (the backend's `stepper`, as npvae.train builds it: the objective and Adam, batch 20,
+float32, one BLAS thread) runs `--steps` steps for each k in turn, `--repeats` times, interleaved so that a shared machine's
 load falls on every k alike; the median is projected to 3280 epochs of 2500 steps. Evaluation (k = 5000 on the
 10,000 test points, eight times in a run) is timed once on `--eval-n` points of a seeded subset and scaled.
 """
@@ -18,12 +18,13 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from npvae.backends import get as get_backend
 from npvae.backends import resolve
 from npvae.config import TrainConfig
 from npvae.data import load, subset_indices
 from npvae.evaluate import evaluate
-from npvae.model import unflatten
-from npvae.train import HostStepper, new_state
+from npvae.models import unflatten
+from npvae.train import new_state
 
 EPOCHS, STEPS_PER_EPOCH, EVALUATIONS = 3280, 2500, 8
 
@@ -46,7 +47,9 @@ def main(argv=None) -> int:
                           kl="mc" if k > 1 else "analytic", batch_size=20, dtype="float32", adam_eps=1e-4, backend=backend)
         arch = cfg.make_arch(784)
         state = new_state(cfg, arch, data.train)
-        s = HostStepper(cfg, arch, backend, state.params, state.adam)
+        b = get_backend(backend)
+        s = b.stepper(b, arch, state.params, state.adam, batch_size=cfg.batch_size, bound=cfg.bound, kl=cfg.kl,
+                      estimator=cfg.estimator, free_bits=cfg.free_bits, betas=(cfg.beta1, cfg.beta2), adam_eps=cfg.adam_eps)
         s.start_epoch(data.train, np.random.default_rng(0).permutation(data.train.shape[0]))
         steppers[k] = (s, arch, state.rngs["eps"])
     times = {k: [] for k in steppers}
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
     def steps(k, i0, n):
         s, arch, rng = steppers[k]
         for i in range(i0, i0 + n):
-            s.step(20 * i, 20 * (i + 1), rng.standard_normal((k, 20, arch.latent_dim), dtype=np.float32), 1.0, 1e-3)
+            s.step(20 * i, 20 * (i + 1), rng.standard_normal((k, 20, arch.noise_dim), dtype=np.float32), 1.0, 1e-3)
 
     for k in steppers:  # warm-up: compilation
         steps(k, 0, 3)
@@ -64,10 +67,11 @@ def main(argv=None) -> int:
             steps(k, 3 + r * args.steps, args.steps)
             times[k].append((time.perf_counter() - t) / args.steps)
     s, arch, _ = steppers[min(steppers)]
+    params = unflatten(arch, s.state()[0])
     x = data.test[subset_indices(args.eval_n, data.test.shape[0], np.random.default_rng(0))]
-    evaluate(unflatten(arch, s.params), arch, x[:2], np.random.default_rng(0), k=10, backend=backend)  # warm-up
+    evaluate(params, arch, x[:2], np.random.default_rng(0), k=10, backend=backend)  # warm-up
     t = time.perf_counter()
-    evaluate(unflatten(arch, s.params), arch, x, np.random.default_rng(0), k=5000, backend=backend, x_active=data.train)
+    evaluate(params, arch, x, np.random.default_rng(0), k=5000, backend=backend, x_active=data.train)
     eval_h = (time.perf_counter() - t) * data.test.shape[0] / args.eval_n * EVALUATIONS / 3600
     print(f"backend {backend}; {args.repeats} x {args.steps} steps per k, median; evaluations: {EVALUATIONS} x {eval_h / EVALUATIONS * 60:.1f} min")
     print("| k | ms a step | s an epoch | training h (3280 epochs) | with evaluations, h |")
