@@ -43,3 +43,10 @@ def mlp_backward(dout, cache, need_dx: bool = True):
             d = activation_backward(activation, d, acache)
         grads[i], d = dense_backward(d, dcache, layers[i], need_dx or i > 0)
     return tuple(grads), d
+
+
+def mlp_forward_rows(layers, h, activation: str):
+    """`mlp_forward` over leading axes: h (..., H_0) -> ((..., H_L), the cache of its rows as (M, H) arrays)."""
+    lead = h.shape[:-1]
+    out, cache = mlp_forward(layers, h.reshape(-1, h.shape[-1]), activation)
+    return out.reshape(*lead, out.shape[-1]), cache

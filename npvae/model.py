@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate
 from .layers import ACTIVATIONS, Dense
 from .likelihoods import LIKELIHOODS, Likelihood
-from .mlp import mlp_forward, mlp_init
+from .mlp import mlp_forward, mlp_forward_rows, mlp_init
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,7 @@ def encode(params: VAEParams, arch: Arch, x):
 
 def decode(params: VAEParams, arch: Arch, z):
     """Decoder output (logits or Gaussian parameters): z (..., Z) -> (..., D_out), cache."""
-    lead = z.shape[:-1]
-    out, cache = mlp_forward(params.decoder, z.reshape(-1, arch.latent_dim), arch.activation)
-    return out.reshape(*lead, out.shape[-1]), cache
+    return mlp_forward_rows(params.decoder, z, arch.activation)
 
 
 # ---- what pictures and evaluation read, the same for every family (npvae.models) ----

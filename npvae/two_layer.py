@@ -21,7 +21,7 @@ from . import _validate
 from .gaussian import std
 from .layers import Dense
 from .likelihoods import Likelihood
-from .mlp import mlp_forward, mlp_init
+from .mlp import mlp_forward_rows, mlp_init
 from .model import Arch, with_output_bias
 
 PARTS = ("enc1", "enc2", "dec2", "dec1")  # the order of TwoLayerParams, param_names and flatten
@@ -166,18 +166,14 @@ def check_params(arch: TwoLayerArch, params: TwoLayerParams) -> np.dtype:
 
 def gaussian_head(layers, h, activation: str):
     """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache)."""
-    lead = h.shape[:-1]
-    out, cache = mlp_forward(layers, h.reshape(-1, h.shape[-1]), activation)  # (M, 2Z), M = prod(lead)
-    out = out.reshape(*lead, out.shape[-1])
+    out, cache = mlp_forward_rows(layers, h, activation)  # (..., 2Z)
     Z = out.shape[-1] // 2
     return out[..., :Z], out[..., Z:], cache
 
 
 def decode1(params: TwoLayerParams, arch: TwoLayerArch, z1):
     """The likelihood's parameters (logits or Gaussian parameters): z1 (K, N, Z1) -> ((K, N, D_out), cache)."""
-    lead = z1.shape[:-1]
-    out, cache = mlp_forward(params.dec1, z1.reshape(-1, arch.latent1), arch.activation)
-    return out.reshape(*lead, out.shape[-1]), cache
+    return mlp_forward_rows(params.dec1, z1, arch.activation)
 
 
 # ---- what pictures and evaluation read, the same for every family (npvae.models) ----
