@@ -45,6 +45,7 @@ from ._canvas import (  # noqa: F401  (is_image is public here too)
     _tile_centres,
 )
 from .model import Arch, VAEParams, encode
+from .data import subset_indices
 from .models import check_params, encoder_mean, prior_latent
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,8 @@ def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random
                  history: dict | None = None) -> list[Path]:
     """Write a run's pictures into run_dir and return their paths, in this order:
 
-    samples.png (100 prior samples, z from rng), reconstructions.png (the first 10 test points),
+    samples.png (100 prior samples, z from rng), reconstructions.png (10 test points, drawn next from rng, stratified by class
+    where there are labels),
     curves.png (when a history is given), manifold.png and latent.png (test split, coloured by its
     labels; Z == 2 only, and manifold.png for image data only). Each picture left out is logged
     (logger 'npvae.plots', level INFO) with the reason `skipped_pictures` gives.
@@ -305,10 +307,11 @@ def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random
     run_dir.mkdir(parents=True, exist_ok=True)
     skipped = skipped_pictures(arch, image_shape, history)
     x = dataset.test
-    paths = [
-        prior_samples(params, arch, image_shape, run_dir / "samples.png", rng),
-        reconstructions(params, arch, x, image_shape, run_dir / "reconstructions.png"),
-    ]
+    paths = [prior_samples(params, arch, image_shape, run_dir / "samples.png", rng)]
+    # Ten test points drawn after the samples' z, stratified by class where there are labels: a prefix of a split
+    # is not a sample of it (binarised MNIST's test split starts with a thousand zeros).
+    shown = subset_indices(min(10, x.shape[0]), x.shape[0], rng, dataset.test_labels)
+    paths.append(reconstructions(params, arch, x[shown], image_shape, run_dir / "reconstructions.png"))
     if "curves.png" not in skipped:
         paths.append(curves(history, run_dir / "curves.png"))
     if "manifold.png" not in skipped:
