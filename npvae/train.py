@@ -194,12 +194,15 @@ def _convert_legacy(run_dir: Path, log) -> None:
 
 
 def _interrupted(run_dir: Path, state: TrainState) -> TrainingInterrupted:
-    """The message after Ctrl-C: what is on disk, and the command that continues."""
-    if state.epoch == 0 and not rd.checkpoint_path(run_dir, "last").exists():
-        return TrainingInterrupted(f"interrupted during epoch 1: no epoch was completed, so nothing was saved; "
+    """The message after Ctrl-C: what is on disk (read back: Ctrl-C may land after an epoch ends and before its
+    checkpoint is written), and the command that continues."""
+    last = rd.checkpoint_path(run_dir, "last")
+    if not last.exists():
+        return TrainingInterrupted(f"interrupted during epoch 1: no epoch was saved; "
                                    f"start again (the same command, with --out {run_dir})")
-    return TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; {rd.checkpoint_path(run_dir, 'last')} holds "
-                               f"epoch {state.epoch}; continue with: npvae train --resume {run_dir}")
+    held = read_meta(last)["epoch"]
+    return TrainingInterrupted(f"interrupted during epoch {held + 1}; {last} holds epoch {held}; "
+                               f"continue with: npvae train --resume {run_dir}")
 
 
 def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log) -> None:
