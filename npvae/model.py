@@ -138,12 +138,16 @@ def unflatten(arch: Arch, arrays) -> VAEParams:
 
 def check_params(arch: Arch, params: VAEParams) -> np.dtype:
     """Validate parameter shapes, dtype (one for all) and finiteness against `arch`; return the dtype."""
-    if not isinstance(params, VAEParams):
-        raise ValueError(f"params must be a VAEParams, got {type(params).__name__}")
+    return check_arrays(params, VAEParams, arch.spec, param_names(arch), param_shapes(arch))
+
+
+def check_arrays(params, container: type, spec: str, names, shapes) -> np.dtype:
+    """`check_params` for any family: params of type `container`, whose flattened arrays have these names and shapes."""
+    if not isinstance(params, container):
+        raise ValueError(f"params must be a {container.__name__}, got {type(params).__name__}")
     arrays = flatten(params)
-    names, shapes = param_names(arch), param_shapes(arch)
     if len(arrays) != len(names):
-        raise ValueError(f"params have {len(arrays)} arrays but architecture {arch.spec} needs {len(names)}")
+        raise ValueError(f"params have {len(arrays)} arrays but architecture {spec} needs {len(names)}")
     dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
     for name, shape, a in zip(names, shapes, arrays):
         _validate.float_array(name, a)

@@ -44,9 +44,7 @@ def param_shapes(arch) -> list[tuple[int, ...]]:
     return family(arch).param_shapes(arch)
 
 
-def flatten(params) -> list:
-    """[W, b, W, b, ...] in `param_names` order (both families' containers are tuples of tuples of Dense)."""
-    return [a for part in params for layer in part for a in layer]
+flatten = model.flatten  # [W, b, ...] in `param_names` order: both families' containers are tuples of tuples of Dense
 
 
 def unflatten(arch, arrays):

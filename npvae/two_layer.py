@@ -22,7 +22,8 @@ from .gaussian import std
 from .layers import Dense
 from .likelihoods import Likelihood
 from .mlp import mlp_forward_rows, mlp_init
-from .model import Arch, with_output_bias
+from .model import Arch, check_arrays, with_output_bias
+from .model import flatten as model_flatten
 
 PARTS = ("enc1", "enc2", "dec2", "dec1")  # the order of TwoLayerParams, param_names and flatten
 
@@ -131,9 +132,7 @@ def param_shapes(arch: TwoLayerArch) -> list[tuple[int, ...]]:
     return [shape for s in arch.sizes().values() for i in range(len(s) - 1) for shape in ((s[i], s[i + 1]), (s[i + 1],))]
 
 
-def flatten(params: TwoLayerParams) -> list[np.ndarray]:
-    """[W, b, W, b, ...] in PARTS order (the order of `param_names`)."""
-    return [a for part in params for layer in part for a in layer]
+flatten = model_flatten  # [W, b, W, b, ...] in PARTS order (the order of `param_names`): the same loop over parts and layers
 
 
 def unflatten(arch: TwoLayerArch, arrays) -> TwoLayerParams:
@@ -149,17 +148,7 @@ def unflatten(arch: TwoLayerArch, arrays) -> TwoLayerParams:
 
 def check_params(arch: TwoLayerArch, params: TwoLayerParams) -> np.dtype:
     """Validate parameter shapes, dtype (one for all) and finiteness against `arch`; return the dtype."""
-    if not isinstance(params, TwoLayerParams):
-        raise ValueError(f"params must be a TwoLayerParams, got {type(params).__name__}")
-    arrays, names, shapes = flatten(params), param_names(arch), param_shapes(arch)
-    if len(arrays) != len(names):
-        raise ValueError(f"params have {len(arrays)} arrays but architecture {arch.spec} needs {len(names)}")
-    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
-    for name, shape, a in zip(names, shapes, arrays):
-        _validate.float_array(name, a)
-        _validate.shape(name, a, shape)
-        _validate.same_dtype(dtype, **{name: a})
-    return dtype
+    return check_arrays(params, TwoLayerParams, arch.spec, param_names(arch), param_shapes(arch))
 
 
 # ---- the networks' forward passes (their backward is mlp_backward on the cache) ----
