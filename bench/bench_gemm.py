@@ -8,6 +8,11 @@ library loads), so the table shows what the kernel choice is worth for these sha
     python bench/bench_gemm.py                                  # this process's BLAS, as the environment set it
     python bench/bench_gemm.py --coretypes env,Haswell,SkylakeX # one child process per OPENBLAS_CORETYPE
     python bench/bench_gemm.py --device cuda --batch 1024       # cuBLAS through torch, on an NVIDIA GPU
+    python bench/bench_gemm.py --device torch-cpu               # torch's own CPU GEMM (MKL or oneDNN), one thread
+
+Where numba loses to torch on a heavy-GEMM workload (B-k50, eval: ~90% of numba's step is these products), run it
+with and without --device torch-cpu on that machine: the difference between the two floors is what BLAS, not npvae,
+costs there.
 
 The row "eval" is the whole evaluation of bench_train.py (1000 points, k = 5000): GFLOP and ms in all,
 samples/s of the decoder's products alone.
@@ -64,18 +69,26 @@ def time_product_cuda(m: int, k: int, n: int, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def time_product(m: int, k: int, n: int, repeats: int, dtype) -> float:
-    """Median seconds of one (m, k) @ (k, n) product into a preallocated output."""
+def time_product_torch_cpu(m: int, k: int, n: int, repeats: int) -> float:
+    """As time_product, float32 with torch.matmul on the CPU, one thread (torch's GEMM: MKL or oneDNN, not OpenBLAS)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return time_product(m, k, n, repeats, np.float32, lambda a, b, c: torch.matmul(a, b, out=c), torch.from_numpy)
+
+
+def time_product(m: int, k: int, n: int, repeats: int, dtype, matmul=np.matmul, convert=lambda a: a) -> float:
+    """Median seconds of one (m, k) @ (k, n) product into a preallocated output (numpy's, or `matmul` on `convert`ed arrays)."""
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
-    c = np.empty((m, n), dtype)
-    np.matmul(a, b, out=c)
+    a, b = (convert(rng.standard_normal(shape).astype(dtype)) for shape in ((m, k), (k, n)))
+    c = convert(np.empty((m, n), dtype))
+    matmul(a, b, c)
     reps = max(1, int(2e8 / (2 * m * k * n)))  # ~0.2 GFLOP per timing
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(reps):
-            np.matmul(a, b, out=c)
+            matmul(a, b, c)
         ts.append((time.perf_counter() - t) / reps)
     return statistics.median(ts)
 
@@ -88,18 +101,32 @@ def measure(repeats: int, device: str = "cpu") -> dict:
         import torch
 
         blas = [{"internal_api": "cuBLAS (torch)", "version": torch.version.cuda, "architecture": torch.cuda.get_device_name()}]
+    elif device == "torch-cpu":
+        import torch
+
+        config = torch.__config__.show()
+        lib = "MKL" if "USE_MKL=ON" in config else "oneDNN/other"
+        blas = [{"internal_api": f"torch {torch.__version__} ({lib})", "version": torch.__version__, "architecture": lib}]
     else:
         blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture")} for d in threadpool_info()]
     res = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"), "blas": blas, "workloads": {}}
+
+    def timer(m, k, n):
+        if device == "cuda":
+            return time_product_cuda(m, k, n, repeats)
+        if device == "torch-cpu":
+            return time_product_torch_cpu(m, k, n, repeats)
+        return time_product(m, k, n, repeats, np.float32)
+
     for name, (dims, K) in WORKLOADS.items():
         prods = step_products(dims, K, BATCH)
-        secs = [time_product_cuda(*p, repeats) if device == "cuda" else time_product(*p, repeats, np.float32) for p in prods]
+        secs = [timer(*p) for p in prods]
         flops = sum(2 * m * k * n for m, k, n in prods)
         res["workloads"][name] = {"gflop_per_step": flops / 1e9, "gemm_ms_per_step": 1e3 * sum(secs),
                                   "gflops": flops / sum(secs) / 1e9, "floor_samples_per_s": BATCH / sum(secs)}
     n, k, rows = EVAL  # model B's decoder forward on rows samples at a time; n k samples in all
     prods = [(rows, 50, 200), (rows, 200, 200), (rows, 200, 784)]
-    secs = sum(time_product_cuda(*p, repeats) if device == "cuda" else time_product(*p, repeats, np.float32) for p in prods)
+    secs = sum(timer(*p) for p in prods)
     flops = sum(2 * m * a * b for m, a, b in prods)
     res["workloads"]["eval"] = {"gflop_per_step": flops * n * k / rows / 1e9, "gemm_ms_per_step": 1e3 * secs * n * k / rows,
                                 "gflops": flops / secs / 1e9, "floor_samples_per_s": rows / secs}
@@ -110,7 +137,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--coretypes", default="env", help="comma-separated OPENBLAS_CORETYPE values; 'env' = as inherited")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "torch-cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=BATCH)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

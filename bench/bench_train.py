@@ -16,6 +16,10 @@ not timed. Each figure is the median of --repeats timed runs of --steps steps, i
     python bench/bench_train.py --quick                        # < 2 minutes
     python bench/bench_train.py --data-dir ../shared/data --json runs/bench.json
     python bench/bench_train.py --backends numba,cuda,torch --torch-device cuda   # on an NVIDIA GPU
+    python bench/bench_train.py --end-to-end --workloads A,B-k1,B-k50 --backends numba,torch,jax   # bench/end_to_end.py
+
+--end-to-end adds, for each training workload, epochs of npvae.train.train beside torch and jax loops doing the same
+per epoch (bench/end_to_end.py), and reports both ratios: end to end, and the inner loop timed in the same run.
 """
 
 from __future__ import annotations
@@ -313,6 +317,8 @@ def main(argv=None, prog=None) -> int:
     p.add_argument("--quick", action="store_true", help="steps 20, repeats 3, eval 100 points with k = 500")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=BATCH, help=f"training batch size (default {BATCH}; the issue's GPU runs also use 1024)")
+    p.add_argument("--end-to-end", action="store_true", help="also time whole epochs (bench/end_to_end.py)")
+    p.add_argument("--rounds", type=int, default=3, help="--end-to-end: epochs per framework, taken in turns; the first is not counted")
     p.add_argument("--json", default="runs/bench_train.json")
     args = p.parse_args(argv)
     known = {"workloads": [*WORKLOADS, "eval"], "backends": ["numpy", "numba", "cuda", "torch", "jax"]}
@@ -330,13 +336,19 @@ def main(argv=None, prog=None) -> int:
     missing = [b for b in asked if b not in backends]
     info = machine()
     d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
-    results = {}
+    results, e2e = {}, {}
     for name in args.workloads.split(","):
         if name == "eval":
             results[name] = time_eval(backends, d.test, args.eval_n, args.eval_k, torch_device=args.torch_device)
         else:
             steps = max(2, args.steps // 5) if name == "B-k50" else args.steps
             results[name] = time_training(name, backends, d.train, steps, args.warmup, args.repeats, args.torch_device)
+            if args.end_to_end:
+                import end_to_end
+
+                compact = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32, compact=True)
+                e2e[name] = end_to_end.time_end_to_end(sys.modules[__name__], name, [b for b in backends if b != "cuda"],
+                                                       compact, args.rounds)
         print(f"timed {name}", flush=True)
     print()
     for name in args.workloads.split(","):
@@ -349,10 +361,16 @@ def main(argv=None, prog=None) -> int:
     print(f"float32, batch {args.batch}, {args.threads} thread(s); training in samples/s (median of {args.repeats} x {args.steps} steps),"
           f" eval = log p(x) of {args.eval_n} test points with k = {args.eval_k} (seconds)")
     print(table(results, backends))
+    if e2e:
+        import end_to_end
+
+        print(f"\nend to end: binarised MNIST's {d.train.shape[0]} training points / the median epoch (of {args.rounds - 1}, "
+              f"frameworks in turns), validation of {d.valid.shape[0]} points and a checkpoint included")
+        print(end_to_end.table(e2e, results))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"load average at the end: {os.getloadavg()}")
-    out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results, "load_average_end": os.getloadavg()}, indent=1))
+    out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results, "end_to_end": e2e, "load_average_end": os.getloadavg()}, indent=1))
     print(f"\nwritten to {out}")
     return 0
 

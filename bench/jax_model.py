@@ -55,21 +55,26 @@ def _bound_fn(jax, arch, bound: str, kl: str):
     return value
 
 
+def adam(jnp, ps, m, v, t, g, lr, betas, adam_eps):
+    """One Adam step on lists of arrays (torch's formula, npvae.optim.adam_update), t the steps taken before it."""
+    b1, b2 = betas
+    t = t + 1
+    m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
+    v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    ps = [p - lr / bc1 * mi / (jnp.sqrt(vi) / jnp.sqrt(bc2) + adam_eps) for p, mi, vi in zip(ps, m, v)]
+    return ps, m, v, t
+
+
 def jax_steps(jax, arch, params, batches, eps, options, lr=1e-3, betas=(0.9, 0.999), adam_eps=1e-8):
     """run(i0, i1) as bench_train.npvae_steps: training steps i0..i1-1, one jit-compiled step each."""
     jnp = jax.numpy
     value = _bound_fn(jax, arch, options["bound"], options["kl"])
-    b1, b2 = betas
 
     @jax.jit
     def step(ps, m, v, t, x, e):
         g = jax.grad(lambda q: -value(q, x, e).mean())(ps)
-        t = t + 1
-        m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
-        v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
-        ps = [p - lr / bc1 * mi / (jnp.sqrt(vi) / jnp.sqrt(bc2) + adam_eps) for p, mi, vi in zip(ps, m, v)]
-        return ps, m, v, t
+        return adam(jnp, ps, m, v, t, g, lr, betas, adam_eps)
 
     state = {"p": [jnp.asarray(a) for a in flatten(params)]}
     state["m"] = [jnp.zeros_like(a) for a in state["p"]]

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
             return r
         return wrapper
 
-    for mod, names in ((kern, ("bias_activation", "activation_backward", "head", "sample", "latent_backward", "kl_free_bits", "adam")),
+    for mod, names in ((kern, ("bias_activation", "activation_backward", "sample", "latent_backward", "kl_free_bits", "adam", "gather_rows")),
+                       (numba_cpu, ("head",)),  # the likelihood's compiled head (kernels.head_kernels), through its caller
                        (binary_input, ("support", "matmul", "matmul_t"))):
         for name in names:
             setattr(mod, name, timed(f"{mod.__name__.rsplit('.', 1)[1]}.{name}", getattr(mod, name)))

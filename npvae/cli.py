@@ -77,10 +77,11 @@ def cmd_train(args) -> int:
             config = dataclasses.replace(config, epochs=args.epochs)
         if args.backend is not None:
             config = dataclasses.replace(config, backend=args.backend)
-        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args, run_dir))
+        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
+                       **_search(args, run_dir))
     else:
         config = _config_from_args(args)
-        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args))
+        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True, **_search(args))
         preflight(config, dataset)  # bad --arch, data or sizes: refused before any directory is made
         run_dir = Path(args.out) if args.out else rd.new_default("runs", config.dataset)
     log = (lambda *a, **k: None) if args.quiet else print
@@ -150,7 +151,8 @@ def cmd_eval(args) -> int:
     backend = resolve(args.backend)
     run_dir = Path(args.run_dir)
     config, arch, state = _open_run(run_dir, args.checkpoint)
-    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args, run_dir))
+    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
+                   **_search(args, run_dir))
     x = dataset.split(args.split)
     N = x.shape[0]
     # Separate streams: the subset, the binarisation and the importance samples do not depend on one another.
@@ -194,7 +196,8 @@ def cmd_sample(args) -> int:
 
     run_dir = Path(args.run_dir)
     config, _, _ = _open_run(run_dir, args.checkpoint)
-    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, **_search(args, run_dir))
+    dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
+                   **_search(args, run_dir))
     _pictures(run_dir, config, dataset, checkpoint=args.checkpoint, seed=args.seed)
     return 0
 

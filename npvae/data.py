@@ -1,7 +1,11 @@
-"""Data sets as float arrays x: (N, D) with named splits, each checked as it is read.
+"""Data sets as arrays x: (N, D) with named splits, each checked as it is read.
 
 `load(name)` for name in DATASETS returns a `Dataset`. Every image set holds values in [0, 1];
-`synthetic` is the one exception (Gaussian data with a known exact log p(x)).
+`synthetic` is the one exception (Gaussian data with a known exact log p(x)). The splits are float
+arrays of the dtype asked for, or, with `compact=True`, a binary set's splits stay uint8 0/1 (a
+quarter of float32's memory, an eighth of float64's) and `Dataset.dtype` is the float type they are
+used in: the trainer and `npvae.evaluate` cast them batch by batch (`as_float`), so no float copy of
+a whole split is ever made.
 
 Where files are looked for: for each directory d of `search_dirs`, then `cache_dir`, then (for
 fashion-mnist only) Debian's /usr/share/datasets/fashion-mnist, first `d/<name>/` then `d/` itself;
@@ -19,6 +23,7 @@ import math
 import os
 import zipfile
 import zlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -58,7 +63,8 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True, eq=False)  # eq=False: == on arrays has no single truth value
 class Dataset:
-    """Named splits of one data set; x: (N, D) float32/float64, in [0, 1] except for `synthetic`."""
+    """Named splits of one data set; x: (N, D) float32/float64, in [0, 1] except for `synthetic`; or, for a binary
+    set, compact: uint8 0/1, with `float_dtype` the float type the points are used in (module docstring)."""
 
     name: str
     train: np.ndarray  # (N_train, D)
@@ -72,23 +78,56 @@ class Dataset:
     dynamic_binarize: bool = False  # grey levels meant to be redrawn by binarize_dynamic each epoch
     truth: dict | None = None  # synthetic only: LinearGaussian(**truth) parameters W (D, Z), b (D,), sigma2
     source: str | None = None  # the directory the files were read from; None for embedded and generated data
+    float_dtype: np.dtype | None = None  # compact splits only: the float type they are used in
 
     def __post_init__(self):
         D = math.prod(self.image_shape)
+        compact = isinstance(self.train, np.ndarray) and self.train.dtype == np.uint8
+        if compact:
+            if not self.binary:
+                raise ValueError(f"{self.name}: uint8 (compact) splits must be binary")
+            if self.float_dtype is None or np.dtype(self.float_dtype) not in _validate.FLOAT_DTYPES:
+                got = None if self.float_dtype is None else np.dtype(self.float_dtype)
+                raise ValueError(f"{self.name}: compact splits need float_dtype float32 or float64, got {got}")
+            object.__setattr__(self, "float_dtype", np.dtype(self.float_dtype))
+        elif self.float_dtype is not None and np.dtype(self.float_dtype) != self.train.dtype:
+            raise ValueError(f"{self.name}: float_dtype {np.dtype(self.float_dtype)} but the splits are {self.train.dtype}")
         for s in SPLITS:
-            x = _validate.float_array(s, getattr(self, s), 2)
+            x = getattr(self, s)
+            if compact:
+                if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2:
+                    raise ValueError(f"{self.name}: {s} must be a 2-d uint8 array like train, got "
+                                     f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+            else:
+                _validate.float_array(s, x, 2)
             _validate.shape(s, x, (None, D))
             if x.dtype != self.train.dtype:
                 raise ValueError(f"{self.name}: {s} has dtype {x.dtype} but train has {self.train.dtype}")
             labels = getattr(self, f"{s}_labels")
             if labels is not None:
                 _validate.shape(f"{s}_labels", labels, (x.shape[0],))
-            if self.binary and not np.all((x == 0) | (x == 1)):
+            binary = (x.size == 0 or x.max() <= 1) if compact else np.all((x == 0) | (x == 1))
+            if self.binary and not binary:
                 raise ValueError(f"{self.name}: {s} is marked binary but holds values other than 0 and 1")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The float type the points are used in: the splits' own, or float_dtype for compact splits."""
+        return self.train.dtype if self.float_dtype is None else self.float_dtype
+
+    @property
+    def compact(self) -> bool:
+        """True if the splits are stored as uint8 0/1 (cast with as_float batch by batch)."""
+        return self.train.dtype == np.uint8
 
     def split(self, name: str) -> np.ndarray:
         """The (N, D) array of split 'train', 'valid' or 'test'."""
         return getattr(self, _validate.choice("split", name, SPLITS))
+
+
+def as_float(x: np.ndarray, dtype) -> np.ndarray:
+    """Rows of a split as float `dtype`, C-ordered: a compact (uint8) batch cast, a float one of that dtype unchanged."""
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def binarize_dynamic(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -143,12 +182,14 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 
 
 def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, dtype=np.float64,
-         seed: int = 0, binarize: bool = False) -> Dataset:
+         seed: int = 0, binarize: bool = False, compact: bool = False) -> Dataset:
     """Load data set `name` (one of DATASETS) as (N, D) arrays of `dtype`; files are found as the module docstring says.
 
     `seed` fixes the digits split and the synthetic draw; the MNIST splits are fixed. `binarize=True`
     marks grey data (mnist, fashion-mnist) for dynamic binarisation; it changes nothing for the
-    already-binary sets and is an error for the Gaussian `synthetic` data.
+    already-binary sets and is an error for the Gaussian `synthetic` data. `compact=True` keeps the splits of
+    a binary set (digits, binarized-mnist) as uint8 0/1, used as `dtype` (Dataset.dtype); grey-level and
+    Gaussian sets stay float.
     """
     _validate.choice("name", name, DATASETS)
     dtype = np.dtype(dtype)
@@ -159,7 +200,7 @@ def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, d
     if download and cache_dir is None:
         raise ValueError("download=True needs a cache_dir to download into")
     if name == "digits":
-        return _digits(dtype, int(seed))
+        return _compact(_digits(dtype, int(seed)), compact)
     if name == "synthetic":
         if binarize:
             raise ValueError("synthetic data are Gaussian (not in [0, 1]) and cannot be binarised")
@@ -181,7 +222,7 @@ def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, d
         raise DataNotFoundError(f"{name}: data files not found. Needed: {needed}{gz}.\nLooked in:\n"
                                 + ("\n".join(report) or "  (no directories were given)") + "\n" + _HOW_TO_GET)
     if name == "binarized-mnist":
-        return _binarized_mnist(paths, dtype)
+        return _binarized_mnist(paths, dtype, compact)
     return _idx_dataset(name, paths, dtype, binarize)
 
 
@@ -270,7 +311,9 @@ def _read_binarized_npz(path: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: has no array named {s!r}; expected 'train', 'valid' and 'test'")
         if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != 98:
             raise ValueError(f"{path}: {s} must be bit-packed uint8 of shape (N, 98), got {a.dtype} {a.shape}")
-        out[s] = np.unpackbits(a, axis=1)[:, :784]
+        # The file's arrays are Fortran-ordered: make the packed copy C-ordered (6 MB) so that the unpacked (N, 784) one
+        # is, without a second full-size copy; rows are what the batches gather.
+        out[s] = np.unpackbits(np.ascontiguousarray(a), axis=1)[:, :784]
     return out
 
 
@@ -285,7 +328,7 @@ def _check_binarized(split: str, a: np.ndarray, path: Path) -> None:
                          f"the file is damaged or holds a different binarisation")
 
 
-def _binarized_mnist(paths: list[Path], dtype: np.dtype) -> Dataset:
+def _binarized_mnist(paths: list[Path], dtype: np.dtype, compact: bool = False) -> Dataset:
     """Larochelle & Murray (2011) static binarisation, 50k/10k/10k x 784, from the .npz or the three .amat files."""
     if len(paths) == 1:
         arrays, sources = _read_binarized_npz(paths[0]), dict.fromkeys(SPLITS, paths[0])
@@ -293,8 +336,9 @@ def _binarized_mnist(paths: list[Path], dtype: np.dtype) -> Dataset:
         arrays, sources = {s: _parse_amat(p) for s, p in zip(SPLITS, paths)}, dict(zip(SPLITS, paths))
     for s in SPLITS:
         _check_binarized(s, arrays[s], sources[s])
-    return Dataset("binarized-mnist", *(arrays[s].astype(dtype) for s in SPLITS), image_shape=(28, 28), binary=True,
-                   source=str(paths[0].parent.resolve()))
+    splits = (arrays[s] if compact else arrays[s].astype(dtype) for s in SPLITS)
+    return Dataset("binarized-mnist", *splits, image_shape=(28, 28), binary=True, source=str(paths[0].parent.resolve()),
+                   float_dtype=dtype if compact else None)
 
 
 # ---- IDX: MNIST and Fashion-MNIST ----------------------------------------------------------------
@@ -356,6 +400,14 @@ def _idx_dataset(name: str, paths: list[Path], dtype: np.dtype, binarize: bool) 
 
 
 # ---- digits and synthetic (no files) -------------------------------------------------------------
+
+def _compact(d: Dataset, compact: bool) -> Dataset:
+    """d with its (binary) splits as uint8 0/1, used as d's dtype; d itself unless compact."""
+    if not compact:
+        return d
+    splits = {s: getattr(d, s).astype(np.uint8) for s in SPLITS}
+    return dataclasses.replace(d, **splits, float_dtype=d.train.dtype)
+
 
 def _digits(dtype: np.dtype, seed: int) -> Dataset:
     """sklearn's 8x8 digits (UCI optdigits, 1797 images), deterministically binarised: 1 where pixel / 16 >= 0.5.

@@ -24,7 +24,9 @@ from .gaussian import kl_std_normal_per_dim, log_prob, sample_forward
 from .importance import log_px
 from .lme import log_mean_exp_core
 from .model import Arch, VAEParams, decode, encode
-from .inputs import check_batch
+from .data import as_float
+from .inputs import check_x_storage
+from .models import check_params
 
 
 def _batches(n: int, size: int):
@@ -33,8 +35,9 @@ def _batches(n: int, size: int):
 
 
 def encoder_stats(params: VAEParams, arch: Arch, x, batch: int = 1000):
-    """(mu, log_var): (N, Z) for all of x, in batches."""
-    parts = [encode(params, arch, x[s])[:2] for s in _batches(x.shape[0], batch)]
+    """(mu, log_var): (N, Z) for all of x (float, or a compact uint8 split, cast batch by batch), in batches."""
+    dtype = params.encoder[0].W.dtype
+    parts = [encode(params, arch, as_float(x[s], dtype))[:2] for s in _batches(x.shape[0], batch)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -55,21 +58,23 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
              batch: int = 100, progress=None, backend: str = "numpy", x_active=None) -> dict:
     """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring.
 
+    x and x_active: float of the parameters' dtype, or compact binary splits (uint8, npvae.data), cast batch by batch.
     progress: called with the number of (sample, point) pairs of log p(x) done, N * k in all.
     """
-    check_batch(params, arch, x)
+    dtype = check_params(arch, params)
+    check_x_storage(arch, x, dtype)
     if x_active is not None:
-        check_batch(params, arch, x_active)
+        check_x_storage(arch, x_active, dtype)
     if arch.FAMILY == "two-layer":
-        return _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active)
+        return _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active, dtype)
     N = x.shape[0]
     log_p = np.empty(N)
     recon = np.empty(N)
     for s in _batches(N, batch):
-        xb = x[s]
+        xb = as_float(x[s], dtype)
         log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
         mu, log_var, _ = encode(params, arch, xb)
-        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=x.dtype)
+        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=dtype)
         z, _ = sample_forward(mu, log_var, eps)
         out, _ = decode(params, arch, z)
         recon[s] = lik.forward(arch.likelihood, out, xb)[0].mean(axis=0)
@@ -106,7 +111,7 @@ def _summary(log_p, elbo, recon, k: int) -> dict:
             "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean())}
 
 
-def _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active) -> dict:
+def _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active, dtype) -> dict:
     """`evaluate` for a TwoLayerArch (module docstring); checked by the caller."""
     from . import two_layer_objective as two
     from .two_layer import gaussian_head
@@ -114,15 +119,15 @@ def _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backen
     N = x.shape[0]
     log_p, recon, elbo = np.empty(N), np.empty(N), np.empty(N)
     for s in _batches(N, batch):
-        xb = x[s]
+        xb = as_float(x[s], dtype)
         log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
-        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=x.dtype)
+        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
         f = two.forward(params, arch, xb, *arch.split_noise(eps))
         log_px_z = lik.forward(arch.likelihood, f.out.reshape(elbo_k, xb.shape[0], -1), xb)[0]  # (elbo_k, n)
         recon[s] = log_px_z.mean(axis=0)
         elbo[s] = (log_px_z + two.latent_log_weights(f, analytic=True)).mean(axis=0)
     xa = x if x_active is None else x_active
-    mu1 = np.concatenate([gaussian_head(params.enc1, xa[s], arch.activation)[0] for s in _batches(xa.shape[0], 1000)])
+    mu1 = np.concatenate([gaussian_head(params.enc1, as_float(xa[s], dtype), arch.activation)[0] for s in _batches(xa.shape[0], 1000)])
     mu2 = np.concatenate([gaussian_head(params.enc2, mu1[s], arch.activation)[0] for s in _batches(mu1.shape[0], 1000)])
     var1, var2 = np.var(mu1, axis=0), np.var(mu2, axis=0)
     return {**_summary(log_p, elbo, recon, k), "active_units": int((var1 > 0.01).sum() + (var2 > 0.01).sum()),

@@ -30,6 +30,19 @@ def check_x_data(arch: Arch, x, dtype) -> None:
     check_data(arch.likelihood, x)
 
 
+def check_x_storage(arch: Arch, x, dtype) -> None:
+    """check_x_data, or, for a compact binary split (uint8, npvae.data), (N, D) with every value 0 or 1 (N >= 1): data
+    every likelihood has a meaning for, used as `dtype` batch by batch."""
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
+        check_x_data(arch, x, dtype)
+        return
+    _validate.shape("x", x, (None, arch.data_dim))
+    if x.shape[0] == 0:
+        raise ValueError("x is empty: need at least one data point")
+    if x.max() > 1:
+        raise ValueError("x is uint8 but not binary: a compact split holds 0 and 1 only")
+
+
 def check_x(params: VAEParams, arch: Arch, x) -> np.dtype:
     """Validate params against arch and x: (N, D) float, finite, of the parameters' dtype, N >= 1; return the dtype.
 

@@ -30,8 +30,8 @@ from .backends import resolve_training
 from .config import TrainConfig
 from .data import Dataset, binarize_dynamic
 from .model import Arch
-from .models import param_names, unflatten
-from .objectives import bound_value
+from .inputs import check_x_storage
+from .models import check_params, param_names, unflatten
 from .train_state import TrainState, load_state, new_state, read_meta, save_state  # noqa: F401  (read_meta: this module's name too)
 
 
@@ -56,15 +56,22 @@ def _fixed_valid(config: TrainConfig, dataset: Dataset):
 
 
 def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: str = "numpy") -> float:
-    """Mean bound on the validation split (training bound, K = valid_k or k), in batches so memory stays bounded."""
+    """Mean bound on the validation split (training bound, K = valid_k or k), in batches so memory stays bounded.
+
+    x: float of the parameters' dtype, or a compact binary split (uint8, npvae.data), cast batch by batch. Checked
+    once here; the batches go to the backend's core. The noise is drawn batch by batch, (K, batch, noise_dim) each.
+    """
+    dtype = check_params(arch, params)
+    check_x_storage(arch, x, dtype)
     k = config.valid_k or config.k
     bound = "iwae" if k > 1 and config.bound == "iwae" else "elbo"
     kl = "mc" if bound == "iwae" else config.kl
+    core = get_backend(backend).bound_value
     total = 0.0
     for i in range(0, x.shape[0], config.batch_size):
-        xb = x[i : i + config.batch_size]
-        eps = rng.standard_normal((k, xb.shape[0], arch.noise_dim), dtype=xb.dtype)
-        total += float(bound_value(params, arch, xb, eps, bound=bound, kl=kl, backend=backend).sum())
+        xb = np.ascontiguousarray(x[i : i + config.batch_size], dtype=dtype)
+        eps = rng.standard_normal((k, xb.shape[0], arch.noise_dim), dtype=dtype)
+        total += float(core(params, arch, xb, eps, bound, kl).sum())
     return total / x.shape[0]
 
 
@@ -106,8 +113,8 @@ ABSURD_NATS_PER_DIM = 1e3
 
 def _check_data(config: TrainConfig, dataset: Dataset) -> None:
     """What the data must satisfy for this config: dtype, non-empty splits, binary values for a Bernoulli likelihood."""
-    if dataset.train.dtype != np.dtype(config.dtype):
-        raise ValueError(f"data set is {dataset.train.dtype} but the config asks for {config.dtype}")
+    if dataset.dtype != np.dtype(config.dtype):
+        raise ValueError(f"data set is {dataset.dtype} but the config asks for {config.dtype}")
     for split in ("train", "valid"):
         if dataset.split(split).shape[0] == 0:
             raise ValueError(f"{dataset.name}: the {split} split is empty; training needs at least one {split} point")

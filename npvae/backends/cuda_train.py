@@ -24,7 +24,7 @@ from numba import cuda
 
 from .. import _validate
 from ..model import Arch, check_params, unflatten
-from ..inputs import check_options, check_x_data
+from ..inputs import check_options, check_x_storage
 from ..optim import AdamState
 from . import cuda_kernels as ck
 from . import cuda_train_kernels as tk
@@ -72,11 +72,11 @@ class DeviceTrainer:
 
     def start_epoch(self, x, order) -> None:
         """Upload the epoch's training data x (N, D), binarised if it is to be, and its shuffle order (a permutation of range(N))."""
-        check_x_data(self.arch, x, self.dtype)
+        check_x_storage(self.arch, x, self.dtype)  # float, or a compact binary split (uint8), cast here
         order = np.asarray(order)
         if order.shape != (x.shape[0],) or not np.array_equal(np.sort(order), np.arange(x.shape[0])):
             raise ValueError(f"order must be a permutation of range({x.shape[0]})")
-        self.x = cuda.to_device(np.ascontiguousarray(x))
+        self.x = cuda.to_device(np.ascontiguousarray(x, dtype=self.dtype))
         self.order = cuda.to_device(order.astype(np.int64))
 
     def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):

@@ -5,14 +5,16 @@ start_epoch(x, order); step(lo, hi, eps, kl_weight, lr) -> (the mean bound of th
 x[order[lo:hi]], None) or (nan, what went non-finite); state() -> (params, AdamState) at the end
 of an epoch; failed_step() -> (value, grads, params) of the step that went non-finite, params
 as they were before it, or after it where the update works in place (numba, cuda).
-The epoch's data is validated once, in start_epoch; each step calls the backend's private core.
+The epoch's data is validated once, in start_epoch; each step calls the backend's private core, and detects a
+non-finite bound from its values (N,) and a non-finite gradient or parameter in the update's own pass where the
+backend fuses the check (Backend.adam_step_checked), by scanning them otherwise.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..inputs import check_free_bits, check_options, check_x_data
+from ..inputs import check_free_bits, check_options, check_x_storage
 from ..model import Arch
 from ..models import check_params, flatten, unflatten
 from ..optim import AdamState
@@ -30,24 +32,46 @@ class HostStepper:
         self.options = (bound, kl, estimator)
         self.free_bits, self.betas, self.adam_eps = free_bits, betas, adam_eps
         self.failed = None
+        self.buffers = {}  # batch size -> the float batch _batch gathers into
 
     def start_epoch(self, x, order) -> None:
-        """The epoch's training data x (N, D), checked here once, and its shuffle order."""
-        check_x_data(self.arch, x, self.dtype)
+        """The epoch's training data x (N, D), checked here once, and its shuffle order.
+
+        x is float of the parameters' dtype, or a compact binary split (uint8 0/1, npvae.data), cast batch by batch.
+        """
+        check_x_storage(self.arch, x, self.dtype)
         self.x, self.order = x, order
 
+    def _batch(self, lo: int, hi: int):
+        """x[order[lo:hi]] as float of the model's dtype: one pass into a reused buffer where the backend gathers."""
+        idx = self.order[lo:hi]
+        if self.backend.gather is None:
+            return self.x[idx].astype(self.dtype, copy=False)
+        out = self.buffers.get(idx.shape[0])
+        if out is None:
+            out = self.buffers[idx.shape[0]] = np.empty((idx.shape[0], self.x.shape[1]), dtype=self.dtype)
+        return self.backend.gather(self.x, idx, out)
+
     def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):
-        xb = self.x[self.order[lo:hi]]
+        xb = self._batch(lo, hi)
         value, grads = self.backend.bound_and_grad(unflatten(self.arch, self.params), self.arch, xb, eps, *self.options,
                                                    kl_weight, self.free_bits)
         g = flatten(grads)
         self.failed = (value, g, self.params)
-        if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(a)) for a in g)):
+        if not np.all(np.isfinite(value)):
             return float("nan"), "bound or gradient"
         # On minus the gradient (Adam descends on the loss), without building it where the backend works in place.
-        params, adam = self.backend.adam_step(self.params, g, self.adam, lr, self.betas, self.adam_eps, -1.0)
-        if not all(np.all(np.isfinite(a)) for a in params):
-            return float("nan"), "parameter after the update"
+        update = (self.params, g, self.adam, lr, self.betas, self.adam_eps, -1.0)
+        if self.backend.adam_step_checked is not None:  # the finiteness of g and of the new parameters, seen by the update
+            params, adam, nonfinite = self.backend.adam_step_checked(*update)
+            if nonfinite:
+                return float("nan"), nonfinite
+        else:
+            if not all(np.all(np.isfinite(a)) for a in g):
+                return float("nan"), "bound or gradient"
+            params, adam = self.backend.adam_step(*update)
+            if not all(np.all(np.isfinite(a)) for a in params):
+                return float("nan"), "parameter after the update"
         self.params, self.adam = params, adam
         return float(value.mean()), None
 

@@ -183,6 +183,22 @@ def log_mean_exp(a, log_k, out):
 
 @jit
 def adam(p, g, m, v, sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps):
-    """One Adam step in place, element by element (scalar.adam_elem); p, g, m, v are flat views of one parameter."""
+    """One Adam step in place, element by element (scalar.adam_elem); p, g, m, v are flat views of one parameter.
+
+    Returns True if some new p is non-finite, for the trainer's divergence check without another pass: a non-finite g
+    always makes its p non-finite (m and v take it, and p moves by m / sqrt(v), NaN or inf / inf), so this one test
+    sees both. Testing p alone keeps the loop as fast as without a test; testing g too made it 1.4x slower."""
+    bad = False
     for i in range(p.shape[0]):
         p[i], m[i], v[i] = adam_elem(p[i], g[i], m[i], v[i], sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps)
+        bad |= not np.isfinite(p[i])
+    return bad
+
+
+@jit
+def gather_rows(x, idx, out):
+    """out[i] = x[idx[i]] cast to out's dtype (x (N, D) any numeric dtype, e.g. a compact uint8 split; out (len(idx), D))."""
+    for i in range(idx.shape[0]):
+        r = idx[i]
+        for d in range(x.shape[1]):
+            out[i, d] = x[r, d]

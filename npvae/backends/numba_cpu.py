@@ -234,19 +234,37 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
     The trainer passes the bound's gradient with sign = -1 (Adam descends on the loss) and so never
     builds the negated copies. Results equal adam_update's bit for bit.
     """
+    params, state, _ = adam_step_checked(params, grads, state, lr, betas, eps, sign)
+    return params, state
+
+
+def adam_step_checked(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
+    """adam_step, and what went non-finite in the same pass (None, "bound or gradient" or "parameter after the update"):
+    the trainer's divergence check without scanning every gradient and parameter on every step (kernels.adam says
+    why its one test sees both; only when it fires are the gradients scanned, to say which)."""
     from ..optim import AdamState
 
     b1, b2 = betas
     step = state.step + 1
     bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
+    bad = False
     for p, g, m, v in zip(params, grads, state.m, state.v):
         t = p.dtype.type
         flat = [np.ascontiguousarray(a).reshape(-1) for a in (p, g, m, v)]  # views, unless an array is not C-ordered
-        kern.adam(*flat, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
+        bad |= kern.adam(*flat, t(sign), t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr / bc1), t(np.sqrt(bc2)), t(eps))
         for a, f in ((p, flat[0]), (m, flat[2]), (v, flat[3])):
             if not np.shares_memory(a, f):
                 a[...] = f.reshape(a.shape)
-    return params, AdamState(step, state.m, state.v)
+    what = None
+    if bad:
+        what = "bound or gradient" if not all(np.all(np.isfinite(g)) for g in grads) else "parameter after the update"
+    return params, AdamState(step, state.m, state.v), what
+
+
+def gather(x, idx, out):
+    """out[:] = x[idx] in out's dtype, one pass (x may be a compact uint8 split); returns out."""
+    kern.gather_rows(x, idx, out)
+    return out
 
 
 def stepper(backend, arch: Arch, params, adam, **options):
@@ -259,4 +277,5 @@ def stepper(backend, arch: Arch, params, adam, **options):
 adam_update_ = adam_step  # the name it had, for callers of the module
 from . import numba_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
 
-BACKEND = Backend("numba", **per_family(globals(), two), log_mean_exp=log_mean_exp, adam_step=adam_step, stepper=stepper)
+BACKEND = Backend("numba", **per_family(globals(), two), log_mean_exp=log_mean_exp, adam_step=adam_step, stepper=stepper,
+                  adam_step_checked=adam_step_checked, gather=gather)

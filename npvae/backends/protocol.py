@@ -27,6 +27,12 @@ class Backend(NamedTuple):
     # trainer's stepper, whose steps call the Backend passed (so a wrapped Backend is the one used): start_epoch(x, order),
     # step(lo, hi, eps, kl_weight, lr), state(), failed_step() (npvae.backends.host_stepper).
     stepper: Callable
+    # Optional, for HostStepper. adam_step_checked: adam_step's arguments -> (params, AdamState, None or what went non-finite:
+    # "bound or gradient" or "parameter after the update"), the trainer's divergence check fused into the update; without
+    # it the stepper scans every gradient and parameter. gather: (x (N, D) float or compact uint8, idx (B,), out (B, D)
+    # float) -> out with out[:] = x[idx]; without it, numpy's x[idx].astype(out.dtype).
+    adam_step_checked: Callable | None = None
+    gather: Callable | None = None
 
 
 def by_family(name: str, **cores) -> Callable:
