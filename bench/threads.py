@@ -1,7 +1,8 @@
 """`--threads N`: 1 against N threads for training steps (arch A, arch B k = 50) and evaluation, side by side in one run.
 
-What `--threads N` sets is the BLAS thread pool (threadpoolctl); numba's fused kernels between the products stay on
-one thread. Each figure is the median of --repeats timings, the thread counts taken in turns (so that a change in the
+What `--threads N` sets (npvae.backends.workers.set_threads): N BLAS threads for the products, which is what training
+uses; and N workers for the numba backend's log p(x), each with one BLAS thread, computing chunks of importance
+samples at once. numba's fused kernels in a training step stay on one thread. Each figure is the median of --repeats timings, the thread counts taken in turns (so that a change in the
 machine's load falls on both); the same batches, noise and parameters at every thread count, and the results are
 compared: a different number of BLAS threads may only change the rounding of the products' sums.
 
@@ -20,12 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import BATCH, machine, npvae_steps, problem  # noqa: E402
 
 from npvae import log_px  # noqa: E402
+from npvae.backends.workers import set_threads  # noqa: E402
 from npvae.data import load, subset_indices  # noqa: E402
 
 
@@ -36,11 +37,11 @@ def train_runner(name, x_train, steps):
 
     def run(t):
         go = npvae_steps("numba", arch, params, batches, eps, options)
-        with threadpool_limits(t):
-            go(0, 2)  # warm-up: compilation, the workspace, BLAS's buffers
-            s = time.perf_counter()
-            go(2, steps + 2)
-            return time.perf_counter() - s, None
+        set_threads(t)
+        go(0, 2)  # warm-up: compilation, the workspace, BLAS's buffers
+        s = time.perf_counter()
+        go(2, steps + 2)
+        return time.perf_counter() - s, None
 
     return run
 
@@ -52,11 +53,12 @@ def eval_runner(x_test, n, k):
     log_px(params, arch, x[:2], 2, np.random.default_rng(0), backend="numba")  # compile outside the clock
 
     def run(t):
-        with threadpool_limits(t):
-            s = time.perf_counter()
-            lp = np.concatenate([log_px(params, arch, x[i:i + 100], k, np.random.default_rng((0, i)), backend="numba")
-                                 for i in range(0, n, 100)])
-            return time.perf_counter() - s, lp
+        set_threads(t)
+        log_px(params, arch, x[:2], 2 * k // 100 + 2, np.random.default_rng(0), backend="numba")  # start the workers
+        s = time.perf_counter()
+        lp = np.concatenate([log_px(params, arch, x[i:i + 100], k, np.random.default_rng((0, i)), backend="numba")
+                             for i in range(0, n, 100)])
+        return time.perf_counter() - s, lp
 
     return run
 

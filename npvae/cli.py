@@ -37,10 +37,11 @@ def _search(args, run_dir=None) -> dict:
 
 
 def _limit_threads(n: int):
-    """Limit BLAS threads: on small shared machines one thread is fastest and timings are steady."""
-    from threadpoolctl import threadpool_limits
+    """--threads: n BLAS threads, and n workers for the numba backend's log p(x) (npvae.backends.workers); on small
+    shared machines one thread is fastest and timings are steady."""
+    from .backends.workers import set_threads
 
-    return threadpool_limits(limits=n)
+    return set_threads(n)
 
 
 def _config_from_args(args):

@@ -44,12 +44,12 @@ _STAMP = _package_stamp()
 
 
 def jit(fn=None, **options):
-    """numba.njit(cache=True, error_model="numpy", **options), without a cache where none can be written.
+    """numba.njit(cache=True, error_model="numpy", nogil=True, **options), without a cache where none can be written.
 
     error_model="numpy": x / 0 is inf or NaN as in NumPy, not a ZeroDivisionError, whose check on
     every division would also keep LLVM from vectorising the loop.
     """
-    options = {"error_model": "numpy", **options}
+    options = {"error_model": "numpy", "nogil": True, **options}  # nogil: the evaluation workers run kernels at once
 
     def wrap(f):
         try:

@@ -20,6 +20,7 @@ from . import binary_input
 from . import kernels as kern
 from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
 from .protocol import Backend, per_family
+from .workers import ordered_map
 
 
 class Workspace:
@@ -197,25 +198,29 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=N
     in the same (k, N, Z) order as the NumPy path, so both see the same draws. Chunks are cut further
     to about CACHE_ELEMENTS decoder outputs, so that the head reads what the last product has just
     written while it is still in cache (~10% faster for Burda et al.'s model than 4M-element chunks).
+    With --threads N the chunks' log-weights are computed by N workers and folded in order (npvae.backends.workers):
+    the same result for every N.
     """
     ws = workspace()
     x = np.ascontiguousarray(x)
     N, Z = x.shape[0], arch.latent_dim
     chunk = max(1, min(chunk, CACHE_ELEMENTS // (N * arch.likelihood.out_dim(arch.data_dim))))
     dtype = x.dtype
-    mu, log_var, _ = _encode(ws, params, arch, x)  # views of the encoder's buffer, which the chunks leave alone
+    mu, log_var, _ = _encode(ws, params, arch, x)  # views of this thread's encoder buffer, which the chunks leave alone
+
+    def chunk_log_weights(eps):  # in the calling thread's own workspace; a copy, as the next chunk reuses the buffers
+        w = workspace()
+        _, _, lp_lq, out, _ = _sample_decode(w, params, arch, eps, mu, log_var, True)
+        return head(w, arch, x, out, lp_lq, ELBO_MC, 1.0, False)[1].copy()
+
+    sizes = [min(chunk, k - done) for done in range(0, k, chunk)]
     m = np.full(N, -np.inf, dtype=dtype)
     s = np.zeros(N, dtype=dtype)
-    done = 0
-    while done < k:
-        kc = min(chunk, k - done)
-        eps = rng.standard_normal((kc, N, Z), dtype=dtype)
-        _, _, lp_lq, out, _ = _sample_decode(ws, params, arch, eps, mu, log_var, True)
-        _, logw, _, _ = head(ws, arch, x, out, lp_lq, ELBO_MC, 1.0, False)
+    draws = (rng.standard_normal((kc, N, Z), dtype=dtype) for kc in sizes)
+    for logw in ordered_map(chunk_log_weights, draws):
         kern.lme_update(logw, m, s)
-        done += kc
         if progress is not None:
-            progress(kc * N)
+            progress(logw.shape[0] * N)
     out = np.empty(N, dtype=dtype)
     kern.lme_finish(m, s, dtype.type(np.log(k)), out)
     return out
