@@ -16,7 +16,7 @@ not timed. Each figure is the median of --repeats timed runs of --steps steps, i
     python bench/bench_train.py --quick                        # < 2 minutes
     python bench/bench_train.py --data-dir ../shared/data --json runs/bench.json
     python bench/bench_train.py --backends numba,cuda,torch --torch-device cuda   # on an NVIDIA GPU
-    python bench/bench_train.py --end-to-end --workloads A,B-k1,B-k50 --backends numba,torch,jax   # bench/end_to_end.py
+    taskset -c 0 python bench/bench_train.py --end-to-end --workloads A,B-k1,B-k50 --backends numba,torch,jax   # bench/end_to_end.py
 
 --end-to-end adds, for each training workload, epochs of npvae.train.train beside torch and jax loops doing the same
 per epoch (bench/end_to_end.py), and reports both ratios: end to end, and the inner loop timed in the same run.

@@ -48,9 +48,11 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
         mu, log_var = mu[idx], log_var[idx]
     z, _ = sample_forward(mu, log_var, rng.standard_normal(mu.shape, dtype=mu.dtype)[None])  # (1, M, Z)
     log_q_own = log_prob(z, mu, log_var)[0]  # (M,) log q(z_n | x_n)
-    # log q(z_n) = log (1/M) sum_m q(z_n | x_m): every sample against every point's posterior, (M, M).
-    cross = np.stack([log_prob(z[0][n], mu, log_var) for n in range(mu.shape[0])])  # (M samples, M posteriors)
-    log_q_agg = log_mean_exp_core(cross, axis=1)
+    # log q(z_n) = log (1/M) sum_m q(z_n | x_m): every sample against every point's posterior, 100 samples at a time
+    # (a (100, M) block, not the whole (M, M) matrix: 16 MB in float32 for M = 2000, and as much again for its exp).
+    log_q_agg = np.concatenate([
+        log_mean_exp_core(np.stack([log_prob(z[0][n], mu, log_var) for n in range(s.start, s.stop)]), axis=1)
+        for s in _batches(mu.shape[0], 100)])
     return float(np.mean(log_q_own - log_q_agg))
 
 
