@@ -84,7 +84,8 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="npvae", description="A NumPy reference VAE: train, evaluate, sample, check, verify, explain, bench.")
     p.add_argument("--version", action="version", version=f"npvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    threads = dict(type=_positive_int, default=1, help="BLAS threads, >= 1 (default 1: on small shared machines the fastest and steadiest)")
+    threads = dict(type=_positive_int, default=1, help="cores to use, >= 1: N BLAS threads, and N workers for the numba backend's log p(x), same results for every N "
+                        "(default 1: on small shared machines the fastest and steadiest)")
 
     c = _sub(sub, "check", "finite-difference gradient checks and exact bound checks (float64)",
              "Check npvae's own gradients against central differences (error-model tolerances, away from ReLU kinks) and its "
