@@ -86,7 +86,9 @@ def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, gr
             "step": state.step,
             "bound_nonfinite": int(np.size(value) - np.count_nonzero(np.isfinite(value))),
             "grads_nonfinite": {n: int(g.size - np.count_nonzero(np.isfinite(g))) for n, g in zip(names, grads) if not np.all(np.isfinite(g))},
-            "param_max_abs": {n: float(np.max(np.abs(p))) for n, p in zip(names, params)},
+            # numba and cuda update in place: after a non-finite gradient their parameters hold it too
+            "params_nonfinite": {n: int(p.size - np.count_nonzero(np.isfinite(p))) for n, p in zip(names, params) if not np.all(np.isfinite(p))},
+            "param_max_abs": {n: float(np.max(np.abs(p[np.isfinite(p)]), initial=0.0)) for n, p in zip(names, params)},  # finite entries
             "last_good_checkpoint": str(last) if last.exists() else None,
         }
     (run_dir / "diverged.json").write_text(json.dumps(info, indent=1))
