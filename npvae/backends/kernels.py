@@ -187,7 +187,7 @@ def adam(p, g, m, v, sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps):
 
     Returns True if some new p is non-finite, for the trainer's divergence check without another pass: a non-finite g
     always makes its p non-finite (m and v take it, and p moves by m / sqrt(v), NaN or inf / inf), so this one test
-    sees both. Testing p alone keeps the loop as fast as without a test; testing g too made it 1.4x slower."""
+    sees both. Testing p alone keeps the loop as fast as without a test; testing g too made it 1.4-1.8x slower."""
     bad = False
     for i in range(p.shape[0]):
         p[i], m[i], v[i] = adam_elem(p[i], g[i], m[i], v[i], sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps)
