@@ -336,6 +336,7 @@ def main(argv=None, prog=None) -> int:
     missing = [b for b in asked if b not in backends]
     info = machine()
     d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
+    compact = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32, compact=True) if args.end_to_end else None
     results, e2e = {}, {}
     for name in args.workloads.split(","):
         if name == "eval":
@@ -346,7 +347,6 @@ def main(argv=None, prog=None) -> int:
             if args.end_to_end:
                 import end_to_end
 
-                compact = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32, compact=True)
                 e2e[name] = end_to_end.time_end_to_end(sys.modules[__name__], name, [b for b in backends if b != "cuda"],
                                                        compact, args.rounds)
         print(f"timed {name}", flush=True)

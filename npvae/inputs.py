@@ -16,12 +16,16 @@ from .model import Arch, VAEParams
 from .models import check_params
 
 
-def _x_array(arch: Arch, x, dtype) -> None:
-    _validate.float_array("x", x, 2)
+def _x_rows(arch: Arch, x) -> None:
     _validate.shape("x", x, (None, arch.data_dim))
-    _validate.same_dtype(dtype, x=x)
     if x.shape[0] == 0:
         raise ValueError("x is empty: need at least one data point")
+
+
+def _x_array(arch: Arch, x, dtype) -> None:
+    _validate.float_array("x", x, 2)
+    _x_rows(arch, x)
+    _validate.same_dtype(dtype, x=x)
 
 
 def check_x_data(arch: Arch, x, dtype) -> None:
@@ -36,9 +40,7 @@ def check_x_storage(arch: Arch, x, dtype) -> None:
     if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
         check_x_data(arch, x, dtype)
         return
-    _validate.shape("x", x, (None, arch.data_dim))
-    if x.shape[0] == 0:
-        raise ValueError("x is empty: need at least one data point")
+    _x_rows(arch, x)
     if x.max() > 1:
         raise ValueError("x is uint8 but not binary: a compact split holds 0 and 1 only")
 

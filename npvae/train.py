@@ -28,7 +28,7 @@ from .memory import check_fits, eval_chunk_bytes, step_bytes
 from .backends import get as get_backend
 from .backends import resolve_training
 from .config import TrainConfig
-from .data import Dataset, binarize_dynamic
+from .data import Dataset, as_float, binarize_dynamic
 from .model import Arch
 from .inputs import check_x_storage
 from .models import check_params, param_names, unflatten
@@ -69,7 +69,7 @@ def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: s
     core = get_backend(backend).bound_value
     total = 0.0
     for i in range(0, x.shape[0], config.batch_size):
-        xb = np.ascontiguousarray(x[i : i + config.batch_size], dtype=dtype)
+        xb = as_float(x[i : i + config.batch_size], dtype)
         eps = rng.standard_normal((k, xb.shape[0], arch.noise_dim), dtype=dtype)
         total += float(core(params, arch, xb, eps, bound, kl).sum())
     return total / x.shape[0]

@@ -24,6 +24,7 @@ from numba import cuda
 
 from .. import _validate
 from ..model import Arch, check_params, unflatten
+from ..data import as_float
 from ..inputs import check_options, check_x_storage
 from ..optim import AdamState
 from . import cuda_kernels as ck
@@ -76,7 +77,7 @@ class DeviceTrainer:
         order = np.asarray(order)
         if order.shape != (x.shape[0],) or not np.array_equal(np.sort(order), np.arange(x.shape[0])):
             raise ValueError(f"order must be a permutation of range({x.shape[0]})")
-        self.x = cuda.to_device(np.ascontiguousarray(x, dtype=self.dtype))
+        self.x = cuda.to_device(as_float(x, self.dtype))
         self.order = cuda.to_device(order.astype(np.int64))
 
     def step(self, lo: int, hi: int, eps, kl_weight: float, lr: float):

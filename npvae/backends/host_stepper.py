@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data import as_float
 from ..inputs import check_free_bits, check_options, check_x_storage
 from ..model import Arch
 from ..models import check_params, flatten, unflatten
@@ -46,7 +47,7 @@ class HostStepper:
         """x[order[lo:hi]] as float of the model's dtype: one pass into a reused buffer where the backend gathers."""
         idx = self.order[lo:hi]
         if self.backend.gather is None:
-            return self.x[idx].astype(self.dtype, copy=False)
+            return as_float(self.x[idx], self.dtype)
         out = self.buffers.get(idx.shape[0])
         if out is None:
             out = self.buffers[idx.shape[0]] = np.empty((idx.shape[0], self.x.shape[1]), dtype=self.dtype)
