@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import cli_args
 from .cli_check import cmd_check, cmd_verify
+from .cli_sweep import cmd_sweep
 
 
 def _search(args, run_dir=None) -> dict:
@@ -140,11 +141,9 @@ def _open_run(run_dir: Path, checkpoint: str):
 
 
 def cmd_eval(args) -> int:
-    import numpy as np
-
     from .backends import resolve
-    from .data import binarize_dynamic, load, subset_indices
-    from .evaluate import evaluate
+    from .data import load
+    from .eval_chunks import eval_inputs, evaluate_chunked, local_runner
     from .models import unflatten
     from .train import progress_bar
 
@@ -154,21 +153,19 @@ def cmd_eval(args) -> int:
     config, arch, state = _open_run(run_dir, args.checkpoint)
     dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
                    **_search(args, run_dir))
-    x = dataset.split(args.split)
-    N = x.shape[0]
-    # Separate streams: the subset, the binarisation and the importance samples do not depend on one another.
-    subset_rng, binarize_rng, rng = (np.random.default_rng(c) for c in np.random.SeedSequence(args.seed).spawn(3))
-    points = f"all {N}"
-    if args.n is not None:
-        labels = getattr(dataset, f"{args.split}_labels")
-        idx = subset_indices(args.n, N, subset_rng, labels)
-        x = x[idx]
-        points = f"{args.n} of {N}, a seeded random subset{' stratified by class' if labels is not None else ''} (--seed {args.seed})"
-    x_active = dataset.train
-    if dataset.dynamic_binarize:  # one stochastic binarisation of the evaluation data, from the seed
-        x, x_active = binarize_dynamic(x, binarize_rng), binarize_dynamic(x_active, binarize_rng)
+    x, x_active, points = eval_inputs(dataset, args.split, args.seed, args.n)
     bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
-    metrics = evaluate(unflatten(arch, state.params), arch, x, rng, k=args.k, progress=bar.update, backend=backend, x_active=x_active)
+    kw = dict(k=args.k, run_seed=config.seed, eval_seed=args.seed, x_active=x_active, backend=backend)
+    params = unflatten(arch, state.params)
+    if args.scheduler is None and args.workers is None:
+        metrics = evaluate_chunked(params, arch, x, runner=local_runner(bar.update), **kw)
+    else:  # the same chunks, the same numbers, computed on a Dask cluster
+        from .cluster import connect, dashboard, dask_runner
+
+        with connect(args.scheduler, args.workers) as client:
+            if not (args.quiet or args.json):
+                print(f"npvae eval: Dask dashboard: {dashboard(client)}", file=sys.stderr)
+            metrics = evaluate_chunked(params, arch, x, runner=dask_runner(client, bar.update), **kw)
     bar.close()
     metrics.update({"split": args.split, "points": points, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -236,7 +233,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"check": cmd_check, "verify": cmd_verify, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-            "explain": cmd_explain, "bench": cmd_bench}
+            "explain": cmd_explain, "bench": cmd_bench, "sweep": cmd_sweep}
 
 
 def build_parser() -> argparse.ArgumentParser:

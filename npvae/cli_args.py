@@ -71,6 +71,13 @@ def _train_options(t) -> None:
                    help="where the kernels run: numpy (default, the reference), numba (CPU kernels), cuda, auto (fastest available)")
 
 
+def _cluster_options(p, what: str) -> None:
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help=f"{what} an existing Dask cluster, e.g. tcp://host:8786 "
+                   "(docs/sweep.md: starting one on several hosts)")
+    p.add_argument("--workers", type=_positive_int, default=None, help=f"{what} an embedded Dask LocalCluster of N single-threaded "
+                   "worker processes" + (" (default: one per core)" if what.startswith("run") else ""))
+
+
 def _sub(sub, name: str, help: str, description: str | None = None, **kw):
     """A subcommand whose --help opens with a description (its one-line help, unless a longer one is given)."""
     return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".", **kw)
@@ -127,11 +134,13 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int, default=None, help="evaluate a seeded random subset of N points, stratified by class where "
                    "the data have labels (default: the whole split; a prefix of a split is not a sample of it)")
     e.add_argument("--checkpoint", **checkpoint)
-    e.add_argument("--seed", type=int, default=0, help="seed of the subset, the importance samples and any binarisation (default 0)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the subset, the importance samples (with the run's seed: "
+                   "npvae.eval_chunks) and any binarisation (default 0)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--threads", **threads)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--backend", choices=BACKENDS, default="numpy", help="where log p(x)'s kernels run: numpy (default), numba, cuda, auto")
+    _cluster_options(e, "compute the chunks of points on")
     _data_options(e)
     e.set_defaults(func=commands["eval"])
 
@@ -155,6 +164,18 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="print the numbers as JSON")
     x.add_argument("--threads", **threads)
     x.set_defaults(func=commands["explain"])
+
+    w = _sub(sub, "sweep", "train and evaluate a grid of runs (a TOML SPEC) on a Dask cluster; --report: table and picture",
+             "Train every run of SPEC's grid in chunks of epochs on a Dask cluster (embedded by default), evaluate them, and "
+             "survive lost workers; the same command continues an interrupted sweep. SPEC's format: docs/sweep.md. "
+             "Needs pip install -e '.[sweep]'.")
+    w.add_argument("spec", metavar="SPEC", help="a sweep SPEC (TOML), e.g. bench/burda.toml")
+    w.add_argument("--report", action="store_true", help="write the table (Markdown, CSV) and picture of the runs so far, and train nothing")
+    w.add_argument("--check", action="store_true", help="check SPEC, its data and its run directories, list the runs and what is left, and stop")
+    _cluster_options(w, "run the tasks on")
+    w.add_argument("--quiet", action="store_true", help="no progress lines")
+    _data_options(w)
+    w.set_defaults(func=commands["sweep"])
 
     b = _sub(sub, "bench", "training and evaluation throughput, numpy vs numba (vs torch and JAX if importable)",
              "Run bench/bench_train.py (source checkout only); `npvae bench --help` shows its options.",

@@ -67,19 +67,43 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     check_x_storage(arch, x, dtype)
     if x_active is not None:
         check_x_storage(arch, x_active, dtype)
-    if arch.FAMILY == "two-layer":
-        return _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active, dtype)
+    terms = point_terms_core(params, arch, x, rng, k, elbo_k, batch, progress, backend)
+    return summarise_core(params, arch, x, terms, rng, k, x_active)
+
+
+def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = 10, batch: int = 100, progress=None, backend: str = "numpy") -> dict:
+    """The random per-point terms, (N,) each: log_p (k importance samples), recon (elbo_k samples) and, for two
+    stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.eval_chunks check)."""
+    dtype = params_dtype(params)
     N = x.shape[0]
-    log_p = np.empty(N)
-    recon = np.empty(N)
+    two = arch.FAMILY == "two-layer"
+    terms = {"log_p": np.empty(N), "recon": np.empty(N), **({"elbo": np.empty(N)} if two else {})}
     for s in _batches(N, batch):
         xb = as_float(x[s], dtype)
-        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
+        terms["log_p"][s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
+        if two:
+            terms["recon"][s], terms["elbo"][s] = _two_layer_terms(params, arch, xb, rng, elbo_k, dtype)
+            continue
         mu, log_var, _ = encode(params, arch, xb)
         eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=dtype)
         z, _ = sample_forward(mu, log_var, eps)
         out, _ = decode(params, arch, z)
-        recon[s] = lik.forward(arch.likelihood, out, xb)[0].mean(axis=0)
+        terms["recon"][s] = lik.forward(arch.likelihood, out, xb)[0].mean(axis=0)
+    return terms
+
+
+def params_dtype(params) -> np.dtype:
+    """The dtype of either family's parameters (the first layer of VAEParams.encoder or TwoLayerParams.enc1)."""
+    return params[0][0].W.dtype
+
+
+def summarise_core(params, arch, x, terms: dict, rng, k: int, x_active=None) -> dict:
+    """The metrics from the per-point terms (point_terms_core) and the deterministic encoder statistics; rng draws
+    only the mutual information's samples. No checking."""
+    if arch.FAMILY == "two-layer":
+        return _summarise_two_layer(params, arch, x, terms, k, x_active)
+    log_p, recon = terms["log_p"], terms["recon"]
+    N = x.shape[0]
     mu, log_var = encoder_stats(params, arch, x)
     kl_dim = kl_std_normal_per_dim(mu, log_var)  # (N, Z)
     kl = kl_dim.sum(axis=1)
@@ -87,15 +111,8 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     var_of_mean = np.var(mu if x_active is None else encoder_stats(params, arch, x_active)[0], axis=0)
     active = var_of_mean > 0.01
     return {
-        "n_points": N,
-        "k": k,
-        "nll": float(-log_p.mean()),
-        "nll_se": float(log_p.std(ddof=1) / np.sqrt(N)) if N > 1 else float("nan"),
-        "elbo": float(elbo.mean()),
-        "elbo_se": float(elbo.std(ddof=1) / np.sqrt(N)) if N > 1 else float("nan"),
-        "recon": float(recon.mean()),
+        **_summary(log_p, elbo, recon, k),
         "kl": float(kl.mean()),
-        "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean()),
         "active_units": int(active.sum()),
         "active_units_points": N if x_active is None else int(x_active.shape[0]),
         "latent_dim": arch.latent_dim,
@@ -113,26 +130,26 @@ def _summary(log_p, elbo, recon, k: int) -> dict:
             "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean())}
 
 
-def _evaluate_two_layer(params, arch, x, rng, k, elbo_k, batch, progress, backend, x_active, dtype) -> dict:
-    """`evaluate` for a TwoLayerArch (module docstring); checked by the caller."""
+def _two_layer_terms(params, arch, xb, rng, elbo_k: int, dtype):
+    """(recon, elbo): (n,) each for one batch of a TwoLayerArch: the top KL analytic, the rest over elbo_k samples."""
     from . import two_layer_objective as two
+
+    eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
+    f = two.forward(params, arch, xb, *arch.split_noise(eps))
+    log_px_z = lik.forward(arch.likelihood, f.out.reshape(elbo_k, xb.shape[0], -1), xb)[0]  # (elbo_k, n)
+    return log_px_z.mean(axis=0), (log_px_z + two.latent_log_weights(f, analytic=True)).mean(axis=0)
+
+
+def _summarise_two_layer(params, arch, x, terms, k, x_active) -> dict:
+    """summarise_core for a TwoLayerArch (module docstring)."""
     from .two_layer import gaussian_head
 
-    N = x.shape[0]
-    log_p, recon, elbo = np.empty(N), np.empty(N), np.empty(N)
-    for s in _batches(N, batch):
-        xb = as_float(x[s], dtype)
-        log_p[s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
-        eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
-        f = two.forward(params, arch, xb, *arch.split_noise(eps))
-        log_px_z = lik.forward(arch.likelihood, f.out.reshape(elbo_k, xb.shape[0], -1), xb)[0]  # (elbo_k, n)
-        recon[s] = log_px_z.mean(axis=0)
-        elbo[s] = (log_px_z + two.latent_log_weights(f, analytic=True)).mean(axis=0)
+    dtype = params_dtype(params)
     xa = x if x_active is None else x_active
     mu1 = np.concatenate([gaussian_head(params.enc1, as_float(xa[s], dtype), arch.activation)[0] for s in _batches(xa.shape[0], 1000)])
     mu2 = np.concatenate([gaussian_head(params.enc2, mu1[s], arch.activation)[0] for s in _batches(mu1.shape[0], 1000)])
     var1, var2 = np.var(mu1, axis=0), np.var(mu2, axis=0)
-    return {**_summary(log_p, elbo, recon, k), "active_units": int((var1 > 0.01).sum() + (var2 > 0.01).sum()),
+    return {**_summary(terms["log_p"], terms["elbo"], terms["recon"], k), "active_units": int((var1 > 0.01).sum() + (var2 > 0.01).sum()),
             "active_units_per_layer": [int((var1 > 0.01).sum()), int((var2 > 0.01).sum())],
             "active_units_points": int(xa.shape[0]), "latent_dim": arch.latent1 + arch.latent2,
             "latent_dims": [arch.latent1, arch.latent2],

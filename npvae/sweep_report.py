@@ -1,0 +1,137 @@
+"""`npvae sweep SPEC --report`: one row per run (the grid values that vary, epochs, best validation bound, the latest
+evaluation, seconds, the published value) as Markdown and CSV, and one picture of every run's curve.
+
+A published NLL is called reproduced when the run's is within 2 standard errors of it plus the published rounding
+(0.005 nats: two decimals), and only at the end of the run's schedule; the standard error is over test points only,
+not over runs. Written to the sweep's out directory: report.md, report.csv, report.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from . import run_dir as rd
+from .sweep import read_evals
+from .sweep_spec import Spec, references_for
+
+ROUNDING = 0.005
+
+
+def _history(run_dir: Path) -> tuple[int, dict]:
+    """(epochs in the last checkpoint, the history up to it); (0, empty) for a run not started."""
+    from .train import read_meta
+
+    last = rd.checkpoint_path(run_dir, "last")
+    if not last.exists():
+        return 0, {"epoch": [], "valid_bound": [], "seconds": []}
+    meta = read_meta(last)
+    return meta["epoch"], meta["history"]
+
+
+def rows(spec: Spec) -> list[dict]:
+    out = []
+    for p in spec.points:
+        d = spec.out / p.name
+        done, h = _history(d)
+        evals = [e for e in read_evals(d) if spec.eval is None or (e["split"], e["k"]) == (spec.eval.split, spec.eval.k)]
+        last = max(evals, key=lambda e: e["epoch"]) if evals else None
+        refs = references_for(spec, p)
+        row = {"run": p.name, **{k: p.values[k] for k in spec.varying()}, "epochs_done": done, "epochs": p.config.epochs,
+               "best_valid_bound": max(h["valid_bound"]) if h["valid_bound"] else None,
+               "train_seconds": float(sum(h["seconds"])), "eval_epoch": None, "nll": None, "nll_se": None, "elbo": None,
+               "kl": None, "active_units": None, "published_nll": refs[0]["nll"] if refs else None, "verdict": ""}
+        if last is not None:
+            row.update({k: last[k] for k in ("nll", "nll_se", "elbo", "kl", "active_units")}, eval_epoch=last["epoch"])
+            if refs:
+                row["verdict"] = verdict(row)
+        row["_history"], row["_evals"] = h, evals
+        out.append(row)
+    return out
+
+
+def verdict(row: dict) -> str:
+    gap = row["nll"] - row["published_nll"]
+    if row["eval_epoch"] < row["epochs"]:
+        return f"not yet (epoch {row['eval_epoch']} of {row['epochs']}; {gap:+.2f} nats)"
+    if abs(gap) <= 2 * row["nll_se"] + ROUNDING:
+        return f"reproduced ({gap:+.2f} nats, within 2 s.e. + rounding)"
+    return f"not reproduced ({gap:+.2f} nats = {gap / row['nll_se']:+.1f} s.e.)"
+
+
+def _fmt(v, digits=2) -> str:
+    if v is None:
+        return ""
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(spec: Spec, table: list[dict]) -> str:
+    ev = spec.eval
+    nll = f"{ev.split} NLL (k = {ev.k})" if ev else "NLL"
+    head = ["run", *spec.varying(), "epochs", "best valid bound", "eval epoch", nll, "-ELBO", "KL", "active units", "train h"]
+    if spec.references:
+        head += ["published", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [r["run"], *(_fmt(r[k]) for k in spec.varying()), f"{r['epochs_done']}/{r['epochs']}",
+                 _fmt(r["best_valid_bound"]), _fmt(r["eval_epoch"]),
+                 f"{r['nll']:.2f} +- {r['nll_se']:.2f}" if r["nll"] is not None else "",
+                 _fmt(-r["elbo"] if r["elbo"] is not None else None), _fmt(r["kl"]), _fmt(r["active_units"]),
+                 f"{r['train_seconds'] / 3600:.2f}"]
+        if spec.references:
+            cells += [_fmt(r["published_nll"]), r["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(spec: Spec, table: list[dict]) -> str:
+    cols = [k for k in table[0] if not k.startswith("_")] if table else []
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in table:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in cols})
+    return buf.getvalue()
+
+
+def picture(spec: Spec, table: list[dict], path: Path) -> Path:
+    """Minus the validation bound against epochs (lines), the evaluated NLLs (dots), the published NLLs (dashed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, r in enumerate(table):
+        color = f"C{i % 10}"
+        h, evals = r["_history"], r["_evals"]
+        if h["epoch"]:
+            ax.plot(h["epoch"], [-v for v in h["valid_bound"]], color=color, lw=1, label=f"{r['run']}: -valid bound")
+        if evals:
+            ax.plot([e["epoch"] for e in evals], [e["nll"] for e in evals], "o", color=color, ms=4, label=f"{r['run']}: NLL")
+        if r["published_nll"] is not None:
+            ax.axhline(r["published_nll"], color=color, ls="--", lw=0.8, label=f"published {r['published_nll']:.2f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per point (lower is better)")
+    ax.set_title(f"{spec.path.name}: minus the validation bound per epoch; dots: {spec.eval.split + ' NLL' if spec.eval else 'NLL'}")
+    if table:
+        ax.legend(fontsize=6, ncol=2, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_report(spec: Spec) -> tuple[str, list[Path]]:
+    """(the Markdown table, the files written: report.md, report.csv, report.png in spec.out)."""
+    table = rows(spec)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    md = markdown(spec, table)
+    refs = "".join(f"\n- published {r['nll']:.2f} for {json.dumps(r['where'])}: {r['source']}" for r in spec.references)
+    paths = [spec.out / "report.md", spec.out / "report.csv", spec.out / "report.png"]
+    paths[0].write_text(f"# {spec.path.name}\n\n{md}\n{refs}\n")
+    paths[1].write_text(to_csv(spec, table))
+    picture(spec, table, paths[2])
+    return md, paths

@@ -1,0 +1,56 @@
+"""What a sweep's workers run: one chunk of a run's training (and its data, loaded once per worker process).
+
+A chunk is `npvae train` continued up to an epoch: a new run, or a resumed one (npvae.train), with the run's own lock,
+checkpoints and bit-exact resume. A worker killed mid-chunk leaves the run directory as after a kill -9 of
+`npvae train` (npvae.run_dir); Dask gives the task to another worker, which resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+_datasets: dict = {}
+LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (a worker presumed dead)
+
+
+def dataset_for(config, data: dict):
+    """The config's data set, loaded once per process (compact, as npvae train loads it); data: npvae.data.load's
+    search_dirs, cache_dir and download."""
+    from .data import load
+
+    key = (config.dataset, config.dtype, config.seed, config.binarize, tuple(map(str, data["search_dirs"])))
+    if key not in _datasets:
+        _datasets[key] = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize,
+                              compact=True, **data)
+    return _datasets[key]
+
+
+def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
+    """Train run_dir up to config["epochs"] epochs (new or resumed) with one BLAS thread; returns where it got to."""
+    from . import run_dir as rd
+    from .backends.workers import set_threads
+    from .config import TrainConfig
+    from .train import read_meta, train
+
+    set_threads(1)
+    config = TrainConfig.from_dict(config)
+    dataset = dataset_for(config, data)
+    run_dir = Path(run_dir)
+    t0, deadline = time.time(), time.time() + LOCK_WAIT_S
+    while True:
+        last = rd.checkpoint_path(run_dir, "last")
+        start = read_meta(last)["epoch"] if last.exists() else 0
+        try:
+            state = train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
+                          data_source={"dataset": config.dataset, "dir": dataset.source})
+            break
+        except rd.RunDirError:
+            if not (run_dir / rd.LOCK).exists() or time.time() > deadline:
+                raise
+            time.sleep(2.0)  # the run's lock is held: an earlier attempt, on a worker the scheduler gave up on, still runs
+    h = state.history
+    return {"epoch": state.epoch, "started_at": start, "valid_bound": h["valid_bound"][-1] if h["valid_bound"] else None,
+            "best_valid": state.best_valid, "seconds": time.time() - t0, "pid": os.getpid(), "host": socket.gethostname()}

@@ -1,0 +1,106 @@
+"""Sweep SPEC files (npvae.sweep_spec): the grid's runs and names, and every bad SPEC refused before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from npvae.cli import main
+from npvae.sweep_spec import SpecError, load_spec, parse_spec, references_for
+
+GOOD = {
+    "sweep": {"out": "runs/x", "chunk_epochs": 5},
+    "base": {"dataset": "digits", "epochs": 4, "lr": 1},
+    "grid": {"k": [1, 5], "objective": {"vae": {"bound": "elbo"}, "iwae": {"bound": "iwae", "kl": "mc"}}},
+    "eval": {"k": 100, "epochs": [2, 1, 2]},
+    "reference": [{"where": {"objective": "iwae", "k": 5}, "nll": 87.63, "source": "paper"}],
+}
+
+
+def _parse(raw, tmp_path=Path("/tmp/specs")):
+    return parse_spec(raw, tmp_path / "s.toml")
+
+
+def test_the_grid_is_every_combination_in_grid_order_with_readable_names():
+    spec = _parse(GOOD)
+    assert [p.name for p in spec.points] == ["k-1_objective-vae", "k-1_objective-iwae", "k-5_objective-vae", "k-5_objective-iwae"]
+    iwae5 = spec.points[3]
+    assert (iwae5.config.k, iwae5.config.bound, iwae5.config.kl, iwae5.config.epochs) == (5, "iwae", "mc", 4)
+    assert iwae5.config.lr == 1.0 and isinstance(iwae5.config.lr, float)  # an integer taken for a float option
+    assert spec.out == Path("/tmp/specs/runs/x")  # relative to the SPEC's directory
+    assert spec.eval.epochs == (1, 2) and spec.eval.k == 100
+    assert [references_for(spec, p) != [] for p in spec.points] == [False, False, False, True]
+    assert spec.varying() == ["k", "objective"]
+
+
+def test_arch_names_are_path_safe():
+    spec = _parse({"base": {"dataset": "digits"}, "grid": {"arch": ["64-16-4:8-2", "64-16-2"]}})
+    assert [p.name for p in spec.points] == ["arch-64-16-4+8-2", "arch-64-16-2"]
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"sweep": {"outt": "x"}}, "unknown key sweep.outt"),
+    ({"bogus": {}}, "unknown key bogus"),
+    ({"base": {"dataset": "digits", "lrr": 1e-3}}, "unknown option base.lrr"),
+    ({"grid": {"kk": [1, 2]}}, "unknown option grid.kk"),
+    ({"grid": {"objective": {"vae": {"bound": "elbo", "bogus": 1}}}}, "unknown option grid.objective.vae.bogus"),
+    ({"grid": {"k": [0, 5]}}, "run k-0: k must be"),
+    ({"grid": {"k": ["5"]}}, "grid.k must be an integer"),
+    ({"grid": {"k": []}}, "grid.k is an empty list"),
+    ({"grid": {"k": [5, 5]}}, "grid.k repeats a value"),
+    ({"grid": {"bound": ["iwae"]}}, "run bound-iwae: the IWAE bound has no analytic-KL form"),
+    ({"grid": {"k": [1]}, "base": {"dataset": "digits", "k": 2}}, "grid.k sets k, which [base] sets too"),
+    ({"grid": {"a": {"x": {"k": 1}}, "b": {"y": {"k": 2}}}}, "grid.b sets k, which grid.a sets too"),
+    ({"grid": {"a": {"x/y": {"k": 1}}}}, "grid.a.x/y"),
+    ({"sweep": {"chunk_epochs": 0}}, "sweep.chunk_epochs must be an integer >= 1"),
+    ({"eval": {"k": 0}}, "eval.k must be an integer >= 1"),
+    ({"eval": {"split": "tst"}}, "eval.split must be"),
+    ({"eval": {"checkpoint": "first"}}, "eval.checkpoint must be"),
+    ({"eval": {"kk": 1}}, "unknown key eval.kk"),
+    ({"reference": [{"where": {"kk": 1}, "nll": 1.0}]}, "reference[0].where.kk is not a grid key"),
+    ({"reference": [{"where": {"k": 7}, "nll": 1.0}]}, "reference[0].where.k = 7 is not one of grid.k's values"),
+    ({"reference": [{"where": {"k": 5}, "nll": "88"}]}, "reference[0].nll must be a number"),
+])
+def test_a_bad_spec_is_refused_naming_the_key(edit, words):
+    raw = {**GOOD, **edit}
+    with pytest.raises(SpecError) as e:
+        _parse(raw)
+    assert words in str(e.value)
+
+
+def test_the_cli_refuses_a_bad_spec_before_making_anything(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[sweep]\nout = "runs"\n[base]\ndataset = "digits"\n[grid]\nk = [1, 0]\n')
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "run k-0: k must be" in err and str(spec) in err
+    assert not (tmp_path / "runs").exists()
+    spec.write_text('[base]\ndataset = "digits"\narch = "10-5-2"\n')
+    assert main(["sweep", str(spec), "--check"]) == 2
+    assert "run run: --arch 10-5-2 starts with D=10 but the data set has D=64" in capsys.readouterr().err
+    spec.write_text("[base\n")
+    assert main(["sweep", str(spec)]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "none.toml")]) == 2
+    assert "cannot read the sweep SPEC" in capsys.readouterr().err
+
+
+def test_a_run_trained_with_another_config_is_refused(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[sweep]\nout = "runs"\n[base]\ndataset = "digits"\nepochs = 1\narch = "64-8-2"\n[grid]\nseed = [0]\n')
+    assert main(["train", "--epochs", "1", "--arch", "64-8-2", "--lr", "0.01", "--out", str(tmp_path / "runs" / "seed-0"),
+                 "--quiet", "--no-pictures"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--check"]) == 2
+    assert "run seed-0" in (err := capsys.readouterr().err) and "lr = 0.01 there, 0.001 here" in err
+    spec.write_text(spec.read_text().replace("epochs = 1", "epochs = 3").replace('arch = "64-8-2"', 'arch = "64-8-2"\nlr = 0.01'))
+    assert main(["sweep", str(spec), "--check"]) == 0  # more epochs: the run is continued
+    assert "seed-0: 1/3 epochs" in capsys.readouterr().out
+
+
+def test_load_spec_reads_toml(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('[base]\ndataset = "digits"\n[grid]\nobjective = { vae = { bound = "elbo" } }\n')
+    spec = load_spec(p)
+    assert [pt.name for pt in spec.points] == ["objective-vae"] and spec.out == tmp_path / "runs" / "s"
