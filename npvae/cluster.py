@@ -26,23 +26,45 @@ def _distributed():
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, dashboard: bool = True):
     """A dask.distributed Client: to `scheduler` (an address), or to a new LocalCluster of `workers` single-threaded
-    processes (default: one per core); the cluster is closed on exit."""
-    distributed = _distributed()
+    processes (default: one per core); the cluster is closed on exit. Ctrl-C while the cluster starts is held until
+    it has started (Dask's start-up, interrupted half-way, leaves processes and tracebacks), then raised."""
     import logging
 
     if scheduler is not None and workers is not None:
         raise ValueError("give --scheduler (an existing cluster) or --workers (a local one), not both")
-    if scheduler is not None:
-        with distributed.Client(scheduler) as client:
-            yield client
-        return
     n = cores() if workers is None else workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"workers must be an integer >= 1, got {n!r}")
-    address = ":8787" if dashboard and _has_bokeh() else ":0"  # ":0": a free port for its HTTP endpoints, never a clash
-    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=address,
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+    with contextlib.ExitStack() as stack:
+        with _sigint_held():
+            distributed = _distributed()
+            if scheduler is not None:
+                client = stack.enter_context(distributed.Client(scheduler))
+            else:
+                address = ":8787" if dashboard and _has_bokeh() else ":0"  # ":0": a free port for its HTTP endpoints
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=address, silence_logs=logging.ERROR))
+                client = stack.enter_context(distributed.Client(cluster))
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold SIGINT for the duration (main thread only), then raise KeyboardInterrupt if one came."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if came:
+        raise KeyboardInterrupt
 
 
 def cores() -> int:

@@ -24,7 +24,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["RunDirError", "RunLock", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
+__all__ = ["RunDirError", "RunLock", "RunLocked", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
            "read_data_source", "repair", "write_data_source", "CHECKPOINTS", "MARKER"]
 
 CHECKPOINTS = ("last", "best")
@@ -37,6 +37,10 @@ DATA = "data.json"
 
 class RunDirError(ValueError):
     """A run directory cannot be used as asked: another process holds it, or it is not a run."""
+
+
+class RunLocked(RunDirError):
+    """Another process holds the run's lock."""
 
 
 def checkpoint_path(run_dir, which: str) -> Path:
@@ -110,7 +114,7 @@ class RunLock:
             except OSError:  # Windows: the locked byte cannot be read by others
                 holder = "unknown"
             os.close(fd)
-            raise RunDirError(f"{self.path.parent} is in use by another npvae process (pid {holder}); "
+            raise RunLocked(f"{self.path.parent} is in use by another npvae process (pid {holder}); "
                               "wait for it to finish, or choose another --out") from None
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)

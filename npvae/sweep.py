@@ -7,8 +7,13 @@ points spread over the workers (npvae.eval_chunks, npvae.cluster). The run's nex
 
 What it survives: a worker killed mid-chunk costs at most that chunk (Dask reruns the task on another worker, and it
 resumes from the run's last checkpoint, bit for bit); the driver killed, or Ctrl-C, costs the chunks in flight, and
-the same command continues: finished runs and evaluations are skipped, an edited grid adds only its new points. A run
-whose saved config differs from its grid point (other than in epochs and backend) is refused before anything starts.
+the same command continues: finished runs and evaluations are skipped, an edited grid adds only its new points. On
+an external cluster (--scheduler) a chunk in flight is not stopped with the driver (Dask does not interrupt a running
+task): it finishes its chunk, holding its run's lock, and the rerun's chunk of that run waits for the lock (up to
+npvae.sweep_tasks.LOCK_WAIT_S, then the run is reported failed; the next rerun continues it). A task Dask cancels
+(the client lost the scheduler, most often) is submitted again, up to RESUBMITS times; an exception in the driver's
+own part of a run (loading its checkpoint, summarising its evaluation) fails that run only. A run whose saved config
+differs from its grid point (other than in epochs and backend) is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from . import run_dir as rd
 from .sweep_spec import Point, Spec, SpecError
 
 EVALS = "evals.json"
-EVAL_RETRIES = 3  # evaluations started again after their data were lost with workers  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
+RESUBMITS = 3  # a run's tasks cancelled by Dask (the client lost the scheduler, most often) submitted again, at most  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Run:
     eval_epochs: tuple = ()  # the epochs to evaluate at (the spec's, up to the run's end, and the end)
     failed: str | None = None
     valid: float | None = None  # the latest validation bound
+    resubmitted: int = 0  # tasks submitted again after Dask cancelled them
 
     @property
     def target(self) -> int:
@@ -79,7 +85,11 @@ def plan(spec: Spec, data: dict) -> list[Run]:
                                 "restore the SPEC, or give sweep.out another directory")
         run = Run(p, d, meta["epoch"] if meta else 0, read_evals(d))
         if spec.eval is not None:
-            run.eval_epochs = tuple(sorted({e for e in spec.eval.epochs if e <= run.target} | {run.target}))
+            if dataset_for(p.config, data).split(spec.eval.split).shape[0] == 0:
+                raise SpecError(f"{spec.path}: run {p.name}: eval.split = {spec.eval.split!r} has no points")
+            # the end: the target, or the epoch of a run trained past it (a SPEC whose epochs went down)
+            end = max(run.target, run.done)
+            run.eval_epochs = tuple(sorted({e for e in spec.eval.epochs if e <= end} | {end}))
         runs.append(run)
     return runs
 
@@ -142,12 +152,11 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
     inflight = {}  # future -> (run, kind, what)
     tasks = 0
 
-    def advance(run: Run, retries: int = 0) -> None:
+    def advance(run: Run) -> None:
         nonlocal tasks
         if eval_due(spec, run):
             futures, held, finish = _submit_eval(spec, data, run, client)
-            group = {"left": set(futures), "futures": futures, "held": held, "finish": finish, "t0": time.time(),
-                     "retries": retries}
+            group = {"left": set(futures), "futures": futures, "held": held, "finish": finish, "t0": time.time()}
             inflight.update({f: (run, "eval", group) for f in futures})
         else:
             end = chunk_end(run, spec.chunk_epochs)
@@ -160,8 +169,20 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
             inflight[f] = (run, "train", end)
         tasks += 1
 
+    def guarded(run: Run, step) -> bool:
+        """step() for run; an exception in the driver's own part (loading a checkpoint, summarising) fails that run only."""
+        try:
+            step()
+            return True
+        except Exception as e:  # noqa: BLE001 (recorded, reported, and the sweep's exit code says so)
+            run.failed = f"{type(e).__name__}: {e}"
+            _drop(run, inflight)
+            log(f"npvae sweep: {run.point.name} failed: {run.failed}")
+            lines.failed(run)
+            return False
+
     for run in work:
-        advance(run)
+        guarded(run, lambda run=run: advance(run))
     while inflight:
         try:
             wait(list(inflight), timeout=1.0, return_when="FIRST_COMPLETED")
@@ -172,29 +193,37 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
             if f not in inflight:  # dropped with its run's other tasks below
                 continue
             run, kind, what = inflight.pop(f)
-            if f.status == "cancelled" and kind == "eval" and what["retries"] < EVAL_RETRIES:
-                _drop(run, inflight)  # its data were lost with a worker: evaluate again
-                what["retries"] += 1
-                log(f"npvae sweep: {run.point.name}: an evaluation lost its data with a worker; evaluating again")
-                advance(run, what["retries"])
+            if f.status == "cancelled" and run.resubmitted < RESUBMITS:  # safe: a chunk resumes, an evaluation restarts
+                _drop(run, inflight)
+                run.resubmitted += 1
+                log(f"npvae sweep: {run.point.name}: Dask cancelled its {kind} task; submitting it again")
+                guarded(run, lambda: advance(run))
                 continue
             if f.status != "finished":  # an error in the task, or a task Dask gave up on
                 _fail(run, f, inflight, log)
                 lines.failed(run)
                 continue
-            if kind == "train":
-                result = f.result()
-                run.done, run.valid = result["epoch"], result["valid_bound"]
-            else:
+            if kind == "eval":
                 what["left"].discard(f)
                 if what["left"]:
                     continue
-                result = what["finish"](client.gather(what["futures"]), time.time() - what["t0"])
-                run.evals = read_evals(run.dir)
-            lines.update(run, kind, result)
+            box = {}
+
+            def finished(f=f, run=run, kind=kind, what=what):
+                if kind == "train":
+                    box["result"] = f.result()
+                    run.done, run.valid = box["result"]["epoch"], box["result"]["valid_bound"]
+                else:
+                    box["result"] = what["finish"](client.gather(what["futures"]), time.time() - what["t0"])
+                    run.evals = read_evals(run.dir)
+
+            if not guarded(run, finished):
+                continue
+            lines.update(run, kind, box["result"])
             if on_event is not None:
-                on_event(kind, run, result, client)
-            advance(run)
+                on_event(kind, run, box["result"], client)
+            guarded(run, lambda: advance(run))
+        f = None  # hold no finished future: Dask would recompute a lost one for nothing
     lines.close()
     failed = {r.point.name: r.failed for r in runs if r.failed}
     return {"runs": len(runs), "tasks": tasks, "failed": failed}
@@ -222,9 +251,12 @@ def _submit_eval(spec: Spec, data: dict, run: Run, client):
     from .eval_chunks import chunk_jobs, eval_inputs, finish
     from .models import unflatten
     from .sweep_tasks import dataset_for
-    from .train import load_state, _write_json
+    from .train import _write_json, load_state, read_meta
 
     ev = spec.eval
+    if ev.checkpoint == "best":  # best one epoch behind last after a kill between the two writes: restored first
+        with rd.RunLock(run.dir):
+            rd.repair(run.dir, read_meta)
     config, arch, state = load_state(rd.checkpoint_path(run.dir, ev.checkpoint))
     x, x_active, points = eval_inputs(dataset_for(config, data), ev.split, ev.seed)
     params = unflatten(arch, state.params)

@@ -36,8 +36,11 @@ def rows(spec: Spec) -> list[dict]:
     for p in spec.points:
         d = spec.out / p.name
         done, h = _history(d)
-        evals = [e for e in read_evals(d) if spec.eval is None or (e["split"], e["k"]) == (spec.eval.split, spec.eval.k)]
-        last = max(evals, key=lambda e: e["epoch"]) if evals else None
+        evals = read_evals(d)
+        if spec.eval is not None:  # the evaluations the SPEC asks for now (an edited [eval] may have left others)
+            want = {k: v for k, v in spec.eval.key(0).items() if k != "epoch"}
+            evals = [e for e in evals if all(e.get(k) == v for k, v in want.items())]
+        last = max(reversed(evals), key=lambda e: e["epoch"]) if evals else None  # the latest row of the latest epoch
         refs = references_for(spec, p)
         row = {"run": p.name, **{k: p.values[k] for k in spec.varying()}, "epochs_done": done, "epochs": p.config.epochs,
                "best_valid_bound": max(h["valid_bound"]) if h["valid_bound"] else None,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,12 @@ def parse_spec(raw: dict, path: Path) -> Spec:
     if not isinstance(refs, list):
         raise SpecError(f"{where}: reference must be an array of tables ([[reference]]), got {refs!r}")
     references = tuple(_reference(where, i, r, grid) for i, r in enumerate(refs))
-    return Spec(path, out, chunk, data_dirs, grid, points, ev, references)
+    spec = Spec(path, out, chunk, data_dirs, grid, points, ev, references)
+    for p in points:
+        matched = [i for i, r in enumerate(references) if r in references_for(spec, p)]
+        if len(matched) > 1:
+            raise SpecError(f"{where}: reference[{matched[0]}] and reference[{matched[1]}] both match run {p.name}")
+    return spec
 
 
 def _known(where: str, prefix: str, table: dict, allowed) -> None:
@@ -170,6 +176,8 @@ def _value(where: str, key: str, field: str, v):
     kind = type(FIELDS[field].default)
     if field == "arch":
         kind = str
+        if v == "":
+            raise SpecError(f"{where}: {key} is empty (leave it out for the default architecture)")
     ok = (isinstance(v, kind) and not (kind is int and isinstance(v, bool))) or (kind is float and type(v) is int)
     if not ok:
         raise SpecError(f"{where}: {key} must be {KINDS[kind]}, got {v!r}")
@@ -180,6 +188,7 @@ def _grid(where: str, grid: dict, base: dict) -> dict:
     seen = {}  # option -> the grid key that sets it
     out = {}
     for key, values in grid.items():
+        _slug_ok(where, f"grid.{key}", key, "a grid key")
         if isinstance(values, list):
             if key not in FIELDS:
                 raise SpecError(f"{where}: unknown option grid.{key}: a list of values needs a TrainConfig field "
@@ -215,9 +224,9 @@ def _grid(where: str, grid: dict, base: dict) -> dict:
 SLUG = re.compile(r"[^A-Za-z0-9.+-]")
 
 
-def _slug_ok(where: str, key: str, name: str) -> None:
+def _slug_ok(where: str, key: str, name: str, what: str = "a set's name") -> None:
     if not name or SLUG.search(name):
-        raise SpecError(f"{where}: {key}: a set's name is used in run names: letters, digits, '.', '+', '-' only")
+        raise SpecError(f"{where}: {key}: {what} is used in run names: letters, digits, '.', '+', '-' only")
 
 
 def _slug(v) -> str:
@@ -234,9 +243,10 @@ def _points(where: str, base: dict, grid: dict) -> tuple[Point, ...]:
         for key, choice in zip(keys, combo):
             options.update(grid[key][choice] if isinstance(grid[key], dict) else {key: choice})
         name = "_".join(f"{key}-{_slug(c)}" for key, c in zip(keys, combo)) or "run"
-        if name in names:
-            raise SpecError(f"{where}: grid points {names[name]} and {combo} have the same run name {name}")
-        names[name] = combo
+        if name.lower() in names:  # lower: one directory on file systems that ignore case
+            raise SpecError(f"{where}: grid points {names[name.lower()]} and {combo} have the same run name {name} "
+                            "(letter case aside)")
+        names[name.lower()] = combo
         try:
             config = TrainConfig(**options)
         except (TypeError, ValueError) as e:
@@ -277,10 +287,10 @@ def _reference(where: str, i: int, r, grid: dict) -> dict:
     for k, v in match.items():
         if k not in grid:
             raise SpecError(f"{where}: {key}.where.{k} is not a grid key (grid keys: {', '.join(grid) or 'none'})")
-        if v not in list(grid[k]):
+        if not any(_same(v, g) for g in grid[k]):
             raise SpecError(f"{where}: {key}.where.{k} = {v!r} is not one of grid.{k}'s values")
     nll = r.get("nll")
-    if isinstance(nll, bool) or not isinstance(nll, (int, float)):
+    if isinstance(nll, bool) or not isinstance(nll, (int, float)) or not math.isfinite(nll):
         raise SpecError(f"{where}: {key}.nll must be a number (a published test NLL in nats), got {nll!r}")
     source = r.get("source", "")
     if not isinstance(source, str):
@@ -288,6 +298,11 @@ def _reference(where: str, i: int, r, grid: dict) -> dict:
     return {"where": dict(match), "nll": float(nll), "source": source}
 
 
+def _same(a, b) -> bool:
+    """Equal and of the same kind: true is not 1 (an integer and a float are one kind)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
 def references_for(spec: Spec, point: Point) -> list[dict]:
     """The references whose `where` the point matches."""
-    return [r for r in spec.references if all(point.values.get(k) == v for k, v in r["where"].items())]
+    return [r for r in spec.references if all(k in point.values and _same(point.values[k], v) for k, v in r["where"].items())]

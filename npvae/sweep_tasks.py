@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 _datasets: dict = {}
-LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (a worker presumed dead)
+LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (npvae.sweep's docstring)
 
 
 def dataset_for(config, data: dict):
@@ -47,10 +47,11 @@ def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
             state = train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
                           data_source={"dataset": config.dataset, "dir": dataset.source})
             break
-        except rd.RunDirError:
-            if not (run_dir / rd.LOCK).exists() or time.time() > deadline:
+        except rd.RunLocked:
+            if time.time() > deadline:
                 raise
-            time.sleep(2.0)  # the run's lock is held: an earlier attempt, on a worker the scheduler gave up on, still runs
+            time.sleep(2.0)  # an earlier attempt still writes the run: on a worker the scheduler gave up on, or a chunk
+            # an earlier sweep left running on an external cluster (Dask does not stop a running task)
     h = state.history
     return {"epoch": state.epoch, "started_at": start, "valid_bound": h["valid_bound"][-1] if h["valid_bound"] else None,
             "best_valid": state.best_valid, "seconds": time.time() - t0, "pid": os.getpid(), "host": socket.gethostname()}

@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--epochs", "3", "--no-pictures", "--quiet"]
 
 
+def _sigint_default():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
@@ -146,8 +150,10 @@ def test_bad_arch_leaves_no_directory(tmp_path, capsys, monkeypatch):
 
 def test_ctrl_c_stops_cleanly_with_exit_130_and_the_resume_command(tmp_path):
     d = tmp_path / "run"
+    # SIGINT restored: a job started in the background by a shell (`cmd &`) inherits it ignored, and then Python
+    # installs no KeyboardInterrupt handler (the cause of this test's rare failures: the process never saw Ctrl-C).
     p = subprocess.Popen([sys.executable, "-m", "npvae.cli", "train", "--epochs", "100000", "--out", str(d), "--no-pictures"],
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     deadline = time.time() + 120
     while not (d / "last.safetensors").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)

@@ -89,8 +89,9 @@ def test_a_sweep_matches_npvae_train_bit_for_bit(tiny, tmp_path):
         ref = tmp_path / p.name
         assert main(["train", *_train_args(p.config), "--out", str(ref), "--quiet", "--no-pictures"]) == 0
         _same_run(spec.out / p.name, ref)
-        evals = [(e["epoch"], e["k"], e["split"]) for e in __import__("json").loads((spec.out / p.name / "evals.json").read_text())]
-        assert evals == [(2, 20, "test"), (3, 20, "test")]
+        evals = [(e["epoch"], e["checkpoint_epoch"], e["k"], e["split"])
+                 for e in __import__("json").loads((spec.out / p.name / "evals.json").read_text())]
+        assert evals == [(2, 2, 20, "test"), (3, 3, 20, "test")]
 
 
 def test_rerunning_a_finished_sweep_does_no_work(tiny):
@@ -172,8 +173,8 @@ def _kill_when_processing(client, prefix: str, killed: list, timeout: float = 60
     """SIGKILL the first worker seen processing a task whose key starts with prefix."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for addr, keys in client.processing().items():
-            if any(str(k).startswith(prefix) for k in keys):
+        for addr, keys in client.processing().items():  # only such tasks: processing() lists queued ones too
+            if keys and all(str(k).startswith(prefix) for k in keys):
                 pid = client.run(os.getpid, workers=[addr])[addr]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -221,7 +222,8 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
                          'batch_size = 10\n[grid]\nseed = [0]\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen([sys.executable, "-m", "npvae.cli", "sweep", str(spec_path), "--workers", "1", "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored, as under `&`
     try:
         lock = tmp_path / "runs" / rd.LOCK
         deadline = time.time() + 60
@@ -265,3 +267,23 @@ def test_the_verdict_follows_two_standard_errors_plus_rounding_at_the_end_only()
     assert verdict({**row, "nll": 87.63 + 0.49}).startswith("not reproduced")
     assert verdict({**row, "nll": 87.63 - 0.49}).startswith("not reproduced")
     assert verdict({**row, "nll": 87.0, "eval_epoch": 40}).startswith("not yet")
+
+
+def test_a_run_trained_past_a_lowered_epochs_is_evaluated_where_it_stands(tmp_path):
+    text = '[sweep]\nout = "runs"\n[base]\ndataset = "digits"\nepochs = 2\narch = "64-8-2"\n[grid]\nseed = [0]\n'
+    spec = _spec(tmp_path, text)
+    assert run_sweep(spec, DATA, workers=1, dashboard=False, log=lambda *a, **k: None)["failed"] == {}
+    lowered = _spec(tmp_path, text.replace("epochs = 2", "epochs = 1") + "[eval]\nk = 5\n", "lowered.toml")
+    result = run_sweep(lowered, DATA, workers=1, dashboard=False, log=lambda *a, **k: None)
+    assert result["failed"] == {} and result["tasks"] == 1
+    rows = __import__("json").loads((spec.out / "seed-0" / "evals.json").read_text())
+    assert [(r["epoch"], r["checkpoint_epoch"]) for r in rows] == [(2, 2)]
+    assert load_state(rd.checkpoint_path(spec.out / "seed-0", "last"))[2].epoch == 2  # not trained any further
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
+    spec = _spec(tmp_path, '[sweep]\nout = "runs"\n[base]\ndataset = "digits"\nepochs = 2\narch = "64-8-2"\n'
+                           '[grid]\nlr = [1e-3, 1e30]\n')
+    result = run_sweep(spec, DATA, workers=2, dashboard=False, log=lambda *a, **k: None)
+    assert list(result["failed"]) == ["lr-1e+30"] and "TrainingDiverged" in result["failed"]["lr-1e+30"]
+    assert load_state(rd.checkpoint_path(spec.out / "lr-0.001", "last"))[2].epoch == 2

@@ -61,6 +61,13 @@ def test_arch_names_are_path_safe():
     ({"reference": [{"where": {"kk": 1}, "nll": 1.0}]}, "reference[0].where.kk is not a grid key"),
     ({"reference": [{"where": {"k": 7}, "nll": 1.0}]}, "reference[0].where.k = 7 is not one of grid.k's values"),
     ({"reference": [{"where": {"k": 5}, "nll": "88"}]}, "reference[0].nll must be a number"),
+    ({"reference": [{"where": {"k": 5}, "nll": float("nan")}]}, "reference[0].nll must be a number"),
+    ({"reference": [{"where": {"k": True}, "nll": 1.0}]}, "reference[0].where.k = True is not one of grid.k's values"),
+    ({"reference": [{"where": {"k": 5}, "nll": 1.0}, {"where": {"objective": "iwae"}, "nll": 2.0}]},
+     "reference[0] and reference[1] both match run k-5_objective-iwae"),
+    ({"grid": {"../up": {"x": {"k": 2}}}}, "grid.../up: a grid key is used in run names"),
+    ({"grid": {"k": [1], "arch": [""]}}, "grid.arch is empty"),
+    ({"grid": {"objective": {"A": {"k": 1}, "a": {"k": 2}}}}, "have the same run name objective-a (letter case aside)"),
 ])
 def test_a_bad_spec_is_refused_naming_the_key(edit, words):
     raw = {**GOOD, **edit}
