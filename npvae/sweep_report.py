@@ -101,27 +101,28 @@ def to_csv(spec: Spec, table: list[dict]) -> str:
 
 def picture(spec: Spec, table: list[dict], path: Path) -> Path:
     """Minus the validation bound against epochs (lines), the evaluated NLLs (dots), the published NLLs (dashed)."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5))
+    fig = Figure(figsize=(11, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, r in enumerate(table):
-        color = f"C{i % 10}"
+        color = colormaps["tab20" if len(table) > 10 else "tab10"](i % 20)
         h, evals = r["_history"], r["_evals"]
-        if h["epoch"]:
-            ax.plot(h["epoch"], [-v for v in h["valid_bound"]], color=color, lw=1, label=f"{r['run']}: -valid bound")
+        ax.plot(h["epoch"], [-v for v in h["valid_bound"]], color=color, lw=1, label=r["run"])
         if evals:
-            ax.plot([e["epoch"] for e in evals], [e["nll"] for e in evals], "o", color=color, ms=4, label=f"{r['run']}: NLL")
+            ax.plot([e["epoch"] for e in evals], [e["nll"] for e in evals], "o", color=color, ms=4)
         if r["published_nll"] is not None:
-            ax.axhline(r["published_nll"], color=color, ls="--", lw=0.8, label=f"published {r['published_nll']:.2f}")
+            ax.axhline(r["published_nll"], color=color, ls="--", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per point (lower is better)")
-    ax.set_title(f"{spec.path.name}: minus the validation bound per epoch; dots: {spec.eval.split + ' NLL' if spec.eval else 'NLL'}")
+    what = f"{spec.eval.split} NLL (k = {spec.eval.k})" if spec.eval else "NLL"
+    ax.set_title(f"{spec.path.name}: lines, minus the validation bound; dots, {what}; dashed, published NLL", fontsize=9)
     if table:
-        ax.legend(fontsize=6, ncol=2, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
