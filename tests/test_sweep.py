@@ -221,9 +221,11 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
     spec_path.write_text('[sweep]\nout = "runs"\nchunk_epochs = 50\n[base]\ndataset = "digits"\nepochs = 200\n'
                          'batch_size = 10\n[grid]\nseed = [0]\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "npvae.cli", "sweep", str(spec_path), "--workers", "1", "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored, as under `&`
+    log = tmp_path / "first.log"
+    with open(log, "w") as out_file:
+        first = subprocess.Popen([sys.executable, "-m", "npvae.cli", "sweep", str(spec_path), "--workers", "1"],
+                                 stdout=out_file, stderr=subprocess.STDOUT, env=env, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored, as under `&`
     try:
         lock = tmp_path / "runs" / rd.LOCK
         deadline = time.time() + 60
@@ -234,9 +236,14 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
                                 capture_output=True, text=True, env=env, timeout=120)
         assert second.returncode == 2
         assert "in use by another npvae process" in second.stderr and str(first.pid) in second.stderr
+        # Ctrl-C once its cluster is up (a Ctrl-C during Dask's start-up is held by npvae.cluster.connect, but one run
+        # in ~6 of this test ended -2 with no output there: not understood, see bench/RESULTS.md, issue 15)
+        while time.time() < deadline and "Dask dashboard" not in log.read_text():
+            time.sleep(0.1)
     finally:
         first.send_signal(signal.SIGINT)
-        out, _ = first.communicate(timeout=60)
+        first.wait(timeout=60)
+    out = log.read_text()
     assert first.returncode == 130, out
 
 
