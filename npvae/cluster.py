@@ -117,9 +117,9 @@ def dask_runner(client, progress=None):
         distributed = _distributed()
         futures, data = submit_eval(client, params, arch, x, jobs)
         if progress is not None:
+            job_of = dict(zip(futures, jobs))
             for f in distributed.as_completed(futures):
-                j = jobs[futures.index(f)]
-                progress((j["hi"] - j["lo"]) * j["k"])
+                progress((job_of[f]["hi"] - job_of[f]["lo"]) * job_of[f]["k"])
         parts = client.gather(futures)
         del data  # the cluster may forget the parameters and points now
         return parts

@@ -29,6 +29,9 @@ from .inputs import check_x_storage
 from .models import check_params
 
 
+ELBO_K = 10  # reconstruction samples per point for the ELBO's terms
+
+
 def _batches(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
@@ -36,7 +39,7 @@ def _batches(n: int, size: int):
 
 def encoder_stats(params: VAEParams, arch: Arch, x, batch: int = 1000):
     """(mu, log_var): (N, Z) for all of x (float, or a compact uint8 split, cast batch by batch), in batches."""
-    dtype = params.encoder[0].W.dtype
+    dtype = params_dtype(params)
     parts = [encode(params, arch, as_float(x[s], dtype))[:2] for s in _batches(x.shape[0], batch)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -56,7 +59,7 @@ def mutual_information(mu, log_var, rng: np.random.Generator, max_points: int = 
     return float(np.mean(log_q_own - log_q_agg))
 
 
-def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: int = 5000, elbo_k: int = 10,
+def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: int = 5000, elbo_k: int = ELBO_K,
              batch: int = 100, progress=None, backend: str = "numpy", x_active=None) -> dict:
     """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring.
 
@@ -71,7 +74,7 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
     return summarise_core(params, arch, x, terms, rng, k, x_active)
 
 
-def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = 10, batch: int = 100, progress=None, backend: str = "numpy") -> dict:
+def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = ELBO_K, batch: int = 100, progress=None, backend: str = "numpy") -> dict:
     """The random per-point terms, (N,) each: log_p (k importance samples), recon (elbo_k samples) and, for two
     stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.eval_chunks check)."""
     dtype = params_dtype(params)
@@ -112,7 +115,7 @@ def summarise_core(params, arch, x, terms: dict, rng, k: int, x_active=None) -> 
     active = var_of_mean > 0.01
     return {
         **_summary(log_p, elbo, recon, k),
-        "kl": float(kl.mean()),
+        "kl": float(kl.mean()),  # the analytic KL itself, not _summary's recon - elbo (equal up to rounding)
         "active_units": int(active.sum()),
         "active_units_points": N if x_active is None else int(x_active.shape[0]),
         "latent_dim": arch.latent_dim,

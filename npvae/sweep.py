@@ -29,8 +29,8 @@ from pathlib import Path
 from . import run_dir as rd
 from .sweep_spec import Point, Spec, SpecError
 
-EVALS = "evals.json"
-RESUBMITS = 3  # a run's tasks cancelled by Dask (the client lost the scheduler, most often) submitted again, at most  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
+EVALS = "evals.json"  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
+RESUBMITS = 3  # a run's tasks cancelled by Dask (the client lost the scheduler, most often) submitted again, at most
 
 
 @dataclass
@@ -66,7 +66,8 @@ def plan(spec: Spec, data: dict) -> list[Run]:
     runs = []
     for p in spec.points:
         try:
-            preflight(p.config, dataset_for(p.config, data))
+            dataset = dataset_for(p.config, data)
+            preflight(p.config, dataset)
         except (ValueError, OSError) as e:
             raise SpecError(f"{spec.path}: run {p.name}: {e}") from None
         d = spec.out / p.name
@@ -85,7 +86,7 @@ def plan(spec: Spec, data: dict) -> list[Run]:
                                 "restore the SPEC, or give sweep.out another directory")
         run = Run(p, d, meta["epoch"] if meta else 0, read_evals(d))
         if spec.eval is not None:
-            if dataset_for(p.config, data).split(spec.eval.split).shape[0] == 0:
+            if dataset.split(spec.eval.split).shape[0] == 0:
                 raise SpecError(f"{spec.path}: run {p.name}: eval.split = {spec.eval.split!r} has no points")
             # the end: the target, or the epoch of a run trained past it (a SPEC whose epochs went down)
             end = max(run.target, run.done)
@@ -128,8 +129,9 @@ def run_sweep(spec: Spec, data: dict, *, scheduler: str | None = None, workers: 
     with rd.RunLock(spec.out):
         runs = plan(spec, data)
         for r in runs:
-            if missed(spec, r):
-                log(f"npvae sweep: note: {r.point.name} is past epoch(s) {missed(spec, r)} without their evaluation; "
+            gone = missed(spec, r)
+            if gone:
+                log(f"npvae sweep: note: {r.point.name} is past epoch(s) {gone} without their evaluation; "
                     "they are skipped (a checkpoint holds only its latest epoch)")
         work = todo(spec, runs)
         if not work:
@@ -169,20 +171,38 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
             inflight[f] = (run, "train", end)
         tasks += 1
 
-    def guarded(run: Run, step) -> bool:
-        """step() for run; an exception in the driver's own part (loading a checkpoint, summarising) fails that run only."""
+    def drop(run: Run) -> None:
+        """Cancel the run's other tasks in flight (an evaluation's other chunks)."""
+        for f in [f for f, (r, _, _) in inflight.items() if r is run]:
+            inflight.pop(f).cancel()
+
+    def fail(run: Run, why: str) -> None:
+        """Record why the run failed, and drop its other tasks in flight."""
+        run.failed = why
+        drop(run)
+        log(f"npvae sweep: {run.point.name} failed: {why}")
+        lines.failed(run)
+
+    def guarded(run: Run, step):
+        """step()'s value; an exception in the driver's own part of a run (loading a checkpoint, summarising) fails
+        that run only (run.failed says so)."""
         try:
-            step()
-            return True
+            return step()
         except Exception as e:  # noqa: BLE001 (recorded, reported, and the sweep's exit code says so)
-            run.failed = f"{type(e).__name__}: {e}"
-            _drop(run, inflight)
-            log(f"npvae sweep: {run.point.name} failed: {run.failed}")
-            lines.failed(run)
-            return False
+            fail(run, f"{type(e).__name__}: {e}")
+
+    def result_of(f, run: Run, kind: str, what) -> dict:
+        """A finished train task's result, or a finished evaluation's row (its chunks summarised and written)."""
+        if kind == "train":
+            result = f.result()
+            run.done, run.valid = result["epoch"], result["valid_bound"]
+            return result
+        row = what["finish"](client.gather(what["futures"]), time.time() - what["t0"])
+        run.evals = read_evals(run.dir)
+        return row
 
     for run in work:
-        guarded(run, lambda run=run: advance(run))
+        guarded(run, lambda: advance(run))
     while inflight:
         try:
             wait(list(inflight), timeout=1.0, return_when="FIRST_COMPLETED")
@@ -190,58 +210,34 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
             pass
         lines.poll([r for r, kind, _ in inflight.values() if kind == "train"])
         for f in [f for f in inflight if f.status in ("finished", "error", "cancelled")]:  # not "lost": Dask recomputes it
-            if f not in inflight:  # dropped with its run's other tasks below
+            if f not in inflight:  # dropped with its run's other tasks
                 continue
             run, kind, what = inflight.pop(f)
             if f.status == "cancelled" and run.resubmitted < RESUBMITS:  # safe: a chunk resumes, an evaluation restarts
-                _drop(run, inflight)
+                drop(run)
                 run.resubmitted += 1
                 log(f"npvae sweep: {run.point.name}: Dask cancelled its {kind} task; submitting it again")
                 guarded(run, lambda: advance(run))
                 continue
             if f.status != "finished":  # an error in the task, or a task Dask gave up on
-                _fail(run, f, inflight, log)
-                lines.failed(run)
+                e = f.exception() if f.status == "error" else None
+                fail(run, f"{type(e).__name__}: {e}" if e is not None else f"its task was {f.status} by Dask")
                 continue
             if kind == "eval":
                 what["left"].discard(f)
                 if what["left"]:
                     continue
-            box = {}
-
-            def finished(f=f, run=run, kind=kind, what=what):
-                if kind == "train":
-                    box["result"] = f.result()
-                    run.done, run.valid = box["result"]["epoch"], box["result"]["valid_bound"]
-                else:
-                    box["result"] = what["finish"](client.gather(what["futures"]), time.time() - what["t0"])
-                    run.evals = read_evals(run.dir)
-
-            if not guarded(run, finished):
+            result = guarded(run, lambda: result_of(f, run, kind, what))
+            if run.failed:
                 continue
-            lines.update(run, kind, box["result"])
+            lines.update(run, kind, result)
             if on_event is not None:
-                on_event(kind, run, box["result"], client)
+                on_event(kind, run, result, client)
             guarded(run, lambda: advance(run))
         f = None  # hold no finished future: Dask would recompute a lost one for nothing
     lines.close()
     failed = {r.point.name: r.failed for r in runs if r.failed}
     return {"runs": len(runs), "tasks": tasks, "failed": failed}
-
-
-def _fail(run: Run, future, inflight: dict, log) -> None:
-    """Record why a run's task failed, and drop the rest of its tasks (an evaluation's other chunks)."""
-    e = future.exception() if future.status == "error" else None
-    run.failed = f"{type(e).__name__}: {e}" if e is not None else f"its task was {future.status} by Dask"
-    _drop(run, inflight)
-    log(f"npvae sweep: {run.point.name} failed: {run.failed}")
-
-
-def _drop(run: Run, inflight: dict) -> None:
-    """Cancel the run's other tasks in flight (an evaluation's other chunks)."""
-    for f in [f for f, (r, _, _) in inflight.items() if r is run]:
-        inflight.pop(f)
-        f.cancel()
 
 
 def _submit_eval(spec: Spec, data: dict, run: Run, client):

@@ -132,12 +132,11 @@ def parse_spec(raw: dict, path: Path) -> Spec:
     if not isinstance(refs, list):
         raise SpecError(f"{where}: reference must be an array of tables ([[reference]]), got {refs!r}")
     references = tuple(_reference(where, i, r, grid) for i, r in enumerate(refs))
-    spec = Spec(path, out, chunk, data_dirs, grid, points, ev, references)
     for p in points:
-        matched = [i for i, r in enumerate(references) if r in references_for(spec, p)]
+        matched = [i for i, r in enumerate(references) if _matches(r, p)]
         if len(matched) > 1:
             raise SpecError(f"{where}: reference[{matched[0]}] and reference[{matched[1]}] both match run {p.name}")
-    return spec
+    return Spec(path, out, chunk, data_dirs, grid, points, ev, references)
 
 
 def _known(where: str, prefix: str, table: dict, allowed) -> None:
@@ -303,6 +302,10 @@ def _same(a, b) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
+def _matches(reference: dict, point: Point) -> bool:
+    return all(k in point.values and _same(point.values[k], v) for k, v in reference["where"].items())
+
+
 def references_for(spec: Spec, point: Point) -> list[dict]:
     """The references whose `where` the point matches."""
-    return [r for r in spec.references if all(k in point.values and _same(point.values[k], v) for k, v in r["where"].items())]
+    return [r for r in spec.references if _matches(r, point)]
