@@ -105,10 +105,12 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     v = _sub(sub, "verify", "check someone else's VAE (weights, data, noise, values, gradients in FILE) against npvae",
              "Recompute the bound and its gradients from FILE's weights, x and eps with npvae's NumPy "
              "specification and compare each quantity (docs/verify.md). Exit 0 if all agree, 1 if not, 2 if FILE is malformed.")
-    v.add_argument("file", help="an .npz written as docs/verify.md describes (bench/examples/export_torch_vae.py writes one from PyTorch)")
+    v.add_argument("file", help="an .npz written as docs/verify.md describes: a VAE's head (any framework, any network) or an MLP VAE's "
+                                "weights (bench/examples/export_torch_vae.py writes one from PyTorch)")
     v.add_argument("--json", action="store_true", help="print the results as JSON")
     v.add_argument("--rtol", type=float, default=None, help="one relative tolerance for every quantity (default: 1e-9 for float64, 1e-4 for float32)")
     v.add_argument("--example", action="store_true", help="write an example FILE from npvae's own objective instead of checking one")
+    v.add_argument("--example-head", action="store_true", help="write an example head FILE (pytorch/examples' VAE at its head) instead of checking one")
     v.set_defaults(func=commands["verify"])
 
     t = _sub(sub, "train", "train a VAE (no arguments: the embedded digits, in seconds)",

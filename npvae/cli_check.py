@@ -40,7 +40,15 @@ def cmd_check(args) -> int:
 
 def cmd_verify(args) -> int:
     from . import verify
+    from .head import file as head_file
 
+    if getattr(args, "example_head", False):
+        head_file.example(args.file)
+        print(f"npvae verify: wrote {args.file}, the head of pytorch/examples' VAE (log-variance, probabilities, BCE summed + KL) "
+              f"with its gradients; check it with: npvae verify {args.file}")
+        return 0
+    if not args.example and _is_head_file(args.file, head_file):
+        return _verify_head(args, head_file)
     if args.example:
         _write_example(args.file, verify)
         print(f"npvae verify: wrote {args.file}, npvae's own IWAE_4 with DReG on a 6-5-5-3 tanh Bernoulli VAE; check it with: npvae verify {args.file}")
@@ -75,3 +83,32 @@ def _write_example(path, verify) -> None:
     options = dict(bound="iwae", kl="mc", estimator="dreg", likelihood="bernoulli", activation="tanh")
     values, grads = objective(params, arch, x, eps, bound="iwae", kl="mc", estimator="dreg")
     verify.write(path, params, arch, x, eps, options, values, grads)
+
+
+def _is_head_file(path, head_file) -> bool:
+    """Whether FILE is a head file (docs/verify.md, "As a file"); a file that cannot be read is left to the full-model reader's message."""
+    from .checkpoint import read_arrays
+
+    try:
+        arrays = read_arrays(path, text=("options",))
+        options = head_file.read_options(arrays, path)
+    except (ValueError, OSError):
+        return False
+    return head_file.is_head_file(arrays, options)
+
+
+def _verify_head(args, head_file) -> int:
+    """npvae verify on a head file: the head check's report, exit 0 if every row agrees, 1 if not."""
+    from .head.check import compare
+
+    case = head_file.read(args.file)
+    report = compare(case, args.rtol)
+    if args.json:
+        print(json.dumps({"passed": report.passed, "check": "head", "reduction": report.reduction, "notes": report.notes,
+                          "rows": report.rows}, indent=1, default=float))
+    else:
+        K, N, Z = case.z.shape
+        print(f"npvae verify {args.file}: the head of a VAE, {case.lik.name} ({case.lik.out_kind}), scale {case.scale_kind}, "
+              f"{case.bound} kl={case.kl} {case.estimator}, N={N}, K={K}, Z={Z}; relative error max|theirs - ours| / max|ours|")
+        print(report.summary())
+    return 0 if report.passed else 1

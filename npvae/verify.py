@@ -34,6 +34,9 @@ from .objectives import VALID, objective
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
 OPTION_DEFAULTS = {"kl_weight": 1.0, "free_bits": 0.0, "sigma2": 1.0, "min_log_var": -6.0}
 REQUIRED_OPTIONS = ("bound", "kl", "estimator", "likelihood", "activation")
+# Models this format cannot express (convolutions, batch norm, separate mu and scale heads) are checked at their head.
+HEAD_POINTER = ("; a model that is not an MLP VAE in this form (convolutions, batch norm, separate heads) is checked at its "
+                "head: npvae.testing.assert_head_matches (docs/verify.md, 'Checking the head')")
 
 
 class VerifyCase(NamedTuple):
@@ -58,7 +61,7 @@ def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, da
     enc_b = [weights.get(f"encoder.{i}.b") for i in range(n_enc)]
     if n_enc == 0 or any(b is None or b.ndim != 1 for b in enc_b) or "encoder.0.W" not in weights:
         raise ValueError("weights must be stored under npvae's names, encoder.0.W, encoder.0.b, ..., decoder.L.b, "
-                         "numbered from 0 without gaps, biases 1-D")
+                         "numbered from 0 without gaps, biases 1-D" + HEAD_POINTER)
     D = data_dim if data_dim is not None else weights["encoder.0.W"].shape[0]
     hidden, out = tuple(b.shape[0] for b in enc_b[:-1]), enc_b[-1].shape[0]
     if out % 2:
@@ -76,7 +79,7 @@ def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, da
     if extra:
         problems.append(f"unexpected parameters {extra}")
     if problems:
-        raise ValueError(f"the weights do not make an MLP VAE {arch.spec}: " + "; ".join(problems))
+        raise ValueError(f"the weights do not make an MLP VAE {arch.spec}: " + "; ".join(problems) + HEAD_POINTER)
     return arch
 
 

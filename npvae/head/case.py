@@ -1,0 +1,187 @@
+"""A user's head, validated and made float64: what `check_head` compares, with notes on how its layout was read.
+
+Arrays come from anything: NumPy, lists, or a framework's tensors, taken by duck typing (`.detach().cpu().numpy()`
+for torch, `numpy.asarray` for JAX and the rest), so the package imports no framework. Shapes (STYLE.md):
+    x (N, D); mu, scale (N, Z); eps, z (K, N, Z), or (N, Z) read as K = 1; out, out_scale (K, N, D), or (N, D)
+    loss: a scalar (any reduction) or (N,) per point; grads: a dict over "mu", "scale", "z", "out", "out_scale"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..estimators import VALID
+from .likelihood import HeadLikelihood, check as check_likelihood
+from .scales import check_raw, std_of
+
+GRAD_KEYS = ("mu", "scale", "z", "out", "out_scale")
+GRADS_MODES = ("partial", "total")
+X_CODINGS = ("auto", "01", "pm1")
+
+
+def as_array(name: str, a) -> np.ndarray:
+    """A NumPy array from a NumPy array, a list, a torch tensor (detached, moved to the CPU) or a JAX array."""
+    if a is None:
+        raise ValueError(f"{name} is required")
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch.Tensor, without importing torch
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # noqa: BLE001 (what a foreign object raises is not ours to know)
+        raise ValueError(f"{name} cannot be read as an array ({type(a).__name__}: {e})") from None
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def float_dtype(a: np.ndarray) -> np.dtype:
+    """The precision a user's number was computed in: float32 (or lower) or float64."""
+    return np.dtype(np.float64) if a.dtype == np.float64 else np.dtype(np.float32)
+
+
+@dataclass
+class HeadCase:
+    """Everything the check needs, float64; `notes` say how the inputs were read (layouts, codings)."""
+
+    x: np.ndarray
+    t: np.ndarray  # the likelihood's targets (x, or (x + 1) / 2 for +-1 data)
+    mu: np.ndarray
+    s: np.ndarray
+    scale_kind: str
+    eps: np.ndarray
+    z: np.ndarray
+    given: tuple  # which of "eps", "z" the user gave
+    out: np.ndarray
+    out_scale: np.ndarray | None
+    lik: HeadLikelihood
+    bound: str
+    kl: str
+    estimator: str
+    kl_weight: float
+    free_bits: float
+    loss: np.ndarray
+    loss_dtype: np.dtype
+    reduction: str | None
+    grads: dict
+    grads_dtype: dict
+    grads_mode: str
+    notes: list = field(default_factory=list)
+    eps_user: np.ndarray | None = None  # the user's eps as given, when z was given too
+
+
+def _float(name, a):
+    a = as_array(name, a)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds {int(a.size - np.count_nonzero(np.isfinite(a)))} non-finite value(s)")
+    return a
+
+
+def _samples(name, a, N, width, notes):
+    """(K, N, width) from (K, N, width) or (N, width) (then K = 1, and a note says so)."""
+    if a.ndim == 2 and a.shape == (N, width):
+        notes.append(f"{name} given as (N, {'Z' if name in ('eps', 'z') else 'D'}) = {a.shape}: read as K = 1")
+        return a[None]
+    if a.ndim != 3 or a.shape[1:] != (N, width):
+        raise ValueError(f"{name} must be (K, {N}, {width}) (or ({N}, {width}) for K = 1), got {a.shape}")
+    return a
+
+
+def _number(name, v, lo=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    return float(v)
+
+
+def make_case(x, mu, scale, out, loss, *, eps=None, z=None, scale_kind="log_var", likelihood="bernoulli", out_kind=None,
+              out_scale=None, out_scale_kind="log_var", sigma2=1.0, clip=None, x_coding="auto", bound="elbo", kl="analytic",
+              estimator="reparam", kl_weight=1.0, free_bits=0.0, reduction=None, grads=None, grads_mode="partial") -> HeadCase:
+    """Validate a user's head into a HeadCase; every problem is a one-line ValueError naming the input."""
+    from .reduction import REDUCTIONS
+
+    notes = []
+    xa = _float("x", x).astype(np.float64)
+    if xa.ndim != 2:
+        raise ValueError(f"x must be (N, D), got shape {xa.shape}")
+    N, D = xa.shape
+    mu_a, s_a = _float("mu", mu), _float("scale", scale)
+    if mu_a.ndim != 2 or mu_a.shape[0] != N or s_a.shape != mu_a.shape:
+        raise ValueError(f"mu and scale must both be ({N}, Z), got {mu_a.shape} and {s_a.shape}")
+    Z = mu_a.shape[1]
+    mu_a, s_a = mu_a.astype(np.float64), s_a.astype(np.float64)
+    check_raw("scale", scale_kind, s_a)
+    if x_coding not in X_CODINGS:
+        raise ValueError(f"x_coding must be one of {', '.join(X_CODINGS)}, got {x_coding!r}")
+    pm1 = x_coding == "pm1" or (x_coding == "auto" and likelihood == "bernoulli" and np.any(xa == -1) and np.all(np.abs(xa) == 1))
+    if pm1 and x_coding == "auto":
+        notes.append("x holds -1 and +1: read as Bernoulli targets coded +-1 (HIPS autograd's convention), t = (x + 1) / 2")
+    if likelihood not in ("bernoulli", "gaussian", "gaussian-learned"):
+        raise ValueError(f"likelihood must be one of bernoulli, gaussian, gaussian-learned, got {likelihood!r}")
+    out_raw = as_array("out", out)
+    lik = HeadLikelihood(likelihood, out_kind or ("logits" if likelihood == "bernoulli" else "mean"),
+                         _number("sigma2", sigma2), out_scale_kind, clip, float_dtype(out_raw).name)
+    t = lik.targets(xa, pm1)
+    out_a = _samples("out", _float("out", out), N, D, notes).astype(np.float64)
+    os_a = None
+    if out_scale is not None:
+        os_a = _samples("out_scale", _float("out_scale", out_scale), N, D, notes).astype(np.float64)
+        if os_a.shape != out_a.shape:
+            raise ValueError(f"out_scale must have out's shape {out_a.shape}, got {os_a.shape}")
+        check_raw("out_scale", out_scale_kind, os_a)
+    check_likelihood(lik, out_a, os_a, t)
+    if (bound, kl) not in VALID or estimator not in VALID[(bound, kl)]:
+        valid = ", ".join(f"{b}/{k}/{e}" for (b, k), es in VALID.items() for e in es)
+        raise ValueError(f"bound/kl/estimator {bound}/{kl}/{estimator} is not one of {valid}")
+    beta, lam = _number("kl_weight", kl_weight, 0.0), _number("free_bits", free_bits, 0.0)
+    if lam > 0 and kl != "analytic":
+        raise ValueError("free_bits floors each dimension's analytic KL: it needs kl='analytic'")
+    if eps is None and z is None:
+        raise ValueError("give the noise: eps (K, N, Z) with z = mu + std * eps, or the samples z, or both")
+    sd = std_of(scale_kind, s_a)
+    eps_a = z_a = eps_user = None
+    if eps is not None:
+        eps_a = _samples("eps", _float("eps", eps), N, Z, notes).astype(np.float64)
+    if z is not None:
+        z_a = _samples("z", _float("z", z), N, Z, notes).astype(np.float64)
+    if eps_a is not None and z_a is not None and eps_a.shape != z_a.shape:
+        raise ValueError(f"eps and z must have one shape, got {eps_a.shape} and {z_a.shape}")
+    given = tuple(n for n, a in (("eps", eps_a), ("z", z_a)) if a is not None)
+    if z_a is None:
+        z_a = mu_a + sd * eps_a
+    elif eps_a is None:
+        eps_a = (z_a - mu_a) / sd
+        notes.append("eps not given: read from z as (z - mu) / std")
+    else:
+        eps_user, eps_a = eps_a, (z_a - mu_a) / sd  # the head is what the loss saw: z; eps_user is checked against it
+    if out_a.shape[0] != z_a.shape[0]:
+        raise ValueError(f"out has K = {out_a.shape[0]} samples but the noise has K = {z_a.shape[0]}")
+    la = _float("loss", loss)
+    if la.ndim > 1 or (la.ndim == 1 and la.shape != (N,)) or la.size == 0:
+        raise ValueError(f"loss must be a scalar or per point ({N},), got shape {la.shape}")
+    if reduction is not None and reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)} (or None: found from the values), got {reduction!r}")
+    if grads_mode not in GRADS_MODES:
+        raise ValueError(f"grads_mode must be 'partial' (jax.grad over a head function) or 'total' (retain_grad), got {grads_mode!r}")
+    g, gd = {}, {}
+    shapes = {"mu": mu_a.shape, "scale": mu_a.shape, "z": z_a.shape, "out": out_a.shape, "out_scale": out_a.shape}
+    for k, v in (grads or {}).items():
+        if k not in GRAD_KEYS:
+            raise ValueError(f"grads has an unknown key {k!r}; its keys are gradients with respect to {', '.join(GRAD_KEYS)}")
+        if v is None:
+            continue
+        a = _float(f"grads[{k!r}]", v)
+        if k in ("z", "out", "out_scale") and a.ndim == 2:
+            a = a[None]
+        if a.shape != shapes[k]:
+            raise ValueError(f"grads[{k!r}] must have {k}'s shape {shapes[k]}, got {a.shape}")
+        g[k], gd[k] = a.astype(np.float64), float_dtype(a)
+    if "out_scale" in g and os_a is None:
+        raise ValueError("grads['out_scale'] given but no out_scale")
+    if grads_mode == "total" and ({"mu", "scale"} & set(g)) and "z" not in g:
+        raise ValueError("grads_mode='total' (retain_grad): the gradients of mu and scale hold the path through z, "
+                         "so grads['z'] is needed to check them")
+    return HeadCase(xa, t, mu_a, s_a, scale_kind, eps_a, z_a, given, out_a, os_a, lik, bound, kl, estimator, beta, lam,
+                    la.astype(np.float64), float_dtype(la), reduction, g, gd, grads_mode, notes, eps_user)

@@ -1,0 +1,202 @@
+"""The head check: a user's loss and its head gradients against npvae's, with a report that says what is wrong.
+
+Order of the report: the noise (is eps standard normal, is z = mu + std * eps), the loss value (which reduction of
+the bound it is; if none, which classic mistake it equals), then each head gradient given, against the gradient
+of alpha * (the bound's batch sum, or the estimator's surrogate) with alpha the reduction found:
+    grads_mode "partial": gradients of a head function whose inputs mu, scale, z, out are independent (jax.grad)
+    grads_mode "total":   retain_grad() on tensors of one graph: out's is partial; mu's and scale's hold the path
+                          through z = mu + std * eps, which is taken out with the user's dL/dz before comparing:
+                          dL/dmu - sum_k dL/dz_k, and dL/dscale - sum_k dL/dz_k eps_k dstd/dscale. dL/dz itself
+                          holds the decoder's Jacobian, which is the user's network: it is used, not compared.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..gradcheck import rel_err
+from . import reduction as red
+from .case import make_case
+from .hypotheses import FACTORS, gradient_hypotheses, value_hypotheses
+from .noise import normality, sample_row
+from .reference import reference
+from .scales import dlog_var_ds, std_of
+
+
+class HeadReport(NamedTuple):
+    """One row per quantity (noise, z, value, each gradient), the reduction found, and notes on the layout."""
+
+    rows: list
+    reduction: str | None
+    notes: list
+    passed: bool
+
+    def summary(self) -> str:
+        """The report as text: a line per quantity, a hint under each failure."""
+        lines = [f"  note: {n}" for n in self.notes]
+        for r in self.rows:
+            err = "" if np.isnan(r["rel_error"]) else f"{r['rel_error']:.2e}"
+            tol = "" if np.isnan(r["tol"]) else f"tol {r['tol']:.0e}"
+            lines.append(f"  {r['quantity']:<36} {err:>10}  {tol:<9}  {'ok' if r['passed'] else 'FAIL'}"
+                         + (f"  {r['detail']}" if r.get("detail") and r["passed"] else ""))
+            if r["hint"]:
+                lines.append(f"      {r['hint']}")
+        n_fail = sum(not r["passed"] for r in self.rows)
+        lines.append(f"{len(self.rows) - n_fail} passed, {n_fail} failed")
+        return "\n".join(lines)
+
+
+def check_head(x, mu, scale, out, loss, *, rtol=None, **options) -> HeadReport:
+    """Compare a user's head with npvae's reference (npvae.testing.assert_head_matches documents the arguments)."""
+    case = make_case(x, mu, scale, out, loss, **options)
+    return compare(case, rtol)
+
+
+def _tol(rtol, dtype):
+    return rtol if rtol is not None else red.RTOL[np.dtype(dtype)]
+
+
+def compare(case, rtol=None) -> HeadReport:
+    """The rows of the report for a validated HeadCase."""
+    N, D = case.x.shape
+    K = case.z.shape[0]
+    notes = list(case.notes)
+    rows = []
+    # 1. The noise: the user's own eps if given, else the eps implied by z.
+    eps_seen = case.eps_user if case.eps_user is not None else case.eps
+    what = "eps" if "eps" in case.given else "eps read from z as (z - mu) / std"
+    rows.append(normality(eps_seen, what))
+    if case.eps_user is not None:
+        rows.append(sample_row(case.z, case.mu, case.s, case.scale_kind, case.eps_user, _tol(rtol, np.float32 if case.loss_dtype == np.float32 else np.float64)))
+    # 2. The value.
+    ref = reference(case)
+    tol = _tol(rtol, case.loss_dtype)
+    found = red.find(case.loss, ref.values, N, D, K, case.reduction, tol)
+    vrow = {"quantity": "loss value", "tol": tol, "hint": "", "detail": ""}
+    if found:
+        name, alpha, err = found
+        vrow.update(rel_error=err, passed=True, detail=f"= {red.REDUCTIONS[name][2]}")
+        notes.append(f"your loss is {red.REDUCTIONS[name][2]} (reduction {name!r})")
+    else:
+        alpha, name = None, None
+        best = red.value_error(case.loss, ref.values, red.alpha(red.candidates(case.loss, case.reduction)[0], N, D, K))
+        vrow.update(rel_error=best, passed=False)
+        for hint, b in value_hypotheses(case, ref):
+            hit = red.find(case.loss, b, N, D, K, case.reduction, tol)
+            if hit:
+                name, alpha = hit[0], hit[1]
+                if hint.startswith("CLIP:"):  # a framework's clipping, not a mistake: the model is correct
+                    vrow.update(rel_error=hit[2], passed=True, detail=f"= {red.REDUCTIONS[name][2]}")
+                    notes.append(f"your loss is {red.REDUCTIONS[name][2]} (reduction {name!r}); it " + hint[5:])
+                    ref = _clipped_reference(case, hint)
+                else:
+                    vrow["hint"] = f"{hint} (with your loss = {red.REDUCTIONS[name][2]})"
+                break
+        else:
+            vrow["hint"] = (_scaling(case.loss, ref.values) + ", which is none of the reductions ("
+                            + ", ".join(red.candidates(case.loss, case.reduction)) + ") nor a classic mistake; compare the terms: "
+                            + _terms(case, ref))
+    rows.append(vrow)
+    # 3. The gradients, of alpha * (sum_n b_n); alpha from the value, or measured from the gradients if the value failed.
+    if case.grads:
+        if alpha is None:
+            alpha, name = _alpha_from_grads(case, ref, N, D, K)
+            if name:
+                notes.append(f"gradients compared as those of {red.REDUCTIONS[name][2]} (reduction {name!r}), read from the gradients")
+        rows += _gradient_rows(case, ref, alpha, rtol)
+    return HeadReport(rows, name, notes, all(r["passed"] for r in rows))
+
+
+def _clipped_reference(case, hint):
+    import dataclasses
+
+    clip = "torch" if "clip='torch'" in hint else float(hint.split("declare clip=")[1])
+    return reference(dataclasses.replace(case, lik=case.lik._replace(clip=clip)))
+
+
+def _scaling(loss, b) -> str:
+    """What the loss is as a multiple of the bound: exact for a scalar, a least-squares fit (and its residual) per point."""
+    if loss.ndim == 0:
+        return f"your loss is {float(loss) / float(b.sum()):.6g} times the batch sum of the bound"
+    a = float(np.dot(loss, b) / max(float(np.dot(b, b)), 1e-300))
+    return f"your loss per point is at best {a:.6g} times the bound per point (leaving a relative error {red.value_error(loss, b, a):.1e})"
+
+
+def _terms(case, ref) -> str:
+    """The reference's terms, batch-summed, for a user to compare with their own."""
+    kl = "KL" if case.kl == "analytic" else "mean_k [log q - log p(z)]"
+    return (f"ours: bound sum {ref.values.sum():.6g} = reconstruction {ref.recon.sum():.6g} - {kl} {ref.kl.sum():.6g}"
+            + (f" (kl_weight {case.kl_weight:g})" if case.kl_weight != 1 else ""))
+
+
+def _user_grads(case):
+    """The user's gradients as partial derivatives of the head function (total ones with the path through z taken out),
+    and the magnitude each was computed at: a total's rounding is relative to the total, not to what is left of it."""
+    g = dict(case.grads)
+    scale = {k: float(np.max(np.abs(v))) for k, v in g.items()}
+    if case.grads_mode == "total":
+        gz = g["z"]
+        if "mu" in g:
+            g["mu"] = g["mu"] - gz.sum(0)
+        if "scale" in g:
+            dstd = std_of(case.scale_kind, case.s) * 0.5 * dlog_var_ds(case.scale_kind, case.s)
+            g["scale"] = g["scale"] - (gz * case.eps).sum(0) * dstd
+        del g["z"]
+    return g, scale
+
+
+def _alpha_from_grads(case, ref, N, D, K):
+    """The named reduction whose alpha the decoder-output gradient shows, or (1, None) when it shows none."""
+    if "out" not in case.grads:
+        return 1.0, None
+    u, r = case.grads["out"], ref.grads["out"]
+    a = float(np.sum(u * r) / max(float(np.sum(r * r)), 1e-300))
+    for n in red.candidates(case.loss, case.reduction):
+        if abs(a - red.alpha(n, N, D, K)) <= 1e-6 * abs(red.alpha(n, N, D, K)):
+            return red.alpha(n, N, D, K), n
+    return 1.0, None
+
+
+def _gradient_rows(case, ref, alpha, rtol):
+    rows = []
+    user, magnitude = _user_grads(case)
+    hyps = None
+    for key in ("out", "out_scale", "z", "mu", "scale"):
+        if key not in user:
+            continue
+        ours = alpha * ref.grads[key]
+        tol = _tol(rtol, case.grads_dtype[key])
+        err = float(np.max(np.abs(user[key] - ours))) / max(float(np.max(np.abs(ours))), magnitude[key], 1e-300)
+        label = f"grad {key}" + (" (path through z removed)" if case.grads_mode == "total" and key in ("mu", "scale") else "")
+        row = {"quantity": label, "rel_error": err, "tol": tol, "passed": err <= tol, "hint": "", "detail": ""}
+        if not row["passed"]:
+            if hyps is None:
+                hyps = gradient_hypotheses(case)
+            for hint, alt in hyps:
+                if rel_err(user[key], alpha * alt.grads[key]) <= tol:
+                    row["hint"] = hint
+                    break
+            else:
+                for f, why in FACTORS:
+                    zero = f == 0.0 and float(np.max(np.abs(user[key]))) == 0.0
+                    if zero or (f != 0.0 and rel_err(user[key], f * ours) <= tol):
+                        row["hint"] = f"your gradient is {why}"
+                        break
+                else:
+                    row["hint"] = _ratio_hint(user[key], ours)
+        rows.append(row)
+    if case.grads_mode == "total" and "z" in case.grads:
+        rows.append({"quantity": "grad z", "rel_error": float("nan"), "tol": float("nan"), "passed": True, "hint": "",
+                     "detail": "used to take the path through z out of mu's and scale's (it holds your decoder's Jacobian)"})
+    return rows
+
+
+def _ratio_hint(u, ours) -> str:
+    """A least-squares factor between the user's gradient and ours, when it explains most of it."""
+    a = float(np.sum(u * ours) / max(float(np.sum(ours * ours)), 1e-300))
+    resid = rel_err(u, a * ours)
+    if resid < 1e-6:
+        return f"your gradient is {a:.6g} times ours: a reduction or weight that the value does not share?"
+    return f"your gradient differs from ours by more than a factor (best factor {a:.3g} leaves {resid:.1e})"
