@@ -60,8 +60,9 @@ def cmd_verify(args) -> int:
         print(json.dumps({"passed": ok, "arch": case.arch.spec, "options": case.options, "rows": rows}, indent=1))
         return 0 if ok else 1
     o = case.options
+    declared = "".join(f" {k}={o[k]}" for k, v in verify.OPTION_DEFAULTS.items() if k in verify.CHOICES and o[k] != v)
     print(f"npvae verify {args.file}: {case.arch.spec} {case.arch.activation} {o['likelihood']}, {o['bound']} kl={o['kl']} "
-          f"{o['estimator']}, N={case.x.shape[0]}, K={case.eps.shape[0]}; relative error max|theirs - ours| / max|ours|")
+          f"{o['estimator']}{declared}, N={case.x.shape[0]}, K={case.eps.shape[0]}; relative error max|theirs - ours| / max|ours|")
     for r in rows:
         print(f"  {r['quantity']:<24} {r['rel_error']:>10.2e}  tol {r['tol']:.0e} ({r['dtype']})  {'ok' if r['passed'] else 'FAIL'}"
               + (f"  {r['hint']}" if r["hint"] else ""))

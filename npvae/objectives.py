@@ -85,13 +85,15 @@ def free_bits_kl(mu, log_var, free_bits: float):
     return np.where(above, kl_j, mu.dtype.type(free_bits)).sum(axis=-1), above
 
 
-def bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
-    """The value (N,) and the gradient of its batch mean; no checking (see `objective`)."""
-    N = x.shape[0]
-    t = x.dtype.type
-    beta = t(kl_weight)
-    f = forward(params, arch, x, eps)
+def latent_grads(f: Forward, arch: Arch, bound, kl, estimator, kl_weight, free_bits=0.0):
+    """From one forward pass: (value (N,), dmu, dlog_var (N, Z), decoder grads) of the batch-mean bound; no checking.
 
+    Everything of the backward but the encoder's MLP, so that an encoder whose outputs reach (mu, log_var) some
+    other way (npvae.verify_layouts: a log-std or std head) shares this maths.
+    """
+    N = f.mu.shape[0]
+    t = f.mu.dtype.type
+    beta = t(kl_weight)
     if kl == "analytic":
         kl_value, above = free_bits_kl(f.mu, f.log_var, free_bits)
         value, w = BOUND[(bound, kl)](f.log_px_z)
@@ -100,13 +102,19 @@ def bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_b
         dmu, dlog_var = sample_backward(dz, f.sample_cache)
         # A dimension held at its floor lambda passes no gradient to its KL.
         kmu, klv = kl_std_normal_backward(np.where(above, -beta / t(N), t(0)), f.mu, f.log_var)
-        return value - beta * kl_value, VAEParams(encoder_backward(f, dmu + kmu, dlog_var + klv), dec_grads)
-
+        return value - beta * kl_value, dmu + kmu, dlog_var + klv, dec_grads
     value, w = BOUND[(bound, kl)](log_weights_of(f, kl_weight))
     wn = w / t(N)  # (K, N): d(batch mean of the bound) / d a_k
     dec_grads, dz = decoder_backward(arch, f, wn)  # dz = wn * d log p(x|z_k) / dz_k
     dz = dz - beta * wn[..., None] * f.z  # + wn * beta * d log p(z_k)/dz_k, with d log N(z; 0, I)/dz = -z
     dmu, dlog_var = ESTIMATORS[estimator].latent_backward(dz, f.sample_cache, f.log_var, w, wn, beta)
+    return value, dmu, dlog_var, dec_grads
+
+
+def bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
+    """The value (N,) and the gradient of its batch mean; no checking (see `objective`)."""
+    f = forward(params, arch, x, eps)
+    value, dmu, dlog_var, dec_grads = latent_grads(f, arch, bound, kl, estimator, kl_weight, free_bits)
     return value, VAEParams(encoder_backward(f, dmu, dlog_var), dec_grads)
 
 

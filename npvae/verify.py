@@ -1,17 +1,21 @@
-"""Check someone else's VAE against npvae: the same weights, data and noise in, per-point bounds and gradients compared.
+"""Check someone else's VAE against npvae: the same weights, data and noise in, bounds and gradients compared.
 
 The user's file (docs/verify.md) is a plain `np.savez` archive, read without pickle (checkpoint.read_arrays):
 
     encoder.0.W, encoder.0.b, ..., decoder.L.b   weights under npvae's names, W as (in, out): y = x @ W + b
     x (N, D), eps (K, N, Z)                       the batch and the standard-normal noise, z = mu + exp(log_var / 2) eps
-    values (N,)                                   the user's bound per data point (what is maximised)
-    grad.<parameter name>                         the user's gradient of the batch MEAN of the bound, per parameter
+    values (N,)                                   the user's bound per data point (what is maximised), or a 0-d loss
+    grad.<parameter name>                         the user's gradient of the batch MEAN of the bound (of the 0-d loss)
     options                                       a JSON string: bound, kl, estimator, likelihood, activation and,
-                                                  as needed, kl_weight, free_bits, sigma2, min_log_var
+                                                  as needed, kl_weight, free_bits, sigma2, min_log_var and the layout
 
-npvae recomputes the objective in float64 from the same inputs (`objective`, the NumPy specification) and
-compares every quantity by relative error, max |theirs - ours| / max |ours|, against a tolerance keyed by the
-dtype the user computed in. `assert_vae_matches` (npvae.testing) is the same comparison for a test suite.
+The layout options say how the model is stored, as frameworks store it (npvae.verify_layouts): `scale` (what the
+encoder's second output is), `weight_layout` ("in_out" or torch's "out_in"), `x_coding` ("01" or "pm1"), and, for a
+0-d `values`, `reduction` (which scalar of the bound it is: "mean", "-mean", "sum", "-sum", ...). Separate heads
+(encoder.mu.*, encoder.scale.*) and biases of shape (1, out) are read from the names and shapes. Each is declared,
+never guessed. npvae recomputes in float64 (`objective`, the NumPy specification, or its maths at the declared
+head) and compares every quantity by relative error, max |theirs - ours| / max |ours|, against a tolerance keyed
+by the dtype the user computed in. `assert_vae_matches` (npvae.testing) is the same comparison for a test suite.
 """
 
 from __future__ import annotations
@@ -23,59 +27,85 @@ import numpy as np
 
 from .checkpoint import read_arrays
 from .gradcheck import rel_err
-from .layers import Dense
-from .likelihoods import Likelihood
-from .model import Arch, VAEParams, flatten, param_names, param_shapes
+from .head.reduction import REDUCTIONS, alpha
+from .head.scales import check_raw
+from .inputs import check_options
+from .layers import ACTIVATIONS
+from .likelihoods import LIKELIHOODS, Likelihood, check_data
+from .model import Arch, VAEParams, flatten, param_names
 from .objectives import VALID, objective
+from .verify_layouts import (
+    SCALES, WEIGHT_LAYOUTS, X_CODINGS, bound_and_grad_at_head, expected_shape, from_params, has_heads, numbered,
+    refuse_unexpressible, scale_output, slots, to_params, width,
+)
 
 # Tolerances on the relative error, by the dtype the user's numbers were computed in. float64: rounding of two
 # independent float64 computations of sums of O(N D K) terms (seen ~1e-14). float32: torch's float32 against npvae's
 # float64, seen ~1e-6. Each is far below any factor (a gradient off by 1 + 1e-3 fails both).
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
-OPTION_DEFAULTS = {"kl_weight": 1.0, "free_bits": 0.0, "sigma2": 1.0, "min_log_var": -6.0}
 REQUIRED_OPTIONS = ("bound", "kl", "estimator", "likelihood", "activation")
-# Models this format cannot express (convolutions, batch norm, separate mu and scale heads) are checked at their head.
-HEAD_POINTER = ("; a model that is not an MLP VAE in this form (convolutions, batch norm, separate heads) is checked at its "
+SCALAR_REDUCTIONS = tuple(n for n, (_, per_point, _) in REDUCTIONS.items() if not per_point)  # the head check's names
+OPTION_DEFAULTS = {"kl_weight": 1.0, "free_bits": 0.0, "sigma2": 1.0, "min_log_var": -6.0,
+                   "scale": "log_var", "weight_layout": "in_out", "x_coding": "01", "reduction": None}
+NUMBER_OPTIONS = ("kl_weight", "free_bits", "sigma2", "min_log_var")
+CHOICES = {"likelihood": LIKELIHOODS, "activation": ACTIVATIONS, "scale": SCALES, "weight_layout": WEIGHT_LAYOUTS,
+           "x_coding": X_CODINGS, "reduction": SCALAR_REDUCTIONS}
+# Models this format cannot express (convolutions, batch norm) are checked at their head.
+HEAD_POINTER = ("; a model that is not an MLP VAE in this form (convolutions, batch norm) is checked at its "
                 "head: npvae.testing.assert_head_matches (docs/verify.md, 'Checking the head')")
 
 
 class VerifyCase(NamedTuple):
-    """What a user's VAE computed, and on what."""
+    """What a user's VAE computed, and on what: npvae's float64 parameters, and the user's own arrays and names."""
 
     arch: Arch
-    params: VAEParams
-    x: np.ndarray
+    params: VAEParams  # npvae's form: [mu, log_var]'s layer in one, W (in, out), float64
+    x: np.ndarray  # (N, D) float64, as the encoder reads it
+    target: np.ndarray  # (N, D) float64, the likelihood's target: x, or (x + 1) / 2 for x_coding "pm1"
     eps: np.ndarray
-    options: dict
-    values: np.ndarray
-    grads: dict  # name -> array
+    options: dict  # every option, defaults filled; reduction set for a 0-d `values`, None for per-point ones
+    values: np.ndarray  # (N,) or ()
+    grads: dict  # the file's name -> array, in the file's layout
+    weights: dict  # the file's name -> array, as given (for the hints that try another declaration)
+    heads: bool  # separate encoder.mu.* and encoder.scale.*
 
 
-def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, data_dim: int | None = None) -> Arch:
+def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, data_dim: int | None = None,
+                      weight_layout: str = "in_out") -> Arch:
     """The Arch whose parameter names and shapes are those of `weights` (name -> array); a clear error otherwise.
 
     Layer widths are read from the biases (a bias's length is its layer's width whichever way W is stored), D from
-    data_dim (the data's width) or encoder.0.W, so a transposed W is reported as such rather than as another model.
+    data_dim (the data's width) or the first W, so a transposed W is reported as such rather than as another model.
     """
-    n_enc = sum(1 for n in weights if n.startswith("encoder.") and n.endswith(".b"))
-    enc_b = [weights.get(f"encoder.{i}.b") for i in range(n_enc)]
-    if n_enc == 0 or any(b is None or b.ndim != 1 for b in enc_b) or "encoder.0.W" not in weights:
-        raise ValueError("weights must be stored under npvae's names, encoder.0.W, encoder.0.b, ..., decoder.L.b, "
-                         "numbered from 0 without gaps, biases 1-D" + HEAD_POINTER)
-    D = data_dim if data_dim is not None else weights["encoder.0.W"].shape[0]
-    hidden, out = tuple(b.shape[0] for b in enc_b[:-1]), enc_b[-1].shape[0]
-    if out % 2:
-        raise ValueError(f"encoder.{n_enc - 1}.b has {out} entries: the encoder's last layer gives [mu, log_var], 2 Z of them")
-    arch = Arch(D, hidden, out // 2, activation, likelihood)
-    names = param_names(arch)
+    refuse_unexpressible(weights)
+    heads = has_heads(weights)
+    biases = [f"encoder.{i}.b" for i in range(numbered(weights, "encoder"))] + (["encoder.mu.b"] if heads else [])
+    widths = [width(weights[n]) if isinstance(weights[n], np.ndarray) else None for n in biases]
+    first = "encoder.0.W" if numbered(weights, "encoder") else "encoder.mu.W"
+    if not biases or None in widths or not isinstance(weights.get(first), np.ndarray) or weights[first].ndim != 2:
+        raise ValueError("weights must be stored under npvae's names, encoder.0.W, encoder.0.b, ..., decoder.L.b, numbered "
+                         "from 0 without gaps (the last encoder layer may be heads encoder.mu.W/b, encoder.scale.W/b), "
+                         "biases (out,) or (1, out)" + HEAD_POINTER)
+    D = data_dim if data_dim is not None else weights[first].shape[0 if weight_layout == "in_out" else 1]
+    if heads:
+        hidden, Z = tuple(widths[:-1]), widths[-1]
+    else:
+        hidden, out = tuple(widths[:-1]), widths[-1]
+        if out % 2:
+            raise ValueError(f"{biases[-1]} has {out} entries: the encoder's last layer gives [mu, log_var], 2 Z of them "
+                             "(or store them as heads encoder.mu.*, encoder.scale.*)")
+        Z = out // 2
+    arch = Arch(D, hidden, Z, activation, likelihood)
     problems = []
-    for name, shape in zip(names, param_shapes(arch)):
-        if name not in weights:
-            problems.append(f"{name} is missing")
-        elif weights[name].shape != shape:
-            hint = " (transposed? npvae stores W as (in, out), torch's Linear.weight is (out, in))" if weights[name].shape == shape[::-1] else ""
-            problems.append(f"{name} has shape {weights[name].shape}, expected {shape}{hint}")
-    extra = sorted(set(weights) - set(names))
+    for s in slots(arch, heads):
+        shape, a = expected_shape(arch, s, weight_layout), weights.get(s.name)
+        if a is None:
+            problems.append(f"{s.name} is missing")
+        elif not isinstance(a, np.ndarray):
+            problems.append(f"{s.name} is a {type(a).__name__}, not a numpy array")
+        elif a.shape != shape and not (s.field == "b" and a.shape == (1, *shape)):
+            problems.append(f"{s.name} has shape {a.shape}, expected {shape}" + (_transposed(weight_layout) if a.shape == shape[::-1] else ""))
+    extra = sorted(set(weights) - {s.name for s in slots(arch, heads)})
     if extra:
         problems.append(f"unexpected parameters {extra}")
     if problems:
@@ -83,53 +113,95 @@ def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, da
     return arch
 
 
+def _transposed(weight_layout: str) -> str:
+    if weight_layout == "in_out":
+        return " (transposed? npvae stores W as (in, out), torch's Linear.weight is (out, in): declare weight_layout \"out_in\")"
+    return " (transposed? weight_layout \"out_in\" reads W as (out, in), torch's Linear.weight; W as (in, out) is \"in_out\")"
+
+
 def parse_options(options: dict) -> dict:
-    """Check the options and fill the defaults; a clear error names what is missing or wrong."""
+    """Check the options and fill the defaults; a clear one-line error names what is missing or wrong."""
     if not isinstance(options, dict):
         raise ValueError(f"options must be a JSON object, got {type(options).__name__}")
+    if not options:
+        raise ValueError(f"options are empty: they must declare at least {', '.join(REQUIRED_OPTIONS)}")
     missing = [k for k in REQUIRED_OPTIONS if k not in options]
     if missing:
         raise ValueError(f"options lack {', '.join(missing)} (need {', '.join(REQUIRED_OPTIONS)})")
     unknown = set(options) - set(REQUIRED_OPTIONS) - set(OPTION_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown options {sorted(unknown)}")
+        raise ValueError(f"unknown options {sorted(unknown)} (the options: {', '.join((*REQUIRED_OPTIONS, *OPTION_DEFAULTS))})")
     o = {**OPTION_DEFAULTS, **options}
+    for k, v in o.items():
+        if k in NUMBER_OPTIONS and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+            raise ValueError(f"option {k} must be a finite number, got {v!r}")
+        if k not in NUMBER_OPTIONS and not isinstance(v, str) and not (k == "reduction" and v is None):
+            raise ValueError(f"option {k} must be a string, got {v!r}")
+        if k in CHOICES and v is not None and v not in CHOICES[k]:
+            raise ValueError(f"option {k} must be one of {', '.join(map(repr, CHOICES[k]))}; got {v!r}")
     if (o["bound"], o["kl"]) not in VALID or o["estimator"] not in VALID[(o["bound"], o["kl"])]:
         valid = ", ".join(f"{b}/{k}/{e}" for (b, k), es in VALID.items() for e in es)
         raise ValueError(f"bound/kl/estimator {o['bound']}/{o['kl']}/{o['estimator']} is not one of {valid}")
+    check_options(o["bound"], o["kl"], o["estimator"], o["kl_weight"], o["free_bits"])
+    if o["x_coding"] == "pm1" and o["likelihood"] != "bernoulli":
+        raise ValueError(f"x_coding \"pm1\" codes a Bernoulli target as +-1; a {o['likelihood']} likelihood reads x as it is")
     return o
 
 
+def _target(x: np.ndarray, o: dict, lik: Likelihood) -> np.ndarray:
+    """The likelihood's target from the file's x: x, or (x + 1) / 2 for data coded 2x - 1; refused where meaningless."""
+    pm1 = bool(np.all((x == -1) | (x == 1)))
+    if o["x_coding"] == "pm1":
+        if not pm1:
+            raise ValueError(f"x_coding \"pm1\" needs every x in {{-1, +1}} (HIPS autograd's 2x - 1); x holds {_other(x, (-1, 1))}")
+        return (x + 1.0) / 2.0
+    if lik.name == "bernoulli" and pm1 and np.any(x == -1):
+        raise ValueError("x holds -1 and +1: data coded 2x - 1 (HIPS autograd's convention)? declare x_coding \"pm1\"")
+    check_data(lik, x)
+    return x
+
+
+def _other(x, allowed) -> str:
+    return f"{float(x[~np.isin(x, allowed)].flat[0]):.6g}"
+
+
 def make_case(weights: dict, x, eps, values, grads: dict, options: dict) -> VerifyCase:
-    """Validate a user's arrays and options into a VerifyCase (float64 copies of everything)."""
+    """Validate a user's arrays and options into a VerifyCase (float64 copies of everything npvae computes with)."""
     o = parse_options(options)
     if not isinstance(x, np.ndarray) or x.ndim != 2:
         raise ValueError(f"x must be a 2-D array (N, D), got {getattr(x, 'shape', type(x).__name__)}")
-    arch = arch_from_weights(weights, Likelihood(o["likelihood"], sigma2=o["sigma2"], min_log_var=o["min_log_var"]),
-                             o["activation"], data_dim=x.shape[1])
-    names = param_names(arch)
+    lik = Likelihood(o["likelihood"], sigma2=o["sigma2"], min_log_var=o["min_log_var"])
+    arch = arch_from_weights(weights, lik, o["activation"], data_dim=x.shape[1], weight_layout=o["weight_layout"])
+    heads = has_heads(weights)
+    names = [s.name for s in slots(arch, heads)]
     for name, a in (("x", x), ("eps", eps), ("values", values), *((f"grad.{n}", g) for n, g in grads.items()), *weights.items()):
         if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
             raise ValueError(f"{name} must be a float32 or float64 array, got {getattr(a, 'dtype', type(a).__name__)}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} holds non-finite values")
-    if x.ndim != 2 or x.shape[1] != arch.data_dim:
-        raise ValueError(f"x must be (N, {arch.data_dim}), got {x.shape}")
     N = x.shape[0]
     if eps.ndim != 3 or eps.shape[1:] != (N, arch.latent_dim):
         raise ValueError(f"eps must be (K, {N}, {arch.latent_dim}), got {eps.shape}")
-    if values.shape != (N,):
-        raise ValueError(f"values must be the bound per point, shape ({N},), got {values.shape}")
+    if values.ndim == 0:
+        o["reduction"] = o["reduction"] or "mean"
+    elif values.shape != (N,):
+        raise ValueError(f"values must be the bound per point, shape ({N},), or a 0-d loss with option reduction; got {values.shape}")
+    elif o["reduction"] is not None:
+        raise ValueError(f"option reduction declares a 0-d loss, but values are per point ({N},): per-point values are "
+                         "the bound, their gradients those of its batch mean; leave reduction out")
     missing = [n for n in names if n not in grads]
     if missing or set(grads) - set(names):
         raise ValueError(f"gradients must be given for exactly the parameters: missing {missing}, unexpected {sorted(set(grads) - set(names))}")
     for n in names:
         if grads[n].shape != weights[n].shape:
             raise ValueError(f"grad.{n} has shape {grads[n].shape}, its parameter {weights[n].shape}")
-    f64 = lambda a: np.asarray(a, dtype=np.float64)
-    params = VAEParams(*[tuple(Dense(f64(weights[f"{part}.{i}.W"]), f64(weights[f"{part}.{i}.b"])) for i in range(n))
-                         for part, n in (("encoder", len(arch.encoder_sizes()) - 1), ("decoder", len(arch.decoder_sizes()) - 1))])
-    return VerifyCase(arch, params, f64(x), f64(eps), o, values, {n: grads[n] for n in names})
+    x64 = np.asarray(x, dtype=np.float64)
+    target = _target(x64, o, lik)
+    params = to_params(weights, arch, heads, o["weight_layout"])
+    if o["scale"] != "log_var":
+        check_raw("the encoder's scale output", o["scale"], scale_output(params, arch, x64))
+    return VerifyCase(arch, params, x64, target, np.asarray(eps, dtype=np.float64), o, values, {n: grads[n] for n in names},
+                      dict(weights), heads)
 
 
 def read(path) -> VerifyCase:
@@ -137,8 +209,11 @@ def read(path) -> VerifyCase:
     arrays = read_arrays(path, text=("options",))
     if "options" not in arrays:
         raise ValueError(f"{path}: no 'options' entry (a JSON string with {', '.join(REQUIRED_OPTIONS)})")
+    raw = arrays.pop("options").reshape(-1)
+    if raw.size != 1:
+        raise ValueError(f"{path}: 'options' must be one JSON string, got {raw.size} entries")
     try:
-        options = json.loads(str(arrays.pop("options").reshape(-1)[0]))
+        options = json.loads(str(raw[0]))
     except ValueError as e:
         raise ValueError(f"{path}: 'options' is not valid JSON ({e})") from None
     for need in ("x", "eps", "values"):
@@ -158,26 +233,67 @@ def write(path, params: VAEParams, arch: Arch, x, eps, options: dict, values, gr
     np.savez(path, x=x, eps=eps, values=values, options=np.array(json.dumps(options)), **arrays)
 
 
+def ours(case: VerifyCase) -> tuple[np.ndarray, dict]:
+    """npvae's numbers in the file's terms: the values (per point, or the declared reduction's scalar) and its gradients."""
+    o = case.options
+    kw = dict(bound=o["bound"], kl=o["kl"], estimator=o["estimator"], kl_weight=o["kl_weight"], free_bits=o["free_bits"])
+    if o["scale"] == "log_var" and o["x_coding"] == "01":
+        values, grads = objective(case.params, case.arch, case.x, case.eps, **kw)  # the specification itself
+    else:
+        values, grads = bound_and_grad_at_head(case.params, case.arch, case.x, case.target, case.eps, o["scale"], **kw)
+    named = from_params(grads, case.arch, case.heads, o["weight_layout"], {n: g.shape for n, g in case.grads.items()})
+    if case.values.ndim == 1:
+        return values, named
+    (K, N), D = case.eps.shape[:2], case.x.shape[1]
+    a = alpha(o["reduction"], N, D, K)  # the loss is a * sum_n b_n: its gradient is a N times the batch mean's
+    return np.asarray(a * values.sum()), {n: (a * N) * g for n, g in named.items()}
+
+
 def compare(case: VerifyCase, rtol: float | None = None) -> list[dict]:
     """Recompute in float64 and compare: one row per quantity (the values, then each gradient)."""
-    o = case.options
-    ours_v, ours_g = objective(case.params, case.arch, case.x, case.eps, bound=o["bound"], kl=o["kl"], estimator=o["estimator"],
-                               kl_weight=o["kl_weight"], free_bits=o["free_bits"])
-    theirs = [("values", case.values, ours_v)] + [(f"grad {n}", case.grads[n], g) for n, g in zip(param_names(case.arch), flatten(ours_g))]
+    ours_v, ours_g = ours(case)
+    theirs = [("values", case.values, ours_v)] + [(f"grad {n}", g, ours_g[n]) for n, g in case.grads.items()]
     rows = []
-    for name, t, ours in theirs:
+    for name, t, our in theirs:
         tol = rtol if rtol is not None else RTOL[np.dtype(t.dtype)]
-        err = rel_err(t, ours)
+        err = rel_err(t, our)
         rows.append({"quantity": name, "rel_error": err, "tol": tol, "passed": bool(err <= tol), "dtype": str(t.dtype),
-                     "hint": _hint(np.asarray(t, np.float64), ours, case.x.shape[0]) if err > tol else ""})
+                     "hint": _hint(case, np.asarray(t, np.float64), our) if err > tol else ""})
+    if not rows[0]["passed"] and not rows[0]["hint"]:
+        rows[0]["hint"] = _declaration_hint(case, rtol)
     return rows
 
 
-def _hint(theirs, ours, N: int) -> str:
-    """A likely cause when a quantity differs by a simple factor: a sign, a sum for a mean, a loss for a bound."""
-    for factor, why in ((-1.0, "minus ours: the gradient of the loss (-bound), not of the bound?"),
-                        (float(N), f"N = {N} times ours: the gradient of the batch sum, not the mean?"),
-                        (-float(N), "-N times ours: the gradient of the summed loss?")):
-        if rel_err(theirs, factor * ours) < 1e-6:
+def _hint(case: VerifyCase, theirs, ours_) -> str:
+    """A likely cause when a quantity differs by a simple factor (a sign, a sum for a mean) or is stored transposed."""
+    N = case.x.shape[0]
+    if case.values.ndim == 1:
+        factors = ((-1.0, "minus ours: the gradient of the loss (-bound), not of the bound?"),
+                   (float(N), f"N = {N} times ours: the gradient of the batch sum, not the mean?"),
+                   (-float(N), "-N times ours: the gradient of the summed loss?"))
+    else:
+        (K, _), D, r = case.eps.shape[:2], case.x.shape[1], case.options["reduction"]
+        factors = tuple((alpha(other, N, D, K) / alpha(r, N, D, K), f"equals ours for reduction {other!r}, not the declared "
+                         f"{r!r}: {REDUCTIONS[other][2]}") for other in SCALAR_REDUCTIONS if other != r)
+    for factor, why in factors:
+        if rel_err(theirs, factor * ours_) < 1e-6:
             return why
+    if theirs.ndim == 2 and theirs.shape[0] == theirs.shape[1] and rel_err(theirs.T, ours_) < 1e-6:
+        return "the transpose of ours: stored the other way round from its weight (weight_layout)?"
+    return ""
+
+
+def _declaration_hint(case: VerifyCase, rtol) -> str:
+    """When the values differ: another declaration of scale or weight_layout under which they agree, if there is one."""
+    for key, choices in (("scale", SCALES), ("weight_layout", WEIGHT_LAYOUTS)):
+        for other in choices:
+            if other == case.options[key]:
+                continue
+            try:
+                alt = make_case(case.weights, case.x, case.eps, case.values, case.grads, {**case.options, key: other})
+            except ValueError:
+                continue  # a declaration these arrays cannot have (a std <= 0, a shape that does not fit)
+            tol = rtol if rtol is not None else RTOL[np.dtype(case.values.dtype)]
+            if rel_err(case.values, ours(alt)[0]) <= tol:
+                return f"agrees with ours when declared {key} \"{other}\""
     return ""
