@@ -100,7 +100,7 @@ def make_case(x, mu, scale, out, loss, *, eps=None, z=None, scale_kind="log_var"
               out_scale=None, out_scale_kind="log_var", sigma2=1.0, clip=None, x_coding="auto", bound="elbo", kl="analytic",
               estimator="reparam", kl_weight=1.0, free_bits=0.0, reduction=None, grads=None, grads_mode="partial") -> HeadCase:
     """Validate a user's head into a HeadCase; every problem is a one-line ValueError naming the input."""
-    from .reduction import REDUCTIONS
+    from .reduction import REDUCTIONS, is_declared_number
 
     notes = []
     xa = _float("x", x).astype(np.float64)
@@ -161,8 +161,11 @@ def make_case(x, mu, scale, out, loss, *, eps=None, z=None, scale_kind="log_var"
     la = _float("loss", loss)
     if la.ndim > 1 or (la.ndim == 1 and la.shape != (N,)) or la.size == 0:
         raise ValueError(f"loss must be a scalar or per point ({N},), got shape {la.shape}")
-    if reduction is not None and reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)} (or None: found from the values), got {reduction!r}")
+    if reduction is not None and not is_declared_number(reduction) and (not isinstance(reduction, str) or reduction not in REDUCTIONS):
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, a nonzero number alpha (the loss is alpha times the "
+                         f"bound's batch sum), or None (found from the values); got {reduction!r}")
+    if is_declared_number(reduction) and la.ndim != 0:
+        raise ValueError("a reduction given as a number scales the batch sum: it needs a scalar loss")
     if grads_mode not in GRADS_MODES:
         raise ValueError(f"grads_mode must be 'partial' (jax.grad over a head function) or 'total' (retain_grad), got {grads_mode!r}")
     g, gd = {}, {}

@@ -73,40 +73,56 @@ def compare(case, rtol=None) -> HeadReport:
     # 2. The value.
     ref = reference(case)
     tol = _tol(rtol, case.loss_dtype)
-    found = red.find(case.loss, ref.values, N, D, K, case.reduction, tol)
+    mag = _magnitude(case, ref)
+    found = red.find(case.loss, ref.values, N, D, K, case.reduction, tol, mag)
     vrow = {"quantity": "loss value", "tol": tol, "hint": "", "detail": ""}
+    name = alpha = None
     if found:
         name, alpha, err = found
-        vrow.update(rel_error=err, passed=True, detail=f"= {red.REDUCTIONS[name][2]}")
-        notes.append(f"your loss is {red.REDUCTIONS[name][2]} (reduction {name!r})")
+        vrow.update(rel_error=err, passed=True, detail=f"= {red.words(name)}")
+        notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1))
+    elif ref.surrogate is not None and (hit := red.find(case.loss, ref.surrogate, N, D, K, case.reduction, tol, mag)):
+        name, alpha, err = hit  # a DReG loss that returns its surrogate's value, sum_k stop(w_k)^2 a_k, not the bound
+        vrow.update(rel_error=err, passed=True, detail=f"= {red.words(name).replace('the bound', 'the DReG surrogate sum_k w_k^2 a_k')}")
+        notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1) + "; of DReG's surrogate sum_k stop(w_k)^2 a_k, not of the bound")
     else:
-        alpha, name = None, None
-        best = red.value_error(case.loss, ref.values, red.alpha(red.candidates(case.loss, case.reduction)[0], N, D, K))
+        near, best = red.nearest(case.loss, ref.values, N, D, K, case.reduction, mag)
         vrow.update(rel_error=best, passed=False)
         for hint, b in value_hypotheses(case, ref):
-            hit = red.find(case.loss, b, N, D, K, case.reduction, tol)
+            hit = red.find(case.loss, b, N, D, K, case.reduction, tol, mag)
             if hit:
                 name, alpha = hit[0], hit[1]
                 if hint.startswith("CLIP:"):  # a framework's clipping, not a mistake: the model is correct
-                    vrow.update(rel_error=hit[2], passed=True, detail=f"= {red.REDUCTIONS[name][2]}")
-                    notes.append(f"your loss is {red.REDUCTIONS[name][2]} (reduction {name!r}); it " + hint[5:])
+                    vrow.update(rel_error=hit[2], passed=True, detail=f"= {red.words(name)}")
+                    notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1) + "; it " + hint[5:])
                     ref = _clipped_reference(case, hint)
                 else:
-                    vrow["hint"] = f"{hint} (with your loss = {red.REDUCTIONS[name][2]})"
+                    vrow["hint"] = f"{hint} (with your loss = {red.words(name)})"
                 break
         else:
-            vrow["hint"] = (_scaling(case.loss, ref.values) + ", which is none of the reductions ("
-                            + ", ".join(red.candidates(case.loss, case.reduction)) + ") nor a classic mistake; compare the terms: "
-                            + _terms(case, ref))
+            vrow["hint"] = (_scaling(case.loss, ref.values) + f", which is none of the reductions (nearest: {near!r}) nor a "
+                            "classic mistake; compare the terms: " + _terms(case, ref))
     rows.append(vrow)
     # 3. The gradients, of alpha * (sum_n b_n); alpha from the value, or measured from the gradients if the value failed.
     if case.grads:
         if alpha is None:
             alpha, name = _alpha_from_grads(case, ref, N, D, K)
-            if name:
-                notes.append(f"gradients compared as those of {red.REDUCTIONS[name][2]} (reduction {name!r}), read from the gradients")
+            if name is not None:
+                notes.append(f"gradients compared as those of {red.words(name)} (reduction {name!r}), read from the gradients")
         rows += _gradient_rows(case, ref, alpha, rtol)
     return HeadReport(rows, name, notes, all(r["passed"] for r in rows))
+
+
+def _magnitude(case, ref):
+    """Per point, the size of the terms the loss is made of, |reconstruction| + beta |KL|: the scale of its rounding."""
+    m = np.abs(ref.recon) + case.kl_weight * np.abs(ref.kl)
+    return np.where(np.isfinite(m), m, 0.0)  # an unclipped log(0) is the reference's -inf, not a scale of rounding
+
+
+def _reduction_note(name, N, D, K, per_point) -> str:
+    note = f"your loss is {red.words(name)} (reduction {name!r})"
+    same = red.ties(name, N, D, K, per_point)
+    return note + (f"; at N = {N}, D = {D}, K = {K} that is also {', '.join(map(repr, same))}" if same else "")
 
 
 def _clipped_reference(case, hint):
@@ -148,27 +164,36 @@ def _user_grads(case):
 
 
 def _alpha_from_grads(case, ref, N, D, K):
-    """The named reduction whose alpha the decoder-output gradient shows, or (1, None) when it shows none."""
-    if "out" not in case.grads:
-        return 1.0, None
-    u, r = case.grads["out"], ref.grads["out"]
-    a = float(np.sum(u * r) / max(float(np.sum(r * r)), 1e-300))
-    for n in red.candidates(case.loss, case.reduction):
-        if abs(a - red.alpha(n, N, D, K)) <= 1e-6 * abs(red.alpha(n, N, D, K)):
-            return red.alpha(n, N, D, K), n
-    return 1.0, None
+    """The named reduction the gradients show (out's first, then z's, mu's, scale's), or the loss's own scale when
+    none shows one: (alpha, name or None). Never 1 by default, which would read a loss's gradient as a sign bug."""
+    user, _ = _user_grads(case)
+    for key in ("out", "out_scale", "z", "mu", "scale"):
+        if key not in user or ref.grads.get(key) is None or not np.any(ref.grads[key]):
+            continue
+        u, r = user[key], ref.grads[key]
+        a = float(np.sum(u * r) / float(np.sum(r * r)))
+        for n in red.candidates(case.loss, case.reduction):
+            if abs(a - red.alpha(n, N, D, K)) <= 1e-6 * abs(red.alpha(n, N, D, K)):
+                return red.alpha(n, N, D, K), n
+    b = ref.values
+    fit = float(case.loss) / float(b.sum()) if case.loss.ndim == 0 else float(np.dot(case.loss, b) / max(float(np.dot(b, b)), 1e-300))
+    return (fit if np.isfinite(fit) and fit != 0 else 1.0), None
 
 
 def _gradient_rows(case, ref, alpha, rtol):
     rows = []
     user, magnitude = _user_grads(case)
     hyps = None
+    floor_alt = _other_side_of_the_floor(case, rtol)
     for key in ("out", "out_scale", "z", "mu", "scale"):
         if key not in user:
             continue
         ours = alpha * ref.grads[key]
         tol = _tol(rtol, case.grads_dtype[key])
-        err = float(np.max(np.abs(user[key] - ours))) / max(float(np.max(np.abs(ours))), magnitude[key], 1e-300)
+        diff = np.abs(user[key] - ours)
+        if floor_alt is not None and key in ("mu", "scale"):  # a KL_j at lambda in the user's rounding: either side is right
+            diff = np.minimum(diff, np.abs(user[key] - alpha * floor_alt.grads[key]))
+        err = float(np.max(diff)) / max(float(np.max(np.abs(ours))), magnitude[key], 1e-300)
         label = f"grad {key}" + (" (path through z removed)" if case.grads_mode == "total" and key in ("mu", "scale") else "")
         row = {"quantity": label, "rel_error": err, "tol": tol, "passed": err <= tol, "hint": "", "detail": ""}
         if not row["passed"]:
@@ -191,6 +216,19 @@ def _gradient_rows(case, ref, alpha, rtol):
         rows.append({"quantity": "grad z", "rel_error": float("nan"), "tol": float("nan"), "passed": True, "hint": "",
                      "detail": "used to take the path through z out of mu's and scale's (it holds your decoder's Jacobian)"})
     return rows
+
+
+def _other_side_of_the_floor(case, rtol):
+    """The reference with each free-bits dimension whose KL_j is lambda to the user's rounding on the other side, or None."""
+    if case.kl != "analytic" or case.free_bits <= 0:
+        return None
+    from .reference import kl_per_dim
+    from .scales import log_var_of
+
+    kl_j = kl_per_dim(case.mu, log_var_of(case.scale_kind, case.s))
+    tol = _tol(rtol, min(case.grads_dtype.values(), key=lambda d: d.itemsize)) if case.grads_dtype else 0.0
+    near = np.abs(kl_j - case.free_bits) <= tol * max(case.free_bits, 1.0)
+    return reference(case, flip=near) if np.any(near) else None
 
 
 def _ratio_hint(u, ours) -> str:

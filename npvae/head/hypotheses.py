@@ -24,7 +24,7 @@ def value_hypotheses(case, ref):
         kl_forms = [(2.0, "your KL is 2x ours: a missing 0.5?"), (0.5, "your KL is half ours: 0.5 applied twice?"),
                     (-1.0, "your KL has the wrong sign: the loss adds -KL where it should add +KL"),
                     (0.0, "your value has no KL term"), (1.0 / Z, "your KL is averaged over the Z latent dimensions, not summed")]
-        if beta != 1.0:
+        if beta > 0.0 and beta != 1.0:
             kl_forms.append((1.0 / beta, f"your KL is not weighted by kl_weight = {beta:g}"))
         out += [(h, R - c * beta * KL) for c, h in kl_forms]
         out += [("your reconstruction term is averaged over the D pixels while the KL is summed (multiply it by D)", R / D - beta * KL),

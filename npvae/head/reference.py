@@ -36,12 +36,14 @@ from .scales import dlog_var_ds, log_var_of
 
 
 class Reference(NamedTuple):
-    """The bound per point, its terms, and the partial gradients of the batch sum (of the estimator's surrogate)."""
+    """The bound per point, its terms, and the partial gradients of the batch sum (of the estimator's surrogate);
+    for DReG also the surrogate's value sum_k w_k^2 a_k per point, which a DReG loss may return instead of the bound."""
 
     values: np.ndarray  # (N,)
     recon: np.ndarray  # (N,) mean_k log p(x|z_k)
     kl: np.ndarray  # (N,) the analytic KL (with free bits), or mean_k [log q(z_k) - log p(z_k)]
     grads: dict  # "out", "out_scale", "z", "mu", "scale" -> arrays (None where the head has no such tensor)
+    surrogate: np.ndarray | None = None  # (N,) DReG's sum_k w_k^2 a_k
 
 
 def log_q(z, mu, v):
@@ -60,11 +62,14 @@ def kl_per_dim(mu, v):
     return 0.5 * (mu * mu + np.expm1(v) - v)
 
 
-def reference(case, *, estimator: str | None = None, scale_kind: str | None = None, squared: bool | None = None, q_held: bool | None = None) -> Reference:
+def reference(case, *, estimator: str | None = None, scale_kind: str | None = None, squared: bool | None = None, q_held: bool | None = None,
+              flip=None) -> Reference:
     """The reference at `case` (npvae.head.case.HeadCase); keywords override what a hypothesis changes.
 
     scale_kind: read the scale output another way (the hypotheses of npvae.head.diagnose); squared, q_held: an
-    estimator's weights w^2 or w, and whether q's parameters are held in log q (defaults: the estimator's own).
+    estimator's weights w^2 or w, and whether q's parameters are held in log q (defaults: the estimator's own);
+    flip: (N, Z) mask of free-bits dimensions to take on the other side of the floor (a KL_j equal to lambda in the
+    user's rounding).
     """
     est = estimator or case.estimator
     beta, lam = case.kl_weight, case.free_bits
@@ -73,9 +78,10 @@ def reference(case, *, estimator: str | None = None, scale_kind: str | None = No
     r, dr_out, dr_scale = log_px(case.lik, case.out, case.out_scale, case.t)  # (K, N), (K, N, D)
     K = r.shape[0]
     grads = {"out_scale": None}
+    surrogate = None
     if case.kl == "analytic":
         kl_j = kl_per_dim(case.mu, v)
-        above = kl_j > lam
+        above = kl_j > lam if flip is None else (kl_j > lam) ^ flip
         kl = np.where(above, kl_j, lam).sum(-1)
         values = r.mean(0) - beta * kl
         c = np.full(r.shape, 1.0 / K)
@@ -93,6 +99,8 @@ def reference(case, *, estimator: str | None = None, scale_kind: str | None = No
         sq = (est == "dreg") if squared is None else squared
         held = (est in ("stl", "dreg")) if q_held is None else q_held
         c = w * w if sq else w
+        if sq:
+            surrogate = (c * a).sum(0)
         e = case.z - case.mu
         iv = np.exp(-v)
         grads["z"] = c[..., None] * beta * (-case.z + e * iv)
@@ -105,4 +113,4 @@ def reference(case, *, estimator: str | None = None, scale_kind: str | None = No
     if dr_scale is not None:
         grads["out_scale"] = c[..., None] * dr_scale
     grads["scale"] = dv * dlog_var_ds(kind, case.s)
-    return Reference(values, r.mean(0), kl, grads)
+    return Reference(values, r.mean(0), kl, grads, surrogate)
