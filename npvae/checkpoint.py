@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -300,6 +301,13 @@ def read_arrays(path, *, text: tuple[str, ...] = (), max_bytes: int = 1 << 30) -
         return read_npz(path, text=text, max_bytes=max_bytes)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read as a pickle-free .npz ({type(e).__name__}: {e})") from e
+
+
+def write_arrays(path, arrays: dict[str, np.ndarray]) -> None:
+    """A plain `np.savez` file of name -> array, written whole or not at all (a temporary file renamed over path)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_write(os.fspath(path), buf.getvalue())
 
 
 # ---------------------------------------------------------------- random state

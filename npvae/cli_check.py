@@ -47,13 +47,17 @@ def cmd_verify(args) -> int:
         print(f"npvae verify: wrote {args.file}, the head of pytorch/examples' VAE (log-variance, probabilities, BCE summed + KL) "
               f"with its gradients; check it with: npvae verify {args.file}")
         return 0
-    if not args.example and _is_head_file(args.file, head_file):
-        return _verify_head(args, head_file)
     if args.example:
         _write_example(args.file, verify)
         print(f"npvae verify: wrote {args.file}, npvae's own IWAE_4 with DReG on a 6-5-5-3 tanh Bernoulli VAE; check it with: npvae verify {args.file}")
         return 0
-    case = verify.read(args.file)
+    from .checkpoint import read_arrays
+
+    arrays = read_arrays(args.file, text=("options",))
+    options = verify.read_options_of(arrays, args.file)
+    if head_file.is_head_file(arrays, options):
+        return _verify_head(args, head_file.case_from_arrays(arrays, options))
+    case = verify.case_from_arrays(arrays, options, args.file)
     rows = verify.compare(case, args.rtol)
     ok = all(r["passed"] for r in rows)
     if args.json:
@@ -86,23 +90,10 @@ def _write_example(path, verify) -> None:
     verify.write(path, params, arch, x, eps, options, values, grads)
 
 
-def _is_head_file(path, head_file) -> bool:
-    """Whether FILE is a head file (docs/verify.md, "As a file"); a file that cannot be read is left to the full-model reader's message."""
-    from .checkpoint import read_arrays
-
-    try:
-        arrays = read_arrays(path, text=("options",))
-        options = head_file.read_options(arrays, path)
-    except (ValueError, OSError):
-        return False
-    return head_file.is_head_file(arrays, options)
-
-
-def _verify_head(args, head_file) -> int:
+def _verify_head(args, case) -> int:
     """npvae verify on a head file: the head check's report, exit 0 if every row agrees, 1 if not."""
     from .head.check import compare
 
-    case = head_file.read(args.file)
     report = compare(case, args.rtol)
     if args.json:
         print(json.dumps({"passed": report.passed, "check": "head", "reduction": report.reduction, "notes": report.notes,

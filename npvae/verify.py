@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checkpoint import read_arrays
+from .checkpoint import read_arrays, write_arrays
 from .gradcheck import rel_err
+from .head.file import read_options
 from .head.reduction import REDUCTIONS, alpha
 from .head.scales import check_raw
 from .inputs import check_options
@@ -207,15 +208,16 @@ def make_case(weights: dict, x, eps, values, grads: dict, options: dict) -> Veri
 def read(path) -> VerifyCase:
     """Read a verify file (see the module docstring); malformed files are a ValueError naming what is wrong."""
     arrays = read_arrays(path, text=("options",))
-    if "options" not in arrays:
-        raise ValueError(f"{path}: no 'options' entry (a JSON string with {', '.join(REQUIRED_OPTIONS)})")
-    raw = arrays.pop("options").reshape(-1)
-    if raw.size != 1:
-        raise ValueError(f"{path}: 'options' must be one JSON string, got {raw.size} entries")
-    try:
-        options = json.loads(str(raw[0]))
-    except ValueError as e:
-        raise ValueError(f"{path}: 'options' is not valid JSON ({e})") from None
+    return case_from_arrays(arrays, read_options_of(arrays, path), path)
+
+
+def read_options_of(arrays: dict, path) -> dict:
+    """The options of a full-model file (removed from arrays)."""
+    return read_options(arrays, path, f"a JSON string with {', '.join(REQUIRED_OPTIONS)}")
+
+
+def case_from_arrays(arrays: dict, options, path) -> VerifyCase:
+    """A VerifyCase from a full-model file's arrays (options already read from them)."""
     for need in ("x", "eps", "values"):
         if need not in arrays:
             raise ValueError(f"{path}: no {need!r} array")
@@ -230,7 +232,7 @@ def write(path, params: VAEParams, arch: Arch, x, eps, options: dict, values, gr
     names = param_names(arch)
     arrays = {n: a for n, a in zip(names, flatten(params))}
     arrays.update({f"grad.{n}": g for n, g in zip(names, flatten(grads))})
-    np.savez(path, x=x, eps=eps, values=values, options=np.array(json.dumps(options)), **arrays)
+    write_arrays(path, {"x": x, "eps": eps, "values": values, "options": np.array(json.dumps(options)), **arrays})
 
 
 def ours(case: VerifyCase) -> tuple[np.ndarray, dict]:

@@ -16,6 +16,8 @@ from npvae.mlp import mlp_backward
 from npvae.model import decode, encode
 from npvae.testing import assert_head_matches
 
+from fake_tensor import FakeTensor
+
 CASES = [(b, k, e) for (b, k), es in VALID.items() for e in es]
 
 
@@ -213,22 +215,6 @@ def test_clipping_of_frameworks_is_recognised_not_failed():
     assert any("clip=1e-07" in n for n in r.notes)
     assert_head_matches(x, mu, lv, p, keras, eps=eps, out_kind="probs", clip=1e-7)
     assert not check_head(x, mu, lv, p, keras, eps=eps, out_kind="probs", clip="torch").passed
-
-
-class FakeTensor:
-    """Quacks like a torch tensor: the check must take it through .detach().cpu().numpy() and import nothing."""
-
-    def __init__(self, a):
-        self.a = a
-
-    def detach(self):
-        return self
-
-    def cpu(self):
-        return self
-
-    def numpy(self):
-        return self.a
 
 
 def test_tensors_by_duck_typing_and_layouts_named():

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..lme import log_mean_exp_core
 from .case import as_array
-from .likelihood import HeadLikelihood, check as check_likelihood, log_px
+from .likelihood import HeadLikelihood, check as check_likelihood, head_likelihood, log_px
 from .reference import log_prior, log_q
 from .scales import check_raw, log_var_of
 
@@ -70,7 +70,7 @@ def check_bounds(encode, decode, x, *, rng: np.random.Generator, user=None, ks=(
     if any(k < 1 for k in ks + uk) or list(ks) != sorted(set(ks)) or M < 2 * max(ks + uk):
         raise ValueError(f"ks must be increasing positive integers and M >= 2 k for every k compared; got ks={ks}, "
                          f"user k={list(uk)}, M={M}")
-    lik = HeadLikelihood(likelihood, out_kind or ("logits" if likelihood == "bernoulli" else "mean"), float(sigma2), out_scale_kind)
+    lik = head_likelihood(likelihood, out_kind, float(sigma2), out_scale_kind)
     a = log_weights(encode, decode, x, M, rng, scale_kind=scale_kind, lik=lik, pm1=x_coding == "pm1")
     elbo = a.mean(0)
     means = {"ELBO": float(elbo.mean()), **{f"IWAE_{k}": float(iwae_k(a, k).mean()) for k in ks if k > 1},

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..estimators import VALID
-from .likelihood import HeadLikelihood, check as check_likelihood
+from .likelihood import HeadLikelihood, check as check_likelihood, head_likelihood
 from .scales import check_raw, std_of
 
 GRAD_KEYS = ("mu", "scale", "z", "out", "out_scale")
@@ -118,13 +118,10 @@ def make_case(x, mu, scale, out, loss, *, eps=None, z=None, scale_kind="log_var"
     pm1 = x_coding == "pm1" or (x_coding == "auto" and likelihood == "bernoulli" and np.any(xa == -1) and np.all(np.abs(xa) == 1))
     if pm1 and x_coding == "auto":
         notes.append("x holds -1 and +1: read as Bernoulli targets coded +-1 (HIPS autograd's convention), t = (x + 1) / 2")
-    if likelihood not in ("bernoulli", "gaussian", "gaussian-learned"):
-        raise ValueError(f"likelihood must be one of bernoulli, gaussian, gaussian-learned, got {likelihood!r}")
-    out_raw = as_array("out", out)
-    lik = HeadLikelihood(likelihood, out_kind or ("logits" if likelihood == "bernoulli" else "mean"),
-                         _number("sigma2", sigma2), out_scale_kind, clip, float_dtype(out_raw).name)
+    out_raw = _float("out", out)
+    lik = head_likelihood(likelihood, out_kind, _number("sigma2", sigma2), out_scale_kind, clip, float_dtype(out_raw).name)
     t = lik.targets(xa, pm1)
-    out_a = _samples("out", _float("out", out), N, D, notes).astype(np.float64)
+    out_a = _samples("out", out_raw, N, D, notes).astype(np.float64)
     os_a = None
     if out_scale is not None:
         os_a = _samples("out_scale", _float("out_scale", out_scale), N, D, notes).astype(np.float64)

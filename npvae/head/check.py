@@ -19,7 +19,7 @@ import numpy as np
 from ..gradcheck import rel_err
 from . import reduction as red
 from .case import make_case
-from .hypotheses import FACTORS, gradient_hypotheses, value_hypotheses
+from .hypotheses import FACTORS, conventions, gradient_hypotheses, value_hypotheses
 from .noise import normality, sample_row
 from .reference import reference
 from .scales import dlog_var_ds, std_of
@@ -68,11 +68,11 @@ def compare(case, rtol=None) -> HeadReport:
     eps_seen = case.eps_user if case.eps_user is not None else case.eps
     what = "eps" if "eps" in case.given else "eps read from z as (z - mu) / std"
     rows.append(normality(eps_seen, what))
+    tol = _tol(rtol, case.loss_dtype)
     if case.eps_user is not None:
-        rows.append(sample_row(case.z, case.mu, case.s, case.scale_kind, case.eps_user, _tol(rtol, np.float32 if case.loss_dtype == np.float32 else np.float64)))
+        rows.append(sample_row(case.z, case.mu, case.s, case.scale_kind, case.eps_user, tol))
     # 2. The value.
     ref = reference(case)
-    tol = _tol(rtol, case.loss_dtype)
     mag = _magnitude(case, ref)
     found = red.find(case.loss, ref.values, N, D, K, case.reduction, tol, mag)
     vrow = {"quantity": "loss value", "tol": tol, "hint": "", "detail": ""}
@@ -85,6 +85,11 @@ def compare(case, rtol=None) -> HeadReport:
         name, alpha, err = hit  # a DReG loss that returns its surrogate's value, sum_k stop(w_k)^2 a_k, not the bound
         vrow.update(rel_error=err, passed=True, detail=f"= {red.words(name).replace('the bound', 'the DReG surrogate sum_k w_k^2 a_k')}")
         notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1) + "; of DReG's surrogate sum_k stop(w_k)^2 a_k, not of the bound")
+    elif convention := next(((note, c_ref, hit) for note, c_ref in conventions(case)
+                             if (hit := red.find(case.loss, c_ref.values, N, D, K, case.reduction, tol, mag))), None):
+        note, ref, (name, alpha, err) = convention  # a framework's clipping, not a mistake: the model is correct
+        vrow.update(rel_error=err, passed=True, detail=f"= {red.words(name)}")
+        notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1) + "; it " + note)
     else:
         near, best = red.nearest(case.loss, ref.values, N, D, K, case.reduction, mag)
         vrow.update(rel_error=best, passed=False)
@@ -92,12 +97,7 @@ def compare(case, rtol=None) -> HeadReport:
             hit = red.find(case.loss, b, N, D, K, case.reduction, tol, mag)
             if hit:
                 name, alpha = hit[0], hit[1]
-                if hint.startswith("CLIP:"):  # a framework's clipping, not a mistake: the model is correct
-                    vrow.update(rel_error=hit[2], passed=True, detail=f"= {red.words(name)}")
-                    notes.append(_reduction_note(name, N, D, K, case.loss.ndim == 1) + "; it " + hint[5:])
-                    ref = _clipped_reference(case, hint)
-                else:
-                    vrow["hint"] = f"{hint} (with your loss = {red.words(name)})"
+                vrow["hint"] = f"{hint} (with your loss = {red.words(name)})"
                 break
         else:
             vrow["hint"] = (_scaling(case.loss, ref.values) + f", which is none of the reductions (nearest: {near!r}) nor a "
@@ -105,11 +105,12 @@ def compare(case, rtol=None) -> HeadReport:
     rows.append(vrow)
     # 3. The gradients, of alpha * (sum_n b_n); alpha from the value, or measured from the gradients if the value failed.
     if case.grads:
+        user = _user_grads(case)
         if alpha is None:
-            alpha, name = _alpha_from_grads(case, ref, N, D, K)
+            alpha, name = _alpha_from_grads(case, ref, user[0], N, D, K)
             if name is not None:
                 notes.append(f"gradients compared as those of {red.words(name)} (reduction {name!r}), read from the gradients")
-        rows += _gradient_rows(case, ref, alpha, rtol)
+        rows += _gradient_rows(case, ref, user, alpha, rtol)
     return HeadReport(rows, name, notes, all(r["passed"] for r in rows))
 
 
@@ -123,13 +124,6 @@ def _reduction_note(name, N, D, K, per_point) -> str:
     note = f"your loss is {red.words(name)} (reduction {name!r})"
     same = red.ties(name, N, D, K, per_point)
     return note + (f"; at N = {N}, D = {D}, K = {K} that is also {', '.join(map(repr, same))}" if same else "")
-
-
-def _clipped_reference(case, hint):
-    import dataclasses
-
-    clip = "torch" if "clip='torch'" in hint else float(hint.split("declare clip=")[1])
-    return reference(dataclasses.replace(case, lik=case.lik._replace(clip=clip)))
 
 
 def _scaling(loss, b) -> str:
@@ -163,10 +157,9 @@ def _user_grads(case):
     return g, scale
 
 
-def _alpha_from_grads(case, ref, N, D, K):
+def _alpha_from_grads(case, ref, user, N, D, K):
     """The named reduction the gradients show (out's first, then z's, mu's, scale's), or the loss's own scale when
     none shows one: (alpha, name or None). Never 1 by default, which would read a loss's gradient as a sign bug."""
-    user, _ = _user_grads(case)
     for key in ("out", "out_scale", "z", "mu", "scale"):
         if key not in user or ref.grads.get(key) is None or not np.any(ref.grads[key]):
             continue
@@ -180,9 +173,9 @@ def _alpha_from_grads(case, ref, N, D, K):
     return (fit if np.isfinite(fit) and fit != 0 else 1.0), None
 
 
-def _gradient_rows(case, ref, alpha, rtol):
+def _gradient_rows(case, ref, user_grads, alpha, rtol):
     rows = []
-    user, magnitude = _user_grads(case)
+    user, magnitude = user_grads
     hyps = None
     floor_alt = _other_side_of_the_floor(case, rtol)
     for key in ("out", "out_scale", "z", "mu", "scale"):

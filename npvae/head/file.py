@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 
-from ..checkpoint import _atomic_write, read_arrays
+from ..checkpoint import read_arrays, write_arrays
 from .case import GRAD_KEYS, make_case
 
 ARRAYS = ("x", "mu", "scale", "out", "out_scale", "eps", "z", "loss")
@@ -48,10 +47,10 @@ def case_from_arrays(arrays: dict, options: dict):
                      z=arrays.get("z"), out_scale=arrays.get("out_scale"), grads=grads or None, **kw)
 
 
-def read_options(arrays: dict, path) -> dict:
-    """The JSON object in a file's 'options' entry (removed from arrays)."""
+def read_options(arrays: dict, path, what: str = "a JSON string") -> dict:
+    """The JSON object in a verify file's 'options' entry (removed from arrays), for head and full-model files alike."""
     if "options" not in arrays:
-        raise ValueError(f"{path}: no 'options' entry (a JSON string)")
+        raise ValueError(f"{path}: no 'options' entry ({what})")
     raw = arrays.pop("options").reshape(-1)
     if raw.size != 1:
         raise ValueError(f"{path}: 'options' must be one JSON string, got {raw.size} entries")
@@ -60,7 +59,7 @@ def read_options(arrays: dict, path) -> dict:
     except ValueError as e:
         raise ValueError(f"{path}: 'options' is not valid JSON ({e})") from None
     if not isinstance(options, dict):
-        raise ValueError(f"{path}: 'options' must be a JSON object, got {type(options).__name__}")
+        raise ValueError(f"{path}: options must be a JSON object, got {type(options).__name__}")
     return options
 
 
@@ -75,10 +74,8 @@ def write(path, arrays: dict, options: dict) -> None:
     bad = set(arrays) - set(ARRAYS) - {f"grad.{k}" for k in GRAD_KEYS}
     if bad:
         raise ValueError(f"unknown head file entries {sorted(bad)}")
-    buf = io.BytesIO()
-    np.savez(buf, options=np.array(json.dumps({"check": "head", **options})),
-             **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
-    _atomic_write(str(path), buf.getvalue())
+    write_arrays(path, {"options": np.array(json.dumps({"check": "head", **options})),
+                        **{k: np.asarray(v) for k, v in arrays.items() if v is not None}})
 
 
 def example(path) -> None:

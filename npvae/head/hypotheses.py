@@ -55,7 +55,7 @@ def value_hypotheses(case, ref):
 
 def _recon_forms(case, ref):
     """(hint, b'): the values of classic likelihood mistakes (each bound recomputed with the mistaken likelihood)."""
-    lik, x, t = case.lik, case.x, case.t
+    lik, x = case.lik, case.x
     D = x.shape[1]
     forms = []
     if lik.name == "bernoulli" and lik.out_kind == "logits":
@@ -63,12 +63,6 @@ def _recon_forms(case, ref):
                       reference(_with(case, out=1.0 / (1.0 + np.exp(-case.out)))).values))
     if lik.name == "bernoulli" and lik.out_kind == "probs":
         forms.append(("your reconstruction takes the probabilities as logits", reference(_with(case, lik=HeadLikelihood())).values))
-        if lik.clip is None:
-            for c, name in ((1e-7, "1e-7 (Keras's epsilon)"), (1e-6, "1e-6"), (1e-8, "1e-8"), (1e-12, "1e-12")):
-                forms.append((f"CLIP:agrees with probabilities clipped to [{name}, 1 - {name}]: declare clip={c:g}",
-                              reference(_with(case, lik=lik._replace(clip=c))).values))
-            forms.append(("CLIP:agrees with torch's binary_cross_entropy, logs clamped at -100: declare clip='torch'",
-                          reference(_with(case, lik=lik._replace(clip="torch"))).values))
     if lik.name in ("gaussian", "gaussian-learned") and case.bound == "elbo":
         r = (x - case.out)
         const = 0.5 * D * (LOG2PI + (np.log(lik.sigma2) if lik.name == "gaussian" else 0.0))
@@ -80,6 +74,19 @@ def _recon_forms(case, ref):
         forms.append(("your reconstruction is the mean squared error over pixels (F.mse_loss), not the Gaussian log-likelihood",
                       rest - (r * r).mean(-1).mean(0)))
     return forms
+
+
+def conventions(case):
+    """(note, Reference): frameworks' clipping of probabilities, not mistakes: a loss that equals one is correct, and its
+    gradients are compared with that convention's reference."""
+    lik = case.lik
+    if lik.name != "bernoulli" or lik.out_kind != "probs" or lik.clip is not None:
+        return []
+    out = [(f"agrees with probabilities clipped to [{name}, 1 - {name}]: declare clip={c:g}", reference(_with(case, lik=lik._replace(clip=c))))
+           for c, name in ((1e-7, "1e-7 (Keras's epsilon)"), (1e-6, "1e-6"), (1e-8, "1e-8"), (1e-12, "1e-12"))]
+    out.append(("agrees with torch's binary_cross_entropy, logs clamped at -100: declare clip='torch'",
+                reference(_with(case, lik=lik._replace(clip="torch")))))
+    return out
 
 
 def gradient_hypotheses(case):

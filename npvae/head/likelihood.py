@@ -22,7 +22,7 @@ from scipy.special import xlogy
 from ..stable import sigmoid, softplus
 from .scales import dlog_var_ds, log_var_of
 
-HEAD_LIKELIHOODS = {"bernoulli": ("logits", "probs"), "gaussian": ("mean",), "gaussian-learned": ("mean",)}
+HEAD_LIKELIHOODS = {"bernoulli": ("logits", "probs"), "gaussian": ("mean",), "gaussian-learned": ("mean",)}  # the first: the default
 LOG2PI = float(np.log(2.0 * np.pi))
 TORCH_LOG_FLOOR = -100.0  # torch/aten/src/ATen/native/Loss.cpp: binary_cross_entropy
 TORCH_GRAD_EPS = float(np.float32(1e-12))  # its backward's floor, stored as a float32 (seen: torch 2.13 float64 gives 1/1.0000000040e-12)
@@ -42,6 +42,13 @@ class HeadLikelihood(NamedTuple):
     def targets(self, x, pm1: bool):
         """The Bernoulli targets t in {0, 1}: x itself, or (x + 1) / 2 for data coded +-1."""
         return (x + 1.0) / 2.0 if pm1 else x
+
+
+def head_likelihood(name, out_kind=None, sigma2=1.0, out_scale_kind="log_var", clip=None, clip_dtype="float64") -> HeadLikelihood:
+    """The declared likelihood, its output kind defaulting to the first of HEAD_LIKELIHOODS[name]; an unknown name is refused."""
+    if name not in HEAD_LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(HEAD_LIKELIHOODS)}, got {name!r}")
+    return HeadLikelihood(name, out_kind or HEAD_LIKELIHOODS[name][0], sigma2, out_scale_kind, clip, clip_dtype)
 
 
 def log_px(lik: HeadLikelihood, out, out_scale, t):
