@@ -199,7 +199,7 @@ def time_training(name, backends, x_train, steps, warmup, repeats, torch_device=
     arch, params, batches, eps, options = problem(name, x_train, warmup + steps)
     torch = _torch() if "torch" in backends else None
     if arch.FAMILY != "one-layer" and {"torch", "jax"} & set(backends):
-        raise ValueError(f"workload {name} ({arch.spec}) has two stochastic layers: npvae's backends only, not torch or jax")
+        raise ValueError(f"workload {name} ({arch.spec}) has {arch.L} stochastic layers: npvae's backends only, not torch or jax")
     runs = {}
     for b in backends:
         if b == "torch":

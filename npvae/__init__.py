@@ -3,22 +3,22 @@
 Importing npvae compiles nothing, probes no GPU and prints nothing.
 """
 
-from .importance import log_px
+from .objectives import log_px
 from .layers import Dense
 from .likelihoods import Likelihood
-from .linear_gaussian import LinearGaussian, ppca_fit
+from .oracle.linear_chain import LinearGaussian, ppca_fit
 from .lme import log_mean_exp, softmax
 from . import models
 from .model import Arch, VAEParams
-from .models import flatten, init_params, param_names, unflatten  # either family (one or two stochastic layers)
+from .models import flatten, init_params, param_names, unflatten  # either family (one stochastic layer, or a ladder of L)
 from .objectives import bound_value, log_weights, objective
 from .optim import adam_init, adam_update, sgd_init, sgd_update
-from .two_layer import TwoLayerArch, TwoLayerParams
+from .ladder import LadderArch, LadderParams, TwoLayerArch, TwoLayerParams
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (npvae.__version__)
 
 __all__ = [
-    "Arch", "Dense", "Likelihood", "LinearGaussian", "TwoLayerArch", "TwoLayerParams", "VAEParams", "models",
+    "Arch", "Dense", "LadderArch", "LadderParams", "Likelihood", "LinearGaussian", "TwoLayerArch", "TwoLayerParams", "VAEParams", "models",
     "adam_init", "adam_update", "bound_value", "flatten", "init_params", "log_mean_exp", "log_px",
     "log_weights", "objective", "param_names", "ppca_fit", "sgd_init", "sgd_update", "softmax", "unflatten",
 ]

@@ -48,7 +48,7 @@ def _check_x(params: VAEParams, arch: Arch, x) -> None:
 
 def _check_z2(arch: Arch, what: str) -> None:
     if arch.FAMILY != "one-layer":
-        raise ValueError(f"{what} draws the latent plane of a one-stochastic-layer model with Z == 2; {arch.spec} has two layers")
+        raise ValueError(f"{what} draws the latent plane of a one-stochastic-layer model with Z == 2; {arch.spec} has {arch.L} layers")
     if arch.latent_dim != 2:
         raise ValueError(f"{what} draws the latent plane and needs Z == 2, but this model has Z = {arch.latent_dim}")
 

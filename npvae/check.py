@@ -10,16 +10,14 @@ import numpy as np
 
 from .gradcheck import FD_STEP, RTOL, elementwise, per_parameter, rel_err
 from .layers import ACTIVATIONS, activation_backward, activation_forward
-from .likelihoods import LIKELIHOODS, Likelihood
-from .linear_gaussian import LinearGaussian
-from .linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
+from .likelihoods import Likelihood
+from .ladder import LadderArch
+from .linear_vae import best_linear_ladder, best_linear_vae, ladder_q, linear_arch, linear_vae_params, orthogonal_model
 from .lme import log_mean_exp_core
 from . import models
 from .model import Arch, encode, flatten, init_params, param_names, unflatten
 from .objectives import VALID, bound_value, log_weights, objective
-from .linear_gaussian2 import TwoLayerLinearGaussian, TwoLayerQ
-from .linear_vae2 import best_linear_vae2, random_model
-from .two_layer import TwoLayerArch
+from .oracle.linear_chain import LinearChain, LinearGaussian
 
 F64 = np.dtype(np.float64)
 
@@ -74,32 +72,33 @@ def gradient_rows(seed: int = 0) -> list[dict]:
     return rows
 
 
-# Two stochastic layers (npvae.two_layer): smooth activations only, so that no direction can cross a kink.
-TWO_LAYER_MODELS = (("bernoulli", "tanh"), ("gaussian-learned", "softplus"), ("gaussian", "tanh"))
+# L stochastic layers (npvae.ladder): smooth activations only, so that no direction can cross a kink.
+LADDER_MODELS = (("bernoulli", "tanh", "6-5-3:4-2"), ("gaussian-learned", "softplus", "6-5-3:4-2"), ("gaussian", "tanh", "6-5-3:4-2"),
+                 ("bernoulli", "softplus", "6-5-3:4-2:3-2"))
 
 
-def two_layer_model(rng, likelihood: str, activation: str):
-    """(arch, params, x, eps) of one two-layer gradient check, 6-5-3:4-2, every bias uniform in [-0.5, 0.5]."""
-    arch = TwoLayerArch(6, (5,), 3, (4,), 2, activation, Likelihood(likelihood, sigma2=0.7, min_log_var=-3.0))
+def ladder_model(rng, likelihood: str, activation: str, spec: str = "6-5-3:4-2"):
+    """(arch, params, x, eps) of one L-layer gradient check, every bias uniform in [-0.5, 0.5]."""
+    arch = LadderArch.parse(spec, activation=activation, likelihood=Likelihood(likelihood, sigma2=0.7, min_log_var=-3.0))
     names = models.param_names(arch)
     arrays = [rng.uniform(-0.5, 0.5, a.shape) if n.endswith(".b") else a
               for n, a in zip(names, models.flatten(models.init_params(arch, rng)))]
-    N, K = 4, 3
-    x = (rng.random((N, 6)) < 0.5).astype(F64) if likelihood == "bernoulli" else rng.standard_normal((N, 6))
+    N, K, D = 4, 3, arch.data_dim
+    x = (rng.random((N, D)) < 0.5).astype(F64) if likelihood == "bernoulli" else rng.standard_normal((N, D))
     return arch, models.unflatten(arch, arrays), x, rng.standard_normal((K, N, arch.noise_dim))
 
 
-def two_layer_gradient_rows(seed: int = 0) -> list[dict]:
-    """`gradient_rows` for Burda et al.'s two-stochastic-layer model: every parameter of the four networks, every estimator."""
+def ladder_gradient_rows(seed: int = 0) -> list[dict]:
+    """`gradient_rows` for the L-stochastic-layer model (L = 2, Burda et al., and L = 3): every parameter, every estimator."""
     rng = np.random.default_rng(seed)
     rows = []
-    for name, activation in TWO_LAYER_MODELS:
-        arch, params, x, eps = two_layer_model(rng, name, activation)
+    for name, activation, spec in LADDER_MODELS:
+        arch, params, x, eps = ladder_model(rng, name, activation, spec)
         for (bound, kl), estimators in VALID.items():
             for estimator in estimators:
                 options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=1.0)
                 _, grads = objective(params, arch, x, eps, **options)
-                case = f"two-layer {name}/{activation} {bound} kl={kl} {estimator}"
+                case = f"L={arch.L} {spec} {name}/{activation} {bound} kl={kl} {estimator}"
                 for r in per_parameter(params, grads, arch, x, eps, options, rng, models.param_names(arch)):
                     rows.append(_row("gradient", f"{case} {r.name}", r.error, r.tol, r.status, analytic=r.analytic, fd=r.fd))
     return rows
@@ -154,47 +153,49 @@ def bound_rows(seed: int = 0, n_models: int = 3) -> list[dict]:
     return rows
 
 
-def two_layer_bound_rows(seed: int = 0, n_models: int = 3) -> list[dict]:
-    """The two-layer code against the exact two-layer linear-Gaussian model (npvae.linear_gaussian2, npvae.linear_vae2).
+def ladder_bound_rows(seed: int = 0, n_models: int = 3, Ls=(2, 3)) -> list[dict]:
+    """The L-layer code against the exact linear-Gaussian chain (npvae.oracle.linear_chain, npvae.linear_vae), L = 2, 3.
 
-    Exact, any eps: log_weights == log p(x, z1, z2) - log q(z1, z2|x) of the oracle at the same samples; the oracle's
-    closed forms: ELBO <= log p(x) and log p(x) - ELBO = KL(q || p(z1, z2|x)); with the posterior in the family,
-    every log-weight is log p(x) and the STL and DReG encoder gradients are 0.
+    Exact, any eps: log_weights == log p(x, z) - log q(z|x) of the oracle at the same samples; the oracle's closed forms:
+    ELBO <= log p(x) and log p(x) - ELBO = KL(q || p(z|x)); with the posterior in the family, every log-weight is
+    log p(x) and the STL and DReG encoder gradients are 0.
     """
     rng = np.random.default_rng(seed)
     rows = []
-    for m in range(n_models):
-        D, Z1, Z2, N, K = 5, 3, 2, 4, 6
-        model = random_model(rng, D, Z1, Z2)
-        arch, params = best_linear_vae2(model, shift1=rng.uniform(-0.5, 0.5, 2 * Z1))
-        x = model.sample(N, rng)[0]
-        eps = 2.0 * rng.standard_normal((K, N, Z1 + Z2))
-        h = x @ params.enc1[0].W + params.enc1[0].b
-        (e2,) = params.enc2
-        q = TwoLayerQ(h[:, :Z1], h[:, Z1:], e2.W[:, :Z2].T, e2.b[:Z2], e2.b[Z2:])
-        z1 = q.m1 + np.exp(0.5 * q.lv1) * eps[..., :Z1]  # the samples, from q's parameters, written out here
-        z2 = z1 @ q.B.T + q.d + np.exp(0.5 * q.lv2) * eps[..., Z1:]
-        want = model.log_joint(x, z1, z2) - model.log_q(z1, z2, *q)
-        rows.append(_row("bound", f"two-layer model {m}: log-weights == oracle's log p(x, z1, z2) - log q, any eps",
-                         rel_err(log_weights(params, arch, x, eps), want), 1e-12))
-        log_px, elbo = model.log_marginal(x), model.elbo(x, *q)
-        scale = np.max(np.abs(log_px))
-        rows.append(_row("bound", f"two-layer model {m}: ELBO <= log p(x)", max(0.0, float(np.max(elbo - log_px))), 1e-12 * scale))
-        rows.append(_row("bound", f"two-layer model {m}: log p(x) - ELBO = KL(q || p(z1, z2|x))",
-                         rel_err(log_px - elbo, model.kl_to_posterior(x, *q)), 1e-10))
+    for L in Ls:
+        Zs = (3, 2, 2)[:L]
+        for m in range(n_models):
+            D, N, K = 5, 4, 6
+            model = LinearChain.random(rng, D, Zs, sigma2=float(rng.uniform(0.3, 1.5)))
+            arch, params = best_linear_ladder(model, shift1=rng.uniform(-0.5, 0.5, 2 * Zs[0]))
+            x = model.sample(N, rng)[0]
+            eps = 2.0 * rng.standard_normal((K, N, sum(Zs)))
+            q = ladder_q(params, arch, x)
+            e = arch.split_noise(eps)
+            zs = [q.m1 + np.exp(0.5 * q.lv1) * e[0]]  # the samples, from q's parameters, written out here
+            for B, d, lv, e_l in zip(q.B, q.d, q.lv, e[1:]):
+                zs.append(zs[-1] @ B.T + d + np.exp(0.5 * lv) * e_l)
+            want = model.log_joint(x, zs) - model.log_q(zs, q)
+            case = f"L={L} model {m}"
+            rows.append(_row("bound", f"{case}: log-weights == oracle's log p(x, z) - log q, any eps",
+                             rel_err(log_weights(params, arch, x, eps), want), 1e-12))
+            log_px, elbo = model.log_marginal(x), model.elbo(x, q)
+            scale = np.max(np.abs(log_px))
+            rows.append(_row("bound", f"{case}: ELBO <= log p(x)", max(0.0, float(np.max(elbo - log_px))), 1e-12 * scale))
+            rows.append(_row("bound", f"{case}: log p(x) - ELBO = KL(q || p(z|x))", rel_err(log_px - elbo, model.kl_to_posterior(x, q)), 1e-10))
 
-        exact = TwoLayerLinearGaussian.with_posterior_in_family(rng, D, Z1, Z2)
-        arch, params = best_linear_vae2(exact)
-        x = exact.sample(N, rng)[0]
-        log_px = exact.log_marginal(x)
-        scale = np.max(np.abs(log_px))
-        rows.append(_row("bound", f"two-layer model {m}: every log-weight == log p(x) at q = p(z1, z2|x), any eps",
-                         rel_err(log_weights(params, arch, x, eps), np.broadcast_to(log_px, (K, N))), 1e-12))
-        for bound, est in (("elbo", "stl"), ("iwae", "dreg")):
-            _, grads = objective(params, arch, x, eps, bound=bound, kl="mc", estimator=est)
-            enc = np.concatenate([g.ravel() for g in models.flatten(grads)[:4]])  # enc1 and enc2, W and b
-            rows.append(_row("bound", f"two-layer model {m}: {est.upper()} encoder gradient == 0 at q = p(z1, z2|x)",
-                             float(np.max(np.abs(enc))), 1e-12 * scale))
+            exact = LinearChain.with_posterior_in_family(rng, D, Zs)
+            arch, params = best_linear_ladder(exact)
+            x = exact.sample(N, rng)[0]
+            log_px = exact.log_marginal(x)
+            scale = np.max(np.abs(log_px))
+            rows.append(_row("bound", f"{case}: every log-weight == log p(x) at q = p(z|x), any eps",
+                             rel_err(log_weights(params, arch, x, eps), np.broadcast_to(log_px, (K, N))), 1e-12))
+            n_enc = 2 * L  # enc_1..enc_L, one Dense (W and b) each
+            for bound, est in (("elbo", "stl"), ("iwae", "dreg")):
+                _, grads = objective(params, arch, x, eps, bound=bound, kl="mc", estimator=est)
+                enc = np.concatenate([g.ravel() for g in models.flatten(grads)[:n_enc]])
+                rows.append(_row("bound", f"{case}: {est.upper()} encoder gradient == 0 at q = p(z|x)", float(np.max(np.abs(enc))), 1e-12 * scale))
     return rows
 
 
@@ -261,5 +262,5 @@ def run_all(seed: int = 0) -> list[dict]:
     """All checks, in the order they are printed."""
     from .check_values import value_rows
 
-    return (layer_rows(seed) + gradient_rows(seed) + two_layer_gradient_rows(seed) + bound_rows(seed) + two_layer_bound_rows(seed)
+    return (layer_rows(seed) + gradient_rows(seed) + ladder_gradient_rows(seed) + bound_rows(seed) + ladder_bound_rows(seed)
             + value_rows(seed))

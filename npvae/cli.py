@@ -5,36 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 from . import cli_args
 from .cli_check import cmd_check, cmd_verify
+from .cli_data import search as _search
 from .cli_sweep import cmd_sweep
-
-
-def _search(args, run_dir=None) -> dict:
-    """Search directories from the options, the run's data.json and the environment: the CLI reads the environment, the library never does.
-
-    A run remembers the directory its data came from; eval, sample and --resume look there first when
-    no --data-dir is given, and say so when it is gone.
-    """
-    from .data import default_cache_dir, default_search_dirs
-    from .run_dir import read_data_source
-
-    cache = default_cache_dir(os.environ)
-    dirs = args.data_dir
-    if dirs is None and run_dir is not None:
-        source = read_data_source(run_dir) or {}
-        if source.get("dir"):
-            if Path(source["dir"]).is_dir():
-                dirs = [source["dir"]]
-            else:
-                print(f"npvae {args.command}: note: the run's data came from {source['dir']}, which is gone; "
-                      "looking in the usual places (give --data-dir to say where they are now)", file=sys.stderr)
-    return {"search_dirs": default_search_dirs(dirs, os.environ.get("NPVAE_DATA_DIR"), cache),
-            "cache_dir": cache, "download": getattr(args, "download", False)}
 
 
 def _limit_threads(n: int):
@@ -181,8 +158,8 @@ def cmd_eval(args) -> int:
         print(f"  log p(x) - ELBO          {metrics['gap_log_px_minus_elbo']:10.3f}   (the gap, >= 0)")
         print(f"  active units             {metrics['active_units']:>6d} / {metrics['latent_dim']}   (on the {metrics['active_units_points']} training points; more is better)")
         if "active_units_per_layer" in metrics:
-            (a1, a2), (z1, z2) = metrics["active_units_per_layer"], metrics["latent_dims"]
-            print(f"    per stochastic layer   {a1:>6d} / {z1}, {a2} / {z2}")
+            layers = zip(metrics["active_units_per_layer"], metrics["latent_dims"])
+            print("    per stochastic layer   " + ", ".join(f"{a:>6d} / {z}" if l == 0 else f"{a} / {z}" for l, (a, z) in enumerate(layers)))
         if "mutual_information" in metrics:
             print(f"  I(x; z) (aggregate)      {metrics['mutual_information']:10.3f}   (more is better)")
         print(f"  written to {run_dir / 'metrics.json'}")

@@ -40,8 +40,9 @@ def _train_options(t) -> None:
     t.add_argument("--dataset", choices=DATASETS, default=None,
                    help="digits (embedded, the default), binarized-mnist, mnist, fashion-mnist (need files: --data-dir) or synthetic")
     t.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of grey-level data (a fresh draw per epoch)")
-    t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2); two stochastic layers "
-                   "with a ':', D-hidden1...-Z1:hidden2...-Z2, e.g. 784-200-200-100:100-100-50 (Burda et al. 2016)")
+    t.add_argument("--arch", default=None, help="D-hidden...-Z, e.g. 784-200-200-50 (default: <D>-128-2); L stochastic layers "
+                   "with a ':' before each layer above the first, D-hidden1...-Z1:hidden2...-Z2:..., e.g. 784-200-200-100:100-100-50 "
+                   "(Burda et al. 2016)")
     t.add_argument("--activation", choices=ACTIVATIONS, default=None, help=f"default {d.activation}")
     t.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help=f"default {d.likelihood}")
     t.add_argument("--sigma2", type=float, default=None, help=f"variance of the fixed Gaussian likelihood (default {d.sigma2})")
@@ -85,7 +86,7 @@ def _sub(sub, name: str, help: str, description: str | None = None, **kw):
 
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     """The parser; commands maps each subcommand's name to its handler (npvae.cli's cmd_* functions)."""
-    from . import __version__
+    from ._version import __version__
     from .backends import BACKENDS
 
     p = argparse.ArgumentParser(prog="npvae", description="A NumPy reference VAE: train, evaluate, sample, check, verify, explain, bench.")

@@ -9,10 +9,10 @@ import sys
 def _data(args, spec) -> dict:
     """npvae.data.load's search arguments: --data-dir, then the SPEC's data_dir, then $NPVAE_DATA_DIR and the cache;
     absolute, for workers that run elsewhere."""
-    from .cli import _search
+    from .cli_data import search
 
     dirs = (args.data_dir or []) + [str(d) for d in spec.data_dirs]
-    found = _search(argparse.Namespace(**{**vars(args), "data_dir": dirs or None}))
+    found = search(argparse.Namespace(**{**vars(args), "data_dir": dirs or None}))
     found["search_dirs"] = [p.resolve() for p in found["search_dirs"]]
     return found
 

@@ -9,10 +9,11 @@
 - KL per latent dimension, averaged over the data.
 - Mutual information I(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n):
   E_x E_q(z|x)[log q(z|x) - log q(z)] (Hoffman & Johnson 2016), with q(z) the mixture over the points.
-Two stochastic layers (npvae.two_layer): NLL as above; the ELBO with the top KL analytic and the rest Monte Carlo
-over `elbo_k` samples (npvae.two_layer_objective), KL = reconstruction - ELBO (both layers' terms together);
-active units per layer: z1 from E_q[z1|x] = mu1(x), z2 from mu2(mu1(x)), the top layer's mean at z1's mean (a
-deterministic stand-in for E_q[z2|x], which needs samples); no per-dimension KL or mutual information.
+L stochastic layers (npvae.ladder): NLL as above; the ELBO with the top KL analytic and the rest Monte Carlo
+over `elbo_k` samples (npvae.ladder_objective), KL = reconstruction - ELBO (every layer's terms together);
+active units per layer along the mean path: z1 from E_q[z1|x] = mu1(x), z_l from mu_l(mu_{l-1}(...)), each layer's
+mean at the mean of the layer below (a deterministic stand-in for E_q[z_l|x], which needs samples); no per-dimension
+KL or mutual information.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import likelihoods as lik
 from .gaussian import kl_std_normal_per_dim, log_prob, sample_forward
-from .importance import log_px
+from .objectives import log_px
 from .lme import log_mean_exp_core
 from .model import Arch, VAEParams, decode, encode
 from .data import as_float
@@ -79,13 +80,13 @@ def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = ELBO_K, batch: 
     stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.eval_chunks check)."""
     dtype = params_dtype(params)
     N = x.shape[0]
-    two = arch.FAMILY == "two-layer"
+    two = arch.FAMILY == "ladder"
     terms = {"log_p": np.empty(N), "recon": np.empty(N), **({"elbo": np.empty(N)} if two else {})}
     for s in _batches(N, batch):
         xb = as_float(x[s], dtype)
         terms["log_p"][s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
         if two:
-            terms["recon"][s], terms["elbo"][s] = _two_layer_terms(params, arch, xb, rng, elbo_k, dtype)
+            terms["recon"][s], terms["elbo"][s] = _ladder_terms(params, arch, xb, rng, elbo_k, dtype)
             continue
         mu, log_var, _ = encode(params, arch, xb)
         eps = rng.standard_normal((elbo_k, xb.shape[0], arch.latent_dim), dtype=dtype)
@@ -96,15 +97,15 @@ def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = ELBO_K, batch: 
 
 
 def params_dtype(params) -> np.dtype:
-    """The dtype of either family's parameters (the first layer of VAEParams.encoder or TwoLayerParams.enc1)."""
+    """The dtype of either family's parameters (the first layer of VAEParams.encoder or LadderParams.enc1)."""
     return params[0][0].W.dtype
 
 
 def summarise_core(params, arch, x, terms: dict, rng, k: int, x_active=None) -> dict:
     """The metrics from the per-point terms (point_terms_core) and the deterministic encoder statistics; rng draws
     only the mutual information's samples. No checking."""
-    if arch.FAMILY == "two-layer":
-        return _summarise_two_layer(params, arch, x, terms, k, x_active)
+    if arch.FAMILY == "ladder":
+        return _summarise_ladder(params, arch, x, terms, k, x_active)
     log_p, recon = terms["log_p"], terms["recon"]
     N = x.shape[0]
     mu, log_var = encoder_stats(params, arch, x)
@@ -133,27 +134,25 @@ def _summary(log_p, elbo, recon, k: int) -> dict:
             "gap_log_px_minus_elbo": float(log_p.mean() - elbo.mean())}
 
 
-def _two_layer_terms(params, arch, xb, rng, elbo_k: int, dtype):
-    """(recon, elbo): (n,) each for one batch of a TwoLayerArch: the top KL analytic, the rest over elbo_k samples."""
-    from . import two_layer_objective as two
+def _ladder_terms(params, arch, xb, rng, elbo_k: int, dtype):
+    """(recon, elbo): (n,) each for one batch of a LadderArch: the top KL analytic, the rest over elbo_k samples."""
+    from . import ladder_objective as ladder
 
     eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
-    f = two.forward(params, arch, xb, *arch.split_noise(eps))
+    f = ladder.forward(params, arch, xb, arch.split_noise(eps))
     log_px_z = lik.forward(arch.likelihood, f.out.reshape(elbo_k, xb.shape[0], -1), xb)[0]  # (elbo_k, n)
-    return log_px_z.mean(axis=0), (log_px_z + two.latent_log_weights(f, analytic=True)).mean(axis=0)
+    return log_px_z.mean(axis=0), (log_px_z + ladder.latent_log_weights(f, analytic=True)).mean(axis=0)
 
 
-def _summarise_two_layer(params, arch, x, terms, k, x_active) -> dict:
-    """summarise_core for a TwoLayerArch (module docstring)."""
-    from .two_layer import gaussian_head
+def _summarise_ladder(params, arch, x, terms, k, x_active) -> dict:
+    """summarise_core for a LadderArch (module docstring)."""
+    from .ladder import encoder_means
 
     dtype = params_dtype(params)
     xa = x if x_active is None else x_active
-    mu1 = np.concatenate([gaussian_head(params.enc1, as_float(xa[s], dtype), arch.activation)[0] for s in _batches(xa.shape[0], 1000)])
-    mu2 = np.concatenate([gaussian_head(params.enc2, mu1[s], arch.activation)[0] for s in _batches(mu1.shape[0], 1000)])
-    var1, var2 = np.var(mu1, axis=0), np.var(mu2, axis=0)
-    return {**_summary(terms["log_p"], terms["elbo"], terms["recon"], k), "active_units": int((var1 > 0.01).sum() + (var2 > 0.01).sum()),
-            "active_units_per_layer": [int((var1 > 0.01).sum()), int((var2 > 0.01).sum())],
-            "active_units_points": int(xa.shape[0]), "latent_dim": arch.latent1 + arch.latent2,
-            "latent_dims": [arch.latent1, arch.latent2],
-            "var_of_mean_per_dim": [[float(v) for v in var1], [float(v) for v in var2]]}
+    batches = [encoder_means(params, arch, as_float(xa[s], dtype)) for s in _batches(xa.shape[0], 1000)]
+    var = [np.var(np.concatenate([b[l] for b in batches]), axis=0) for l in range(arch.L)]
+    per_layer = [int((v > 0.01).sum()) for v in var]
+    return {**_summary(terms["log_p"], terms["elbo"], terms["recon"], k), "active_units": sum(per_layer),
+            "active_units_per_layer": per_layer, "active_units_points": int(xa.shape[0]), "latent_dim": arch.noise_dim,
+            "latent_dims": list(arch.latents), "var_of_mean_per_dim": [[float(u) for u in v] for v in var]}

@@ -58,12 +58,12 @@ def _log_weights_z(live: VAEParams, arch: Arch, x, eps, q_params: VAEParams | No
 def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0) -> float:
     """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound.
 
-    For a two-layer model (arch.FAMILY "two-layer") it is npvae.two_layer_surrogate.surrogate on the split noise.
+    For an L-layer model (arch.FAMILY "ladder") it is npvae.ladder_surrogate.surrogate on the split noise.
     """
-    if arch.FAMILY == "two-layer":
-        from .two_layer_surrogate import surrogate as two_layer_surrogate
+    if arch.FAMILY == "ladder":
+        from .ladder_surrogate import surrogate as ladder_surrogate
 
-        return two_layer_surrogate(live, base, arch, x, *arch.split_noise(eps), bound, kl, estimator, kl_weight)
+        return ladder_surrogate(live, base, arch, x, arch.split_noise(eps), bound, kl, estimator, kl_weight)
     if kl == "analytic":
         mu, log_var, _ = encode(live, arch, x)
         z, _ = sample_forward(mu, log_var, eps)

@@ -1,47 +1,22 @@
-"""Importance-sampled log p(x) for evaluation: log (1/k) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x).
+"""Importance-sampled log p(x) for evaluation: log (1/k) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x); the NumPy specification.
 
 Burda et al. 2016, section 5 (k = 5000): a stochastic lower bound that tightens to log p(x) as k grows.
-The k samples are processed in chunks and combined by a running logsumexp, so memory is bounded by
-`max_elements` floats of decoder output whatever k is.
+The k samples are processed in chunks and combined by a running logsumexp, so memory is bounded by a chunk's
+decoder output whatever k is. The public, checked entry point that runs any backend is npvae.objectives.log_px.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _validate
-from .backends import get as get_backend
-from .inputs import check_batch
-from .memory import check_fits, eval_chunk_bytes
 from .model import Arch, VAEParams
-from .objectives import forward, log_weights_of
+from .vae_objective import forward, log_weights_of
 
 
 def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:
     """Samples per chunk so that a chunk's decoder output, (k_chunk, N, D_out), holds at most max_elements floats."""
     per_sample = n_points * max(arch.widths()[1])  # the widest layer run once per sample (the decoder's output, mostly)
     return max(1, max_elements // per_sample)
-
-
-def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *, max_elements: int = 1 << 22,
-           backend="numpy", progress=None):
-    """Estimate of log p(x) per point, (N,), from k importance samples drawn with `rng`; x: (N, D).
-
-    Draws eps chunk by chunk in the model's dtype; the same Generator state gives the same estimate
-    whatever `max_elements` is, because the draws are made in one (k, N, Z) order (Z: arch.noise_dim).
-    backend: one of npvae.backends.BACKENDS; every backend draws the same noise in the same order.
-    progress: called with the number of (sample, point) pairs done after each chunk, so k = 10^9 shows it is moving.
-    A chunk's memory is estimated first (npvae.memory) and refused if above what the machine has available.
-    """
-    dtype = check_batch(params, arch, x)
-    _validate.positive_int("k", k)
-    _validate.generator("rng", rng)
-    _validate.positive_int("max_elements", max_elements)
-    N = x.shape[0]
-    chunk = min(k, _chunk_size(arch, N, max_elements))
-    check_fits(f"importance sampling ({arch.spec}, {N} points, {chunk} of the k={k} samples at a time)",
-               eval_chunk_bytes(arch, N, chunk, dtype.itemsize), "lower the layer sizes of the model, or the points per batch")
-    return get_backend(backend).log_px(params, arch, x, k, rng, chunk, progress)
 
 
 def log_px_core(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):

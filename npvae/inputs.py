@@ -56,7 +56,7 @@ def check_x(params: VAEParams, arch: Arch, x) -> np.dtype:
 
 
 def check_eps(arch: Arch, x, eps, dtype) -> None:
-    """eps: (K, N, arch.noise_dim) float, finite, of the parameters' dtype, K >= 1 (noise_dim: Z, or Z1 + Z2 for two layers)."""
+    """eps: (K, N, arch.noise_dim) float, finite, of the parameters' dtype, K >= 1 (noise_dim: Z, or Z_1 + ... + Z_L for a ladder)."""
     _validate.float_array("eps", eps, 3)
     _validate.shape("eps", eps, (None, x.shape[0], arch.noise_dim))
     _validate.same_dtype(dtype, eps=eps)
@@ -98,4 +98,4 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bi
 def check_free_bits(arch, free_bits: float) -> None:
     """Free bits floor each dimension of the one analytic KL: a one-stochastic-layer model's only."""
     if float(free_bits) > 0 and arch.FAMILY != "one-layer":
-        raise ValueError(f"free bits are defined for one stochastic layer; {arch.spec} has two (use free_bits=0)")
+        raise ValueError(f"free bits are defined for one stochastic layer; {arch.spec} has {arch.L} (use free_bits=0)")

@@ -1,18 +1,22 @@
-"""The linear VAE (Lucas et al. 2019): the general VAE code with one identity layer each way IS a LinearGaussian.
+"""The linear VAE (Lucas et al. 2019): the general VAE code with one identity layer each way IS a linear-Gaussian model.
 
-Encoder q(z|x) = N(V (x - b), diag(S)) as a single dense layer D -> 2Z whose log-variance half ignores
-x; decoder p(x|z) = N(W z + b, sigma2 I) as a single dense layer Z -> D with a fixed-variance
-Gaussian likelihood. This is what ties `objectives` to the exact oracle in the tests.
+One layer: encoder q(z|x) = N(V (x - b), diag(S)) as a single dense layer D -> 2Z whose log-variance half ignores
+x; decoder p(x|z) = N(W z + b, sigma2 I) as a single dense layer Z -> D with a fixed-variance Gaussian likelihood.
+L layers (npvae.ladder): dec_1 is x = W z_1 + b, dec_l gives p(z_{l-1}|z_l) = N(A z_l + c, diag(exp(log_var))) (its
+log-variance outputs have zero weights and bias log_var), and the encoders compute a q of the oracle's family
+(npvae.oracle.linear_chain.ChainQ): q(z_1|x) = N(m1(x), exp(lv1)) with m1 affine in x, q(z_l|z_{l-1}) = N(B z_{l-1} + d,
+exp(lv)). This is what ties `objectives` to the exact oracles in the tests and in npvae check.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .ladder import LadderArch, LadderParams
 from .layers import Dense
 from .likelihoods import Likelihood
-from .linear_gaussian import LinearGaussian
 from .model import Arch, VAEParams
+from .oracle.linear_chain import ChainQ, LinearChain, LinearGaussian
 
 
 def linear_arch(D: int, Z: int, sigma2: float) -> Arch:
@@ -46,3 +50,34 @@ def orthogonal_model(rng: np.random.Generator, D: int, Z: int, sigma2: float, dt
     Q, _ = np.linalg.qr(rng.standard_normal((D, Z)))
     scales = rng.uniform(0.5, 2.0, size=Z)
     return LinearGaussian((Q * scales).astype(dtype), rng.standard_normal(D).astype(dtype), sigma2)
+
+
+def linear_ladder_arch(model: LinearChain) -> LadderArch:
+    """LadderArch D -> 2 Z_1, Z_{l-1} -> 2 Z_l, no hidden layers, identity activation, Gaussian likelihood of model.sigma2."""
+    D, *Zs = model.shape
+    return LadderArch(D, ((),) * len(Zs), tuple(Zs), "identity", Likelihood("gaussian", sigma2=float(model.sigma2)))
+
+
+def best_linear_ladder(model: LinearChain, shift1=None) -> tuple[LadderArch, LadderParams]:
+    """(arch, params): the decoders are `model`, the encoders its best_q (m1 read off at x = 0 and at the unit vectors).
+
+    shift1: (2 Z_1,) added to enc1's bias (m1 and lv1 moved away from the best q), or None.
+    """
+    D, Z1 = model.W.shape
+    q0, qI = model.best_q(np.zeros((1, D), dtype=model.dtype)), model.best_q(np.eye(D, dtype=model.dtype))
+    b1 = np.concatenate([q0.m1[0], q0.lv1[0]])
+    enc = [Dense(np.concatenate([qI.m1 - q0.m1, np.zeros((D, Z1), dtype=model.dtype)], 1), b1 if shift1 is None else b1 + shift1)]
+    enc += [Dense(np.concatenate([B.T, np.zeros_like(B.T)], 1), np.concatenate([d, lv])) for B, d, lv in zip(q0.B, q0.d, q0.lv)]
+    dec = [Dense(np.concatenate([A.T, np.zeros((A.shape[1], A.shape[0]), dtype=model.dtype)], 1), np.concatenate([c, lv]))
+           for A, c, lv in zip(model.A, model.c, model.log_var)]
+    parts = [(e,) for e in enc] + [(d,) for d in reversed(dec)] + [(Dense(model.W.T.copy(), model.b.copy()),)]
+    return linear_ladder_arch(model), LadderParams(*parts)
+
+
+def ladder_q(params: LadderParams, arch: LadderArch, x) -> ChainQ:
+    """The q of a linear ladder (`best_linear_ladder`'s layout) at x (N, D), read off its encoders' weights."""
+    Zs = arch.latents
+    h = x @ params.enc1[0].W + params.enc1[0].b
+    up = [params.enc(l)[0] for l in range(2, arch.L + 1)]
+    return ChainQ(h[:, :Zs[0]], h[:, Zs[0]:], tuple(e.W[:, :Z].T for e, Z in zip(up, Zs[1:])),
+                  tuple(e.b[:Z] for e, Z in zip(up, Zs[1:])), tuple(e.b[Z:] for e, Z in zip(up, Zs[1:])))

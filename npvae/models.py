@@ -1,9 +1,10 @@
 """The model families in one place: what the trainer, checkpoints, evaluation and the CLI call for any architecture.
 
 Two families, keyed by the architecture's FAMILY:
-- "one-layer": npvae.model's Arch and VAEParams (Kingma & Welling 2014), spec '784-200-200-50';
-- "two-layer": npvae.two_layer's TwoLayerArch and TwoLayerParams (Burda et al. 2016, section 5), spec
-  '784-200-200-100:100-100-50' (the part after ':' is the second stochastic layer: its hidden sizes and Z2).
+- "ladder": npvae.ladder's LadderArch and LadderParams, L stochastic layers (Burda et al. 2016, section 5), spec
+  '784-200-200-100:100-100-50' (each part after a ':' is one more stochastic layer: its hidden sizes and Z_l);
+- "one-layer": npvae.model's Arch and VAEParams (Kingma & Welling 2014), spec '784-200-200-50': the ladder at L = 1,
+  with code of its own as the fast path (free bits, the fused numba and CUDA kernels, the device trainer).
 Every architecture has data_dim, activation, likelihood, spec, noise_dim (the last axis of the noise
 eps (K, N, noise_dim) that the objectives take) and widths() (for npvae.memory). Parameters of either
 family flatten to [W, b, W, b, ...] in `param_names` order, which is what optimisers and checkpoints see.
@@ -11,23 +12,23 @@ family flatten to [W, b, W, b, ...] in `param_names` order, which is what optimi
 
 from __future__ import annotations
 
-from . import model, two_layer
+from . import ladder, model
 
-FAMILIES = {model.Arch.FAMILY: model, two_layer.TwoLayerArch.FAMILY: two_layer}
-ARCH_TYPES = (model.Arch, two_layer.TwoLayerArch)
+FAMILIES = {model.Arch.FAMILY: model, ladder.LadderArch.FAMILY: ladder}
+ARCH_TYPES = (model.Arch, ladder.LadderArch)
 
 
 def parse(spec: str, **kw):
-    """An architecture from its spec: two stochastic layers when it has a ':' (TwoLayerArch.parse), else one (Arch.parse)."""
+    """An architecture from its spec: 1 + (the number of ':') stochastic layers (LadderArch.parse), one without (Arch.parse)."""
     if not isinstance(spec, str):
         raise ValueError(f"an architecture spec is a string like '784-200-50' or '784-200-100:100-50', got {spec!r}")
-    return (two_layer.TwoLayerArch if ":" in spec else model.Arch).parse(spec, **kw)
+    return (ladder.LadderArch if ":" in spec else model.Arch).parse(spec, **kw)
 
 
 def family(arch):
-    """The module that defines arch's parameters (npvae.model or npvae.two_layer)."""
+    """The module that defines arch's parameters (npvae.model or npvae.ladder)."""
     if not isinstance(arch, ARCH_TYPES):
-        raise ValueError(f"arch must be an Arch or a TwoLayerArch, got {type(arch).__name__}")
+        raise ValueError(f"arch must be an Arch or a LadderArch, got {type(arch).__name__}")
     return FAMILIES[arch.FAMILY]
 
 
@@ -57,7 +58,7 @@ def check_params(arch, params):
 
 
 def decode_x(params, arch, z):
-    """The likelihood's parameters from the latent that x's decoder reads (z, or z1 for two layers): (..., Z) -> (..., D_out)."""
+    """The likelihood's parameters from the latent that x's decoder reads (z, or z1 for a ladder): (..., Z) -> (..., D_out)."""
     return family(arch).decode_x(params, arch, z)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from . import run_dir as rd
 from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .config import STREAMS, TrainConfig

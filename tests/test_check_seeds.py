@@ -70,7 +70,7 @@ def test_a_point_on_a_relu_kink_is_inconclusive_not_failed():
     assert rows["decoder.2.W"] == "ok"  # the decoder's last layer moves no encoder pre-activation
 
 
-def test_two_layer_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thousand(monkeypatch):
+def test_ladder_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thousand(monkeypatch):
     real = check_mod.objective
 
     def wrong(params, arch, x, eps, **kw):
@@ -78,25 +78,32 @@ def test_two_layer_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_th
         return v, g._replace(dec2=tuple(Dense(l.W, l.b * (1 + 1e-3)) for l in g.dec2))
 
     monkeypatch.setattr(check_mod, "objective", wrong)
+    assert {spec.count(":") + 1 for _, _, spec in check_mod.LADDER_MODELS} == {2, 3}  # dec2 is in every model, two Dense
     for seed in range(3):
-        failed = {r["case"].rsplit(" ", 1)[1] for r in check_mod.two_layer_gradient_rows(seed) if r["status"] == "FAIL"}
-        assert failed == {"dec2.0.b", "dec2.1.b"}, (seed, failed)
+        rows = check_mod.ladder_gradient_rows(seed)
+        failed = {(r["case"].split(" ")[0], r["case"].rsplit(" ", 1)[1]) for r in rows if r["status"] == "FAIL"}
+        assert failed == {(f"L={L}", f"dec2.{i}.b") for L in (2, 3) for i in (0, 1)}, (seed, failed)
 
 
-def test_two_layer_rows_fail_when_stl_holds_the_input_of_q_z2_given_z1(monkeypatch):
-    """A plausible bug: STL/DReG holding all of log q(z2|z1) fixed, its input z1 too. Only the encoder of z1 sees it."""
-    from npvae import two_layer_objective as two
+def test_ladder_rows_fail_when_stl_holds_the_input_of_q_zl_given_the_layer_below(monkeypatch):
+    """A plausible bug: STL/DReG holding all of log q(z_l|z_{l-1}) fixed, its input z_{l-1} too. Only the encoders
+    below layer l see it: enc1 at L = 2; enc1 and enc2 at L = 3 (q(z_3|z_2)'s input z_2 is enc2's output)."""
+    from npvae import ladder_objective
 
-    real = two.top_latent_backward
-    monkeypatch.setattr(two, "top_latent_backward", lambda *a: (real(*a)[0], None))
+    real = ladder_objective.latent_backward
+    monkeypatch.setattr(ladder_objective, "latent_backward", lambda *a: (real(*a)[0], None))
     for seed in range(3):
-        rows = check_mod.two_layer_gradient_rows(seed)
-        failed = {(r["case"].split(" ")[4], r["case"].rsplit(" ", 1)[1].split(".")[0]) for r in rows if r["status"] == "FAIL"}
-        assert failed and {est for est, _ in failed} == {"stl", "dreg"} and {net for _, net in failed} == {"enc1"}, (seed, failed)
+        rows = check_mod.ladder_gradient_rows(seed)
+        failed = {(r["case"].split(" ")[0], r["case"].split(" ")[5], r["case"].rsplit(" ", 1)[1].split(".")[0])
+                  for r in rows if r["status"] == "FAIL"}
+        assert {est for _, est, _ in failed} == {"stl", "dreg"}, (seed, failed)
+        assert {net for L, _, net in failed if L == "L=2"} == {"enc1"}, (seed, failed)
+        assert {net for L, _, net in failed if L == "L=3"} == {"enc1", "enc2"}, (seed, failed)
 
 
-def test_two_layer_log_weights_off_by_a_billionth_of_a_nat_fail_the_oracle_row(monkeypatch):
+def test_ladder_log_weights_off_by_a_billionth_of_a_nat_fail_the_oracle_row(monkeypatch):
     real = check_mod.log_weights
     monkeypatch.setattr(check_mod, "log_weights", lambda *a, **kw: real(*a, **kw) + 1e-9)
-    failed = [r["case"] for r in check_mod.two_layer_bound_rows(0) if r["status"] == "FAIL"]
+    failed = [r["case"] for r in check_mod.ladder_bound_rows(0) if r["status"] == "FAIL"]
     assert failed and all("log-weight" in c for c in failed), failed
+    assert {c.split(" ")[0] for c in failed} == {"L=2", "L=3"}, failed

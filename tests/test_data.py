@@ -408,11 +408,12 @@ def test_every_dataset_has_a_loader():
 
 
 def test_synthetic_truth_builds_the_linear_gaussian_oracle():
-    linear_gaussian = pytest.importorskip("npvae.linear_gaussian")
     from scipy.stats import multivariate_normal
+
+    from npvae.oracle.linear_chain import LinearGaussian
 
     ds = load("synthetic", seed=3)
     W, b, s2 = ds.truth["W"], ds.truth["b"], ds.truth["sigma2"]
-    model = linear_gaussian.LinearGaussian(**ds.truth)
+    model = LinearGaussian(**ds.truth)
     want = multivariate_normal(b, W @ W.T + s2 * np.eye(16)).logpdf(ds.test[:50])
     np.testing.assert_allclose(model.log_marginal(ds.test[:50]), want, rtol=1e-10)

@@ -13,10 +13,10 @@ from npvae import Arch, init_params, models, objective
 from npvae.cli import build_parser, main
 from npvae.config import TrainConfig
 from npvae.data import load
+from npvae.ladder import LadderArch
 from npvae.memory import MemoryRequestError, check_fits, step_bytes
 from npvae.model import flatten
 from npvae.optim import adam_init, adam_update
-from npvae.two_layer import TwoLayerArch
 from npvae.train import AbsurdBoundWarning, load_state, save_state, train
 
 ONE = ["train", "--epochs", "1", "--no-pictures", "--quiet"]
@@ -125,7 +125,8 @@ def test_check_fits_compares_with_what_is_given():
 
 @pytest.mark.parametrize("arch, n, k", [(Arch(784, (200, 200), 50), 20, 5), (Arch(784, (400,), 20, activation="relu"), 128, 1),
                                         (Arch(64, (32,), 2), 10, 50),
-                                        (TwoLayerArch(784, (200, 200), 100, (100, 100), 50), 20, 5)])
+                                        (LadderArch(784, ((200, 200), (100, 100)), (100, 50)), 20, 5),
+                                        (LadderArch.parse("784-200-100:100-50:50-20"), 20, 5)])
 def test_step_estimate_bounds_the_real_peak_within_a_small_factor(arch, n, k):
     """tracemalloc sees numpy's allocations: the estimate must be above one step's peak, and not far above."""
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
-from npvae.linear_gaussian import LinearGaussian, ppca_fit
+from npvae.oracle.linear_chain import LinearGaussian, ppca_fit
 
 
 def random_model(seed, D, Z, sigma2=0.5, dtype=np.float64):

@@ -66,9 +66,9 @@ def resolve(backend: str) -> str:
     return backend
 
 
-_MODULES = {"numpy": "numpy_ref", "numba": "numba_cpu", "cuda": "cuda_gpu"}
+_MODULES = {"numpy": "numpy_ref", "numba": "numba_backend", "cuda": "cuda_backend"}
 # The model families (npvae.models) each backend's trainer (Backend.stepper) runs: cuda trains on the device, one layer only.
-TRAINS = {"numpy": ("one-layer", "two-layer"), "numba": ("one-layer", "two-layer"), "cuda": ("one-layer",)}
+TRAINS = {"numpy": ("one-layer", "ladder"), "numba": ("one-layer", "ladder"), "cuda": ("one-layer",)}
 
 
 def resolve_training(backend: str, arch) -> str:

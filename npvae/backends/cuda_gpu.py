@@ -5,8 +5,8 @@ Matrix products are CuPy's cuBLAS where `cupy` imports, else the shared-memory t
 kernels. The device cores (`bound_and_grad_device`, `adam_device`) take and return device arrays; the public
 functions, with the same signatures as numba_cpu's, copy parameters, x and eps to the device per call
 and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
-on the device across steps instead (npvae.backends.cuda_train), for one-stochastic-layer models only.
-The two-layer model (npvae.backends.cuda_two_layer) runs this module's MLP and head loops on the device and
+on the device across steps instead (npvae.backends.cuda_train, reached through cuda_backend.stepper), for one-stochastic-layer models only.
+The L-layer model (npvae.backends.cuda_ladder) runs this module's MLP and head loops on the device and
 the specification's latent maths on the host. No checking here: npvae.objectives and npvae.importance
 validate and then call these.
 """
@@ -21,8 +21,7 @@ from numba import cuda
 from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import cuda_kernels as ck
-from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
-from .protocol import Backend, per_family
+from ..codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
 
 try:  # cuBLAS through CuPy where it is installed; the tiled kernel otherwise
     import cupy as _cp
@@ -78,7 +77,7 @@ def mlp_backward(layers, caches, dout, code, need_dx, out=None):
 
 
 def to_device_params(params):
-    """VAEParams or TwoLayerParams -> the same container of C-ordered device arrays."""
+    """VAEParams or LadderParams -> the same container of C-ordered device arrays."""
     return type(params)(*(tuple(Dense(*(cuda.to_device(np.ascontiguousarray(a)) for a in layer)) for layer in part) for part in params))
 
 
@@ -177,7 +176,7 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
 
 
 def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
-    """Importance-sampled log p(x) (N,) as npvae.importance.log_px: k samples in chunks, the noise drawn on the host in the same order."""
+    """Importance-sampled log p(x) (N,) as npvae.objectives.log_px: k samples in chunks, the noise drawn on the host in the same order."""
     dtype = x.dtype
     N, Z = x.shape[0], arch.latent_dim
     dev = to_device_params(params)
@@ -228,20 +227,4 @@ def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=
     return params, AdamState(step, state.m, state.v)
 
 
-def stepper(backend, arch: Arch, params, adam, **options):
-    """The trainer's stepper: everything device-resident (npvae.backends.cuda_train); one-layer models only."""
-    from .cuda_train import DeviceTrainer
-
-    from . import resolve_training
-
-    resolve_training("cuda", arch)
-    return DeviceTrainer(arch, params, adam, **options)
-
-
 adam_update_ = adam_step  # the name it had, for callers of the module
-
-
-from . import cuda_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
-
-
-BACKEND = Backend("cuda", **per_family(globals(), two), log_mean_exp=log_mean_exp, adam_step=adam_step, stepper=stepper)

@@ -18,10 +18,10 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from . import scalar
+from .. import scalar
 from ._jit import compile_module, rebuild
-from .codes import ANALYTIC, RELU, SOFTPLUS, TANH
-from .scalar import like
+from ..codes import ANALYTIC, RELU, SOFTPLUS, TANH
+from ..scalar import like
 
 # GEMM tile edge: TILE x TILE threads per block, two TILE x TILE shared tiles. The simulator runs each
 # thread of a block as a Python thread, so there the same kernel is built with 4 x 4 tiles.

@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .cuda_kernels import TPB
-from .scalar import like
+from ..scalar import like
 
 
 @cuda.jit

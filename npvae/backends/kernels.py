@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import cpu_math  # noqa: F401  (registers the CPU exp_neg, expm1_neg, log1p_unit that scalar.py calls)
-from . import scalar
+from .. import scalar
 from ._jit import compile_module, jit, like, rebuild
-from .codes import ANALYTIC, RELU, SOFTPLUS, TANH
+from ..codes import ANALYTIC, RELU, SOFTPLUS, TANH
 
 # scalar.py's functions are inlined in numba's IR where they are called (not left to LLVM): a call that passes
 # arrays otherwise costs a reference-count increment and decrement per array, per element of the loops (3x on

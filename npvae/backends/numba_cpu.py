@@ -18,8 +18,7 @@ from ..layers import Dense
 from ..model import Arch, VAEParams
 from . import binary_input
 from . import kernels as kern
-from .codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
-from .protocol import Backend, per_family
+from ..codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
 from .workers import ordered_map
 
 
@@ -192,7 +191,7 @@ def bound_value(params: VAEParams, arch: Arch, x, eps, bound, kl):
 
 
 def log_px(params: VAEParams, arch: Arch, x, k: int, rng, chunk: int, progress=None):
-    """Importance-sampled log p(x) (N,) as npvae.importance.log_px, k samples in chunks of `chunk`; no checking.
+    """Importance-sampled log p(x) (N,) as npvae.objectives.log_px, k samples in chunks of `chunk`; no checking.
 
     The encoder runs once (its output does not depend on the noise); the noise is drawn chunk by chunk
     in the same (k, N, Z) order as the NumPy path, so both see the same draws. Chunks are cut further
@@ -280,7 +279,3 @@ def stepper(backend, arch: Arch, params, adam, **options):
 
 
 adam_update_ = adam_step  # the name it had, for callers of the module
-from . import numba_two_layer as two  # noqa: E402  (it uses this module's loops, so it is imported once they exist)
-
-BACKEND = Backend("numba", **per_family(globals(), two), log_mean_exp=log_mean_exp, adam_step=adam_step, stepper=stepper,
-                  adam_step_checked=adam_step_checked, gather=gather)

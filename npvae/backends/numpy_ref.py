@@ -1,11 +1,11 @@
-"""The NumPy backend: the specification itself (npvae.objectives, npvae.importance, npvae.lme, npvae.optim) as a Backend."""
+"""The NumPy backend: the specification itself (npvae.vae_objective, npvae.ladder_objective, npvae.importance, npvae.lme, npvae.optim) as a Backend."""
 
 from __future__ import annotations
 
-from .. import two_layer_objective as two
+from .. import ladder_objective as ladder
 from ..importance import log_px_core
 from ..lme import log_mean_exp_core
-from ..objectives import bound_and_grad, bound_value_core, forward, log_weights_of
+from ..vae_objective import bound_and_grad, bound_value_core, forward, log_weights_of
 from ..optim import adam_update
 from .protocol import Backend, per_family
 
@@ -28,6 +28,6 @@ def stepper(backend, arch, params, adam, **options):
 BACKEND = Backend(
     "numpy",
     **per_family(dict(bound_and_grad=bound_and_grad, bound_value=bound_value_core, log_weights=log_weights, log_px=log_px_core),
-                 dict(bound_and_grad=two.bound_and_grad_core, bound_value=two.bound_value_core,
-                      log_weights=two.log_weights_core, log_px=two.log_px_core)),
+                 dict(bound_and_grad=ladder.bound_and_grad_core, bound_value=ladder.bound_value_core,
+                      log_weights=ladder.log_weights_core, log_px=ladder.log_px_core)),
     log_mean_exp=lambda a: log_mean_exp_core(a, axis=0), adam_step=adam_step, stepper=stepper)

@@ -37,7 +37,7 @@ class Backend(NamedTuple):
 
 def by_family(name: str, **cores) -> Callable:
     """One Backend function from a core per model family (npvae.models): cores["one_layer"] for an Arch,
-    cores["two_layer"] for a TwoLayerArch; every such function takes (params, arch, ...)."""
+    cores["ladder"] for a LadderArch; every such function takes (params, arch, ...)."""
     table = {family.replace("_", "-"): core for family, core in cores.items()}
 
     def call(params, arch, *args):
@@ -52,10 +52,10 @@ def by_family(name: str, **cores) -> Callable:
 MODEL_FUNCTIONS = ("bound_and_grad", "bound_value", "log_weights", "log_px")  # the Backend fields that depend on the model
 
 
-def per_family(one_layer, two_layer) -> dict:
-    """MODEL_FUNCTIONS as `by_family` functions; one_layer and two_layer map those names to each family's cores (a dict,
+def per_family(one_layer, ladder) -> dict:
+    """MODEL_FUNCTIONS as `by_family` functions; one_layer and ladder map those names to each family's cores (a dict,
     or a module)."""
     def core(cores, name):
         return cores[name] if isinstance(cores, dict) else getattr(cores, name)
 
-    return {n: by_family(n, one_layer=core(one_layer, n), two_layer=core(two_layer, n)) for n in MODEL_FUNCTIONS}
+    return {n: by_family(n, one_layer=core(one_layer, n), ladder=core(ladder, n)) for n in MODEL_FUNCTIONS}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..layers import Dense
-from ..linear_gaussian import LinearGaussian
+from ..oracle.linear_chain import LinearGaussian
 from ..model import VAEParams
 
 # One colour per role, the same in every figure of every topic.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import multivariate_normal
 
-from ..linear_gaussian import LinearGaussian
+from ..oracle.linear_chain import LinearGaussian
 from ..linear_vae import linear_arch
 from ..objectives import bound_value
 from . import _common as c

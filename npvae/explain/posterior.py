@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gaussian import kl_std_normal_forward
-from ..linear_gaussian import LinearGaussian, ppca_fit
+from ..oracle.linear_chain import LinearGaussian, ppca_fit
 from ..linear_vae import linear_arch
 from ..model import flatten, unflatten
 from ..objectives import objective

@@ -3,7 +3,7 @@
 A tanh VAE (784-200-20 on a subset of binarised MNIST; 64-64-4 on the embedded digits in quick mode) is
 trained with the ELBO (analytic KL, Kingma & Welling 2014) and measured on held-out points after each
 stage of training:
-- log p(x) by importance sampling with k samples from q(z|x) (Burda et al. 2016), `npvae.importance.log_px`;
+- log p(x) by importance sampling with k samples from q(z|x) (Burda et al. 2016), `npvae.objectives.log_px`;
 - the ELBO, and the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) (estimated: the k-sample estimate is itself
   a lower bound, so the gap is slightly under-estimated);
 - E KL(q(z|x) || p(z)) (analytic) split by ELBO surgery (Hoffman & Johnson 2016) into I_q(x; z), estimated
@@ -24,7 +24,7 @@ import numpy as np
 from ..data import DataNotFoundError, load, subset_indices
 from ..evaluate import encoder_stats, evaluate, mutual_information
 from ..gaussian import kl_std_normal_forward
-from ..importance import log_px
+from ..objectives import log_px
 from ..layers import Dense
 from ..model import Arch, flatten, init_params, unflatten
 from ..objectives import objective

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gaussian import std
-from ..linear_gaussian import LinearGaussian
+from ..oracle.linear_chain import LinearGaussian
 from ..linear_vae import best_linear_vae
 from ..objectives import log_weights, objective
 from . import _common as c

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.scalar import softplus_sigmoid
+from ..scalar import softplus_sigmoid
 from ..stable import sigmoid, softplus
 
 NAME = "bernoulli"

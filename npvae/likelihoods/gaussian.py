@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..backends.scalar import like
+from ..scalar import like
 
 NAME = "gaussian"
 

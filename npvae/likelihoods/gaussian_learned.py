@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..backends.scalar import like, softplus_sigmoid
+from ..scalar import like, softplus_sigmoid
 from ..stable import sigmoid, softplus
 
 NAME = "gaussian-learned"

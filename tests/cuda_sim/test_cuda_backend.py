@@ -154,22 +154,24 @@ def test_equals_numpy_at_the_extremes(regime, dtype):
     assert rel_err(log_weights(params, arch, x, eps, backend="cuda"), a) <= rtol
 
 
-def _two_layer_problem(likelihood, dtype, seed=8):
+def _ladder_problem(likelihood, dtype, seed=8, spec="6-5-3:3-2"):
+    from npvae.ladder import LadderArch, init_params
     from npvae.likelihoods import Likelihood
-    from npvae.two_layer import TwoLayerArch, init_params
 
-    arch = TwoLayerArch.parse("6-5-3:3-2", likelihood=Likelihood(likelihood))
+    arch = LadderArch.parse(spec, likelihood=Likelihood(likelihood))
     rng = np.random.default_rng(seed)
     params = unflatten(arch, [a.astype(dtype) for a in flatten(init_params(arch, rng))])
     x = (rng.random((3, 6)) < 0.5) if likelihood == "bernoulli" else rng.standard_normal((3, 6))
     return arch, params, x.astype(dtype), rng.standard_normal((2, 3, arch.noise_dim)).astype(dtype)  # N = 3, K = 2
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned"])
-def test_two_stochastic_layers_equal_numpy(likelihood):
-    """Every (bound, kl, estimator), the forward-only paths and log p(x) of Burda et al.'s model against the specification."""
+@pytest.mark.parametrize("likelihood, spec", [("bernoulli", "6-5-3:3-2"), ("gaussian", "6-5-3:3-2"),
+                                              ("gaussian-learned", "6-5-3:3-2"), ("bernoulli", "6-5-3:3-2:2-2")])
+def test_stochastic_layers_equal_numpy(likelihood, spec):
+    """Every (bound, kl, estimator), the forward-only paths and log p(x) of Burda et al.'s model (L = 2) and of L = 3
+    against the specification."""
     dtype = np.float64
-    arch, params, x, eps = _two_layer_problem(likelihood, dtype)
+    arch, params, x, eps = _ladder_problem(likelihood, dtype, spec=spec)
     for (bound, kl), estimators in VALID.items():
         for estimator in estimators:
             case = (bound, kl, estimator, 0.6 if bound == "elbo" else 1.0)
@@ -187,9 +189,10 @@ def test_two_stochastic_layers_equal_numpy(likelihood):
     _close(got, log_px(params, arch, x, 3, np.random.default_rng(4), max_elements=2 * per), dtype, f"log_px {likelihood}")
 
 
-def test_two_stochastic_layers_float32_stays_float32():
+@pytest.mark.parametrize("spec", ["6-5-3:3-2", "6-5-3:3-2:2-2"])
+def test_stochastic_layers_float32_stays_float32(spec):
     dtype = np.float32
-    arch, params, x, eps = _two_layer_problem("gaussian-learned", dtype, seed=9)
+    arch, params, x, eps = _ladder_problem("gaussian-learned", dtype, seed=9, spec=spec)
     options = dict(bound="iwae", kl="mc", estimator="dreg")
     v_ref, g_ref = objective(params, arch, x, eps, **options)
     v, g = objective(params, arch, x, eps, backend="cuda", **options)
@@ -199,19 +202,20 @@ def test_two_stochastic_layers_float32_stays_float32():
     _close(log_weights(params, arch, x, eps, backend="cuda"), log_weights(params, arch, x, eps), dtype, "log_weights float32")
 
 
-def test_two_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
-    """Device-resident training runs one stochastic layer; a two-layer model gets a message naming the backends that train it."""
+def test_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
+    """Device-resident training runs one stochastic layer; a ladder gets a message naming the backends that train it."""
+    from npvae.backends import cuda_backend
     from npvae.optim import adam_init as init
 
-    arch, params, _, _ = _two_layer_problem("bernoulli", np.float64)
-    b = cuda_gpu.BACKEND
-    with pytest.raises(ValueError, match="the cuda backend trains one-layer models on the device; to train the two-layer "
+    arch, params, _, _ = _ladder_problem("bernoulli", np.float64)
+    b = cuda_backend.BACKEND
+    with pytest.raises(ValueError, match="the cuda backend trains one-layer models on the device; to train the ladder "
                                          "architecture 6-5-3:3-2 use backend 'numpy', 'numba'"):
         b.stepper(b, arch, flatten(params), init(flatten(params)), batch_size=2, bound="elbo", kl="mc", estimator="reparam",
                   free_bits=0.0, betas=(0.9, 0.999), adam_eps=1e-8)
 
 
-def test_training_a_two_layer_model_on_cuda_is_refused_before_the_run_directory(tmp_path):
+def test_training_a_ladder_on_cuda_is_refused_before_the_run_directory(tmp_path):
     from npvae.config import TrainConfig
     from npvae.data import load
     from npvae.train import train

@@ -1,11 +1,11 @@
-"""The CUDA backend for the two-stochastic-layer model: npvae.two_layer_objective's maths around cuda_gpu's device loops.
+"""The CUDA backend for the L-stochastic-layer model: npvae.ladder_objective's maths around cuda_gpu's device loops.
 
 The four MLPs' forward and backward passes (cuda_gpu's products and bias+activation kernels) and the
 likelihood and the bound (cuda_gpu's head kernels, the K N x D_out element-wise work) run on the device;
 the parameters and x are copied there once per call. The latent layers, (K, N, Z)-wide, are the
-specification's own NumPy code on the host (two_layer_objective.Ops), so each op copies its input to the
+specification's own NumPy code on the host (ladder_objective.Ops), so each op copies its input to the
 device and its result back; an MLP's device cache stays there for its backward. Device-resident training
-stays one-layer (cuda_gpu.stepper refuses this model). Private cores: no checking.
+stays one-layer (cuda_backend.stepper refuses this model). Private cores: no checking.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .. import two_layer_objective as two
+from .. import ladder_objective as ladder
 from ..layers import Dense
 from . import cuda_gpu as cg
-from .codes import ACTIVATION, HEAD
+from ..codes import ACTIVATION, HEAD
 
 
 def _host(grads):
     return tuple(Dense(g.W.copy_to_host(), g.b.copy_to_host()) for g in grads)
 
 
-def ops(params, x) -> two.Ops:
-    """The loops for one call on the batch x (N, D): params (TwoLayerParams) and x copied to the device once."""
+def ops(params, x) -> ladder.Ops:
+    """The loops for one call on the batch x (N, D): params (LadderParams) and x copied to the device once."""
     dev = cg.to_device_params(params)
     xd = cuda.to_device(x)
 
@@ -43,27 +43,27 @@ def ops(params, x) -> two.Ops:
         # in both cases and never reads its kl argument (lp_lq[0] stands in, as in cuda_gpu.log_weights).
         od, lp = cuda.to_device(np.ascontiguousarray(out)), cuda.to_device(np.ascontiguousarray(lp_lq))
         value, a, w, wn = cg.head(arch, xd, od, lp, lp[0], HEAD[(bound, "mc")], beta, grad)
-        # dout comes back to the host: two_layer_objective._mlp_back makes its d a NumPy array anyway.
+        # dout comes back to the host: ladder_objective._mlp_back makes its d a NumPy array anyway.
         return (*(v.copy_to_host() for v in (value, a, w, wn)), (od.copy_to_host() if grad else None))
 
-    return two.Ops(mlp, mlp_back, head)
+    return ladder.Ops(mlp, mlp_back, head)
 
 
 def bound_and_grad(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits=0.0):
     x = np.ascontiguousarray(x)  # row access in the kernels (data sets may be Fortran-ordered)
-    return two.bound_and_grad_core(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits, ops(params, x))
+    return ladder.bound_and_grad_core(params, arch, x, eps, bound, kl, estimator, kl_weight, free_bits, ops(params, x))
 
 
 def bound_value(params, arch, x, eps, bound, kl):
     x = np.ascontiguousarray(x)
-    return two.bound_value_core(params, arch, x, eps, bound, kl, ops(params, x))
+    return ladder.bound_value_core(params, arch, x, eps, bound, kl, ops(params, x))
 
 
 def log_weights(params, arch, x, eps):
     x = np.ascontiguousarray(x)
-    return two.log_weights_core(params, arch, x, eps, ops(params, x))
+    return ladder.log_weights_core(params, arch, x, eps, ops(params, x))
 
 
 def log_px(params, arch, x, k: int, rng, chunk: int, progress=None):
     x = np.ascontiguousarray(x)
-    return two.log_px_core(params, arch, x, k, rng, chunk, progress, ops(params, x))
+    return ladder.log_px_core(params, arch, x, k, rng, chunk, progress, ops(params, x))

@@ -1,0 +1,1 @@
+"""The exact oracles: linear-Gaussian models whose log p(x), posterior and ELBO are closed forms."""

@@ -1,0 +1,34 @@
+"""The package's concepts, each a set of modules, in the order imports may run: a concept imports only those before it.
+
+docs/architecture.md draws this; tests/test_architecture.py holds the code to it. A module not listed is refused
+by the test, so a new module is placed here (and in the doc) when it is written.
+"""
+
+CONCEPTS = {
+    "maths": ("_version", "_validate", "stable", "gaussian", "lme", "estimators", "scalar", "codes"),
+    "nn": ("layers", "mlp", "optim"),
+    "likelihoods": ("likelihoods",),
+    "store": ("data", "data_files", "_download", "checkpoint", "safe_npz", "run_dir"),
+    "model": ("model", "ladder", "models", "inputs", "memory"),
+    "specification": ("vae_objective", "ladder_objective", "ladder_surrogate", "importance"),
+    "oracle": ("oracle", "linear_vae"),
+    "backends": ("backends",),
+    "front": ("objectives",),
+    "training": ("config", "train_state", "train"),
+    "evaluation": ("evaluate", "eval_chunks", "cluster"),
+    "checks": ("gradcheck", "check", "check_values", "verify_layouts", "verify", "head", "testing"),
+    "pictures": ("_canvas", "plots"),
+    "explain": ("explain",),
+    "sweep": ("sweep_spec", "sweep_tasks", "sweep_progress", "sweep_report", "sweep"),
+    "cli": ("cli_args", "cli_data", "cli_check", "cli_sweep", "cli"),
+    "package": ("",),  # npvae/__init__.py: the public names
+}
+
+
+def concept(module: str) -> str:
+    """npvae.backends.numba_cpu -> "backends"; KeyError for a module in no concept."""
+    first = module.split(".")[1] if "." in module else ""
+    for name, members in CONCEPTS.items():
+        if first in members:
+            return name
+    raise KeyError(f"{module} is in no concept of tests/architecture_groups.py")
