@@ -38,9 +38,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from npvae import Likelihood, log_px, models, objective
 from npvae.backends import get as get_backend
-from npvae.data import subset_indices
-from npvae.data import load
-from npvae.optim import adam_init
+from npvae.store.data import subset_indices
+from npvae.store.data import load
+from npvae.nn.optim import adam_init
 
 WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
     "A": ("784-400-20", "relu", "elbo", "analytic", 1),
@@ -243,7 +243,7 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
             lp = _torch_log_px(_torch(), arch, params, x, k, np.random.default_rng(seed), batch, device=torch_device)
         elif b == "jax":
             from jax_model import jax_log_px
-            from npvae.importance import _chunk_size
+            from npvae.vae.importance import _chunk_size
 
             def chunk_of(n):
                 return _chunk_size(arch, n, 1 << 22)
@@ -262,7 +262,7 @@ def time_eval(backends, x_test, n, k, seed=0, batch=100, torch_device="cpu"):
 
 def _torch_log_px(torch, arch, params, x, k, rng, batch, max_elements=1 << 22, device="cpu"):
     """The same estimator in torch, same noise (drawn by numpy's Generator in the same chunks as npvae)."""
-    from npvae.importance import _chunk_size
+    from npvae.vae.importance import _chunk_size
 
     enc, dec = torch_model(torch, arch, params, device)
     Z = arch.latent_dim

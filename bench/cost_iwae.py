@@ -21,9 +21,9 @@ from threadpoolctl import threadpool_limits
 from npvae.backends import get as get_backend
 from npvae.backends import resolve
 from npvae.config import TrainConfig
-from npvae.data import load, subset_indices
+from npvae.store.data import load, subset_indices
 from npvae.evaluate import evaluate
-from npvae.models import unflatten
+from npvae.vae.models import unflatten
 from npvae.train import new_state
 
 EPOCHS, STEPS_PER_EPOCH, EVALUATIONS = 3280, 2500, 8

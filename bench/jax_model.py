@@ -2,7 +2,7 @@
 
 Same model, initial parameters, batches and noise as npvae's: the parameters are npvae's own arrays
 (W as (in, out)), the bound is written as in npvae.objectives (Bernoulli on logits, analytic or MC KL,
-IWAE's logsumexp), Adam is torch's formula (npvae.optim.adam_update). JAX is never a dependency of
+IWAE's logsumexp), Adam is torch's formula (npvae.nn.optim.adam_update). JAX is never a dependency of
 npvae; this file is imported only when the benchmark is asked for the `jax` backend. XLA's CPU
 thread pool is pinned to one thread by bench_train.py (XLA_FLAGS, set before jax is imported).
 """
@@ -56,7 +56,7 @@ def _bound_fn(jax, arch, bound: str, kl: str):
 
 
 def adam(jnp, ps, m, v, t, g, lr, betas, adam_eps):
-    """One Adam step on lists of arrays (torch's formula, npvae.optim.adam_update), t the steps taken before it."""
+    """One Adam step on lists of arrays (torch's formula, npvae.nn.optim.adam_update), t the steps taken before it."""
     b1, b2 = betas
     t = t + 1
     m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]

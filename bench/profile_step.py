@@ -23,7 +23,7 @@ from bench_train import WORKLOADS, npvae_steps, problem  # noqa: E402
 import npvae.backends.binary_input as binary_input  # noqa: E402
 import npvae.backends.kernels as kern  # noqa: E402
 import npvae.backends.numba_cpu as numba_cpu  # noqa: E402
-from npvae.data import load  # noqa: E402
+from npvae.store.data import load  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ from bench_train import BATCH, machine, npvae_steps, problem  # noqa: E402
 
 from npvae import log_px  # noqa: E402
 from npvae.backends.workers import set_threads  # noqa: E402
-from npvae.data import load, subset_indices  # noqa: E402
+from npvae.store.data import load, subset_indices  # noqa: E402
 
 
 def train_runner(name, x_train, steps):

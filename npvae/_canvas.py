@@ -13,9 +13,9 @@ import numpy as np
 
 from . import _validate
 from .likelihoods import mean as decoder_mean
-from .model import Arch, VAEParams
-from .models import decode_x
-from .inputs import check_x
+from .vae.model import Arch, VAEParams
+from .vae.models import decode_x
+from .vae.inputs import check_x
 
 DPI = 100
 _PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from .gradcheck import FD_STEP, RTOL, elementwise, per_parameter, rel_err
-from .layers import ACTIVATIONS, activation_backward, activation_forward
+from .nn.layers import ACTIVATIONS, activation_backward, activation_forward
 from .likelihoods import Likelihood
-from .ladder import LadderArch
-from .linear_vae import best_linear_ladder, best_linear_vae, ladder_q, linear_arch, linear_vae_params, orthogonal_model
-from .lme import log_mean_exp_core
-from . import models
-from .model import Arch, encode, flatten, init_params, param_names, unflatten
+from .vae.ladder import LadderArch
+from .oracle.linear_vae import best_linear_ladder, best_linear_vae, ladder_q, linear_arch, linear_vae_params, orthogonal_model
+from .maths.lme import log_mean_exp_core
+from .vae import models
+from .vae.model import Arch, encode, flatten, init_params, param_names, unflatten
 from .objectives import VALID, bound_value, log_weights, objective
 from .oracle.linear_chain import LinearChain, LinearGaussian
 
@@ -72,7 +72,7 @@ def gradient_rows(seed: int = 0) -> list[dict]:
     return rows
 
 
-# L stochastic layers (npvae.ladder): smooth activations only, so that no direction can cross a kink.
+# L stochastic layers (npvae.vae.ladder): smooth activations only, so that no direction can cross a kink.
 LADDER_MODELS = (("bernoulli", "tanh", "6-5-3:4-2"), ("gaussian-learned", "softplus", "6-5-3:4-2"), ("gaussian", "tanh", "6-5-3:4-2"),
                  ("bernoulli", "softplus", "6-5-3:4-2:3-2"))
 
@@ -154,7 +154,7 @@ def bound_rows(seed: int = 0, n_models: int = 3) -> list[dict]:
 
 
 def ladder_bound_rows(seed: int = 0, n_models: int = 3, Ls=(2, 3)) -> list[dict]:
-    """The L-layer code against the exact linear-Gaussian chain (npvae.oracle.linear_chain, npvae.linear_vae), L = 2, 3.
+    """The L-layer code against the exact linear-Gaussian chain (npvae.oracle.linear_chain, npvae.oracle.linear_vae), L = 2, 3.
 
     Exact, any eps: log_weights == log p(x, z) - log q(z|x) of the oracle at the same samples; the oracle's closed forms:
     ELBO <= log p(x) and log p(x) - ELBO = KL(q || p(z|x)); with the posterior in the family, every log-weight is

@@ -34,8 +34,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def cmd_train(args) -> int:
-    from . import run_dir as rd
-    from .data import load
+    from .store import run_dir as rd
+    from .store.data import load
     from .train import TrainingDiverged, TrainingInterrupted, load_state, preflight, train
 
     _limit_threads(args.threads)
@@ -84,8 +84,8 @@ def cmd_train(args) -> int:
 def _pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
     import numpy as np
 
-    from . import run_dir as rd
-    from .models import unflatten
+    from .store import run_dir as rd
+    from .vae.models import unflatten
     from .plots import run_pictures, skipped_pictures
     from .train import load_state
 
@@ -103,7 +103,7 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
 
 def _open_run(run_dir: Path, checkpoint: str):
     """(config, arch, state) of a run's checkpoint, after restoring best if an earlier process died between writes."""
-    from . import run_dir as rd
+    from .store import run_dir as rd
     from .train import load_state, read_meta
 
     if not run_dir.is_dir():
@@ -119,9 +119,9 @@ def _open_run(run_dir: Path, checkpoint: str):
 
 def cmd_eval(args) -> int:
     from .backends import resolve
-    from .data import load
+    from .store.data import load
     from .eval_chunks import eval_inputs, evaluate_chunked, local_runner
-    from .models import unflatten
+    from .vae.models import unflatten
     from .train import progress_bar
 
     _limit_threads(args.threads)
@@ -167,7 +167,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .data import load
+    from .store.data import load
 
     run_dir = Path(args.run_dir)
     config, _, _ = _open_run(run_dir, args.checkpoint)

@@ -30,8 +30,8 @@ def _positive_int(text: str) -> int:
 
 def _train_options(t) -> None:
     from .config import OUTPUT_BIASES, TrainConfig
-    from .data import DATASETS
-    from .layers import ACTIVATIONS
+    from .store.data import DATASETS
+    from .nn.layers import ACTIVATIONS
     from .likelihoods import LIKELIHOODS
     from .backends import BACKENDS
     from .objectives import BOUNDS, ESTIMATORS, KL_MODES

@@ -51,7 +51,7 @@ def cmd_verify(args) -> int:
         _write_example(args.file, verify)
         print(f"npvae verify: wrote {args.file}, npvae's own IWAE_4 with DReG on a 6-5-5-3 tanh Bernoulli VAE; check it with: npvae verify {args.file}")
         return 0
-    from .checkpoint import read_arrays
+    from .store.checkpoint import read_arrays
 
     arrays = read_arrays(args.file, text=("options",))
     options = verify.read_options_of(arrays, args.file)

@@ -7,7 +7,7 @@ import sys
 
 
 def _data(args, spec) -> dict:
-    """npvae.data.load's search arguments: --data-dir, then the SPEC's data_dir, then $NPVAE_DATA_DIR and the cache;
+    """npvae.store.data.load's search arguments: --data-dir, then the SPEC's data_dir, then $NPVAE_DATA_DIR and the cache;
     absolute, for workers that run elsewhere."""
     from .cli_data import search
 

@@ -14,9 +14,9 @@ import numpy as np
 from . import _validate
 from .backends import BACKENDS
 from .likelihoods import LIKELIHOODS, Likelihood
-from . import models
-from .model import Arch
-from .inputs import check_free_bits, check_options
+from .vae import models
+from .vae.model import Arch
+from .vae.inputs import check_free_bits, check_options
 
 LR_SCHEDULES = ("constant", "burda")
 OUTPUT_BIASES = ("data", "zero")  # the decoder's output bias at initialisation (likelihoods.output_bias_from_data)
@@ -80,7 +80,7 @@ class TrainConfig:
             raise ValueError("KL warm-up applies to the ELBO only")
 
     def make_arch(self, data_dim: int) -> Arch:
-        """The architecture for data of dimension D (npvae.models.parse: one stochastic layer, or two with a ':'); the spec's first number must be D."""
+        """The architecture for data of dimension D (npvae.vae.models.parse: one stochastic layer, or two with a ':'); the spec's first number must be D."""
         spec = self.arch or f"{data_dim}-128-2"
         arch = models.parse(spec, activation=self.activation, likelihood=self.likelihood_spec())
         if arch.data_dim != data_dim:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Dataset, binarize_dynamic, subset_indices
+from .store.data import Dataset, binarize_dynamic, subset_indices
 from .evaluate import ELBO_K, point_terms_core, summarise_core
-from .inputs import check_x_storage
-from .models import check_params
+from .vae.inputs import check_x_storage
+from .vae.models import check_params
 
 CHUNK_POINTS = 500  # part of the definition of the numbers: another size draws other noise
 SCHEME = f"chunks of {CHUNK_POINTS} points, chunk c from SeedSequence((run seed, eval seed), spawn_key=(0, c))"

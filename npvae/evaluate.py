@@ -9,8 +9,8 @@
 - KL per latent dimension, averaged over the data.
 - Mutual information I(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n):
   E_x E_q(z|x)[log q(z|x) - log q(z)] (Hoffman & Johnson 2016), with q(z) the mixture over the points.
-L stochastic layers (npvae.ladder): NLL as above; the ELBO with the top KL analytic and the rest Monte Carlo
-over `elbo_k` samples (npvae.ladder_objective), KL = reconstruction - ELBO (every layer's terms together);
+L stochastic layers (npvae.vae.ladder): NLL as above; the ELBO with the top KL analytic and the rest Monte Carlo
+over `elbo_k` samples (npvae.vae.ladder_objective), KL = reconstruction - ELBO (every layer's terms together);
 active units per layer along the mean path: z1 from E_q[z1|x] = mu1(x), z_l from mu_l(mu_{l-1}(...)), each layer's
 mean at the mean of the layer below (a deterministic stand-in for E_q[z_l|x], which needs samples); no per-dimension
 KL or mutual information.
@@ -21,13 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import likelihoods as lik
-from .gaussian import kl_std_normal_per_dim, log_prob, sample_forward
+from .maths.gaussian import kl_std_normal_per_dim, log_prob, sample_forward
 from .objectives import log_px
-from .lme import log_mean_exp_core
-from .model import Arch, VAEParams, decode, encode
-from .data import as_float
-from .inputs import check_x_storage
-from .models import check_params
+from .maths.lme import log_mean_exp_core
+from .vae.model import Arch, VAEParams, decode, encode
+from .store.data import as_float
+from .vae.inputs import check_x_storage
+from .vae.models import check_params
 
 
 ELBO_K = 10  # reconstruction samples per point for the ELBO's terms
@@ -64,7 +64,7 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
              batch: int = 100, progress=None, backend: str = "numpy", x_active=None) -> dict:
     """Metrics on x: (N, D), active units on x_active: (M, D) (default x); every random draw from `rng`. See the module docstring.
 
-    x and x_active: float of the parameters' dtype, or compact binary splits (uint8, npvae.data), cast batch by batch.
+    x and x_active: float of the parameters' dtype, or compact binary splits (uint8, npvae.store.data), cast batch by batch.
     progress: called with the number of (sample, point) pairs of log p(x) done, N * k in all.
     """
     dtype = check_params(arch, params)
@@ -136,7 +136,7 @@ def _summary(log_p, elbo, recon, k: int) -> dict:
 
 def _ladder_terms(params, arch, xb, rng, elbo_k: int, dtype):
     """(recon, elbo): (n,) each for one batch of a LadderArch: the top KL analytic, the rest over elbo_k samples."""
-    from . import ladder_objective as ladder
+    from .vae import ladder_objective as ladder
 
     eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
     f = ladder.forward(params, arch, xb, arch.split_noise(eps))
@@ -146,7 +146,7 @@ def _ladder_terms(params, arch, xb, rng, elbo_k: int, dtype):
 
 def _summarise_ladder(params, arch, x, terms, k, x_active) -> dict:
     """summarise_core for a LadderArch (module docstring)."""
-    from .ladder import encoder_means
+    from .vae.ladder import encoder_means
 
     dtype = params_dtype(params)
     xa = x if x_active is None else x_active

@@ -18,12 +18,12 @@ import numpy as np
 from . import likelihoods as lik
 from typing import NamedTuple
 
-from .estimators import ESTIMATORS
-from .gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
-from .layers import activation_forward
-from .lme import log_mean_exp_core, softmax_core
-from .model import Arch, VAEParams, decode, encode
-from .models import flatten, unflatten
+from .maths.estimators import ESTIMATORS
+from .maths.gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
+from .nn.layers import activation_forward
+from .maths.lme import log_mean_exp_core, softmax_core
+from .vae.model import Arch, VAEParams, decode, encode
+from .vae.models import flatten, unflatten
 
 # Central differences in float64 with a fixed step h. Their error model (e.g. Nocedal & Wright, section 8.1):
 #     |fd - f'|  <=  h^2 / 6 |f'''|  (truncation)  +  eps_mach |f| / h  (rounding of the two evaluations),
@@ -58,10 +58,10 @@ def _log_weights_z(live: VAEParams, arch: Arch, x, eps, q_params: VAEParams | No
 def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0) -> float:
     """The scalar whose gradient at live == base is the estimator's gradient of the batch-mean bound.
 
-    For an L-layer model (arch.FAMILY "ladder") it is npvae.ladder_surrogate.surrogate on the split noise.
+    For an L-layer model (arch.FAMILY "ladder") it is npvae.vae.ladder_surrogate.surrogate on the split noise.
     """
     if arch.FAMILY == "ladder":
-        from .ladder_surrogate import surrogate as ladder_surrogate
+        from .vae.ladder_surrogate import surrogate as ladder_surrogate
 
         return ladder_surrogate(live, base, arch, x, arch.split_noise(eps), bound, kl, estimator, kl_weight)
     if kl == "analytic":
@@ -71,7 +71,7 @@ def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, e
         log_px_z, _ = lik.forward(arch.likelihood, out, x)
         kl_value = np.maximum(kl_std_normal_per_dim(mu, log_var), free_bits).sum(axis=-1)
         return float(np.mean(log_px_z.mean(axis=0) - kl_weight * kl_value))
-    held = ESTIMATORS[estimator]  # what the estimator's surrogate holds fixed at `base` (npvae.estimators)
+    held = ESTIMATORS[estimator]  # what the estimator's surrogate holds fixed at `base` (npvae.maths.estimators)
     if held.squared_weights:
         dec_part = log_mean_exp_core(_log_weights_z(VAEParams(base.encoder, live.decoder), arch, x, eps), axis=0)
         w_base = softmax_core(_log_weights_z(base, arch, x, eps), axis=0)

@@ -1,11 +1,11 @@
 """The public front of the bounds: validate once, then run the backend asked for.
 
 `objective` returns the bound per data point, value: (N,), and the gradient of the batch MEAN of the
-objective for every parameter (the params' container), for either model family (npvae.models); `log_weights`,
+objective for every parameter (the params' container), for either model family (npvae.vae.models); `log_weights`,
 `bound_value` and the importance-sampled `log_px` likewise. The maths is the NumPy specification's
-(npvae.vae_objective for one stochastic layer, npvae.ladder_objective for L, npvae.importance), which the
+(npvae.vae.one_layer_objective for one stochastic layer, npvae.vae.ladder_objective for L, npvae.vae.importance), which the
 other backends implement again (npvae.backends); this module is above both, so that neither imports the other back.
-The names of npvae.vae_objective are this module's too, as they were before the split.
+The names of npvae.vae.one_layer_objective are this module's too, as they were before the split.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 
 from . import _validate
 from .backends import get as get_backend
-from .estimators import BOUNDS, ESTIMATORS, KL_MODES, VALID  # noqa: F401  (this module's names too)
-from .importance import _chunk_size
-from .inputs import check_batch, check_free_bits, check_options, check_x  # noqa: F401  (check_x: this module's name too)
-from .memory import check_fits, eval_chunk_bytes
-from .model import Arch, VAEParams
-from .vae_objective import (  # noqa: F401  (the specification's names, importable from here as before)
+from .maths.estimators import BOUNDS, ESTIMATORS, KL_MODES, VALID  # noqa: F401  (this module's names too)
+from .vae.importance import _chunk_size
+from .vae.inputs import check_batch, check_free_bits, check_options, check_x  # noqa: F401  (check_x: this module's name too)
+from .vae.memory import check_fits, eval_chunk_bytes
+from .vae.model import Arch, VAEParams
+from .vae.one_layer_objective import (  # noqa: F401  (the specification's names, importable from here as before)
     ESTIMATOR_NAMES,
     Forward,
     bound_and_grad,
@@ -39,8 +39,8 @@ def objective(
 ):
     """Bound per point (N,) and the gradient of its batch mean (params' type); x: (N, D), eps: (K, N, arch.noise_dim).
 
-    Either model family (npvae.models): an Arch with VAEParams, or a LadderArch with LadderParams and
-    eps = [eps_1, ..., eps_L] along the last axis (npvae.ladder_objective, Burda et al. 2016).
+    Either model family (npvae.vae.models): an Arch with VAEParams, or a LadderArch with LadderParams and
+    eps = [eps_1, ..., eps_L] along the last axis (npvae.vae.ladder_objective, Burda et al. 2016).
 
     kl_weight (beta) scales the KL term of the ELBO, or log p(z) - log q(z|x) in its MC form, for
     warm-up; free_bits (lambda, analytic KL only) replaces each dimension's KL_j by max(lambda, KL_j).
@@ -74,7 +74,7 @@ def log_px(params: VAEParams, arch: Arch, x, k: int, rng: np.random.Generator, *
     whatever `max_elements` is, because the draws are made in one (k, N, Z) order (Z: arch.noise_dim).
     backend: one of npvae.backends.BACKENDS; every backend draws the same noise in the same order.
     progress: called with the number of (sample, point) pairs done after each chunk, so k = 10^9 shows it is moving.
-    A chunk's memory is estimated first (npvae.memory) and refused if above what the machine has available.
+    A chunk's memory is estimated first (npvae.vae.memory) and refused if above what the machine has available.
     """
     dtype = check_batch(params, arch, x)
     _validate.positive_int("k", k)

@@ -44,9 +44,9 @@ from ._canvas import (  # noqa: F401  (is_image is public here too)
     _tile,
     _tile_centres,
 )
-from .model import Arch, VAEParams, encode
-from .data import as_float, subset_indices
-from .models import check_params, encoder_mean, prior_latent
+from .vae.model import Arch, VAEParams, encode
+from .store.data import as_float, subset_indices
+from .vae.models import check_params, encoder_mean, prior_latent
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     skipped = skipped_pictures(arch, image_shape, history)
-    x = as_float(dataset.test, dataset.dtype)  # the test split, cast once if compact (npvae.data)
+    x = as_float(dataset.test, dataset.dtype)  # the test split, cast once if compact (npvae.store.data)
     paths = [prior_samples(params, arch, image_shape, run_dir / "samples.png", rng)]
     # Ten test points drawn after the samples' z, stratified by class where there are labels: a prefix of a split
     # is not a sample of it (binarised MNIST's test split starts with a thousand zeros).

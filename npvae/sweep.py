@@ -26,7 +26,7 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import run_dir as rd
+from .store import run_dir as rd
 from .sweep_spec import Point, Spec, SpecError
 
 EVALS = "evals.json"  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
@@ -122,7 +122,7 @@ def run_sweep(spec: Spec, data: dict, *, scheduler: str | None = None, workers: 
               progress: bool = True, log=print, on_event=None) -> dict:
     """Train and evaluate every run of spec to its end; returns {"runs", "tasks", "failed": {name: why}}.
 
-    data: npvae.data.load's search_dirs, cache_dir, download (the same on every worker). on_event(kind, run, result,
+    data: npvae.store.data.load's search_dirs, cache_dir, download (the same on every worker). on_event(kind, run, result,
     client): called after each finished task ("train" or "eval"), for logs and tests.
     """
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,7 @@ def _submit_eval(spec: Spec, data: dict, run: Run, client):
     from .backends import resolve
     from .cluster import submit_eval
     from .eval_chunks import chunk_jobs, eval_inputs, finish
-    from .models import unflatten
+    from .vae.models import unflatten
     from .sweep_tasks import dataset_for
     from .train import _write_json, load_state, read_meta
 

@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from . import run_dir as rd
+from .store import run_dir as rd
 from .sweep import read_evals
 from .sweep_spec import Spec, references_for
 

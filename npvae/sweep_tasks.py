@@ -2,7 +2,7 @@
 
 A chunk is `npvae train` continued up to an epoch: a new run, or a resumed one (npvae.train), with the run's own lock,
 checkpoints and bit-exact resume. A worker killed mid-chunk leaves the run directory as after a kill -9 of
-`npvae train` (npvae.run_dir); Dask gives the task to another worker, which resumes from the last checkpoint.
+`npvae train` (npvae.store.run_dir); Dask gives the task to another worker, which resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still
 
 
 def dataset_for(config, data: dict):
-    """The config's data set, loaded once per process (compact, as npvae train loads it); data: npvae.data.load's
+    """The config's data set, loaded once per process (compact, as npvae train loads it); data: npvae.store.data.load's
     search_dirs, cache_dir and download."""
-    from .data import load
+    from .store.data import load
 
     key = (config.dataset, config.dtype, config.seed, config.binarize, tuple(map(str, data["search_dirs"])))
     if key not in _datasets:
@@ -30,7 +30,7 @@ def dataset_for(config, data: dict):
 
 def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
     """Train run_dir up to config["epochs"] epochs (new or resumed) with one BLAS thread; returns where it got to."""
-    from . import run_dir as rd
+    from .store import run_dir as rd
     from .backends.workers import set_threads
     from .config import TrainConfig
     from .train import read_meta, train

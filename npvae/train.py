@@ -1,11 +1,11 @@
 """The training loop: Adam on minus the bound, a validation bound every epoch, safe checkpoints, exact resume.
 
-A run directory (npvae.run_dir) holds `config.json`, `last.safetensors` (end of the latest epoch),
+A run directory (npvae.store.run_dir) holds `config.json`, `last.safetensors` (end of the latest epoch),
 `best.safetensors` (best validation bound), `history.json`, `data.json`, and, if training diverged,
 `diverged.json`. A checkpoint holds parameters, Adam's state, epoch and step, and every Generator's
 state, so resuming from `last` continues the run bit for bit: 2 epochs straight and 1 + 1 resumed give
 identical parameters. One process at a time writes a run (an exclusive lock); a kill at any instant
-leaves the files consistent (see npvae.run_dir), and Ctrl-C stops with TrainingInterrupted.
+leaves the files consistent (see npvae.store.run_dir), and Ctrl-C stops with TrainingInterrupted.
 
 The loop reaches the backend through its stepper (npvae.backends.get(name).stepper): for numpy and
 numba, npvae.backends.host_stepper.HostStepper runs the backend's bound and Adam on host arrays; for
@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import run_dir as rd
-from .memory import check_fits, eval_chunk_bytes, step_bytes
+from .store import run_dir as rd
+from .vae.memory import check_fits, eval_chunk_bytes, step_bytes
 from .backends import get as get_backend
 from .backends import resolve_training
 from .config import TrainConfig
-from .data import Dataset, as_float, binarize_dynamic
-from .model import Arch
-from .inputs import check_x_storage
-from .models import check_params, param_names, unflatten
+from .store.data import Dataset, as_float, binarize_dynamic
+from .vae.model import Arch
+from .vae.inputs import check_x_storage
+from .vae.models import check_params, param_names, unflatten
 from .train_state import TrainState, load_state, new_state, read_meta, save_state  # noqa: F401  (read_meta: this module's name too)
 
 
@@ -58,7 +58,7 @@ def _fixed_valid(config: TrainConfig, dataset: Dataset):
 def validation_bound(params, arch: Arch, config: TrainConfig, x, rng, backend: str = "numpy") -> float:
     """Mean bound on the validation split (training bound, K = valid_k or k), in batches so memory stays bounded.
 
-    x: float of the parameters' dtype, or a compact binary split (uint8, npvae.data), cast batch by batch. Checked
+    x: float of the parameters' dtype, or a compact binary split (uint8, npvae.store.data), cast batch by batch. Checked
     once here; the batches go to the backend's core. The noise is drawn batch by batch, (K, batch, noise_dim) each.
     """
     dtype = check_params(arch, params)

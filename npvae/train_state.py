@@ -1,7 +1,7 @@
 """A run's training state and its checkpoints: what changes during training, saved and restored bit for bit.
 
 `TrainState` (parameters, Adam's state, every Generator, epoch, step, history) with the config determines the
-rest of the run; `save_state` writes it atomically and pickle-free (npvae.checkpoint), and `load_state` reads
+rest of the run; `save_state` writes it atomically and pickle-free (npvae.store.checkpoint), and `load_state` reads
 it back refusing anything that contradicts the config it carries or itself (shapes, dtypes, counts, history).
 """
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from . import run_dir as rd
-from .checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from .store import run_dir as rd
+from .store.checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .config import STREAMS, TrainConfig
 from .likelihoods import output_bias_from_data
-from .model import Arch
-from .models import flatten, init_params, param_names, param_shapes
-from .optim import AdamState, adam_init
+from .vae.model import Arch
+from .vae.models import flatten, init_params, param_names, param_shapes
+from .nn.optim import AdamState, adam_init
 
 
 @dataclass
@@ -50,7 +50,7 @@ def versions() -> dict:
 
 
 def save_state(path: Path, config: TrainConfig, arch: Arch, state: TrainState) -> None:
-    """Atomic, pickle-free checkpoint of the whole training state (npvae.checkpoint)."""
+    """Atomic, pickle-free checkpoint of the whole training state (npvae.store.checkpoint)."""
     names = param_names(arch)
     arrays = {}
     for prefix, values in (("param", state.params), ("adam_m", state.adam.m), ("adam_v", state.adam.v)):

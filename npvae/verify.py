@@ -25,15 +25,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checkpoint import read_arrays, write_arrays
+from .store.checkpoint import read_arrays, write_arrays
 from .gradcheck import rel_err
 from .head.file import read_options
 from .head.reduction import REDUCTIONS, alpha
 from .head.scales import check_raw
-from .inputs import check_options
-from .layers import ACTIVATIONS
+from .vae.inputs import check_options
+from .nn.layers import ACTIVATIONS
 from .likelihoods import LIKELIHOODS, Likelihood, check_data
-from .model import Arch, VAEParams, flatten, param_names
+from .vae.model import Arch, VAEParams, flatten, param_names
 from .objectives import VALID, objective
 from .verify_layouts import (
     SCALES, WEIGHT_LAYOUTS, X_CODINGS, bound_and_grad_at_head, expected_shape, from_params, has_heads, numbered,

@@ -1,6 +1,6 @@
 """How frameworks store an MLP VAE, as a verify file declares it, mapped onto npvae's one form and back.
 
-npvae's form (npvae.model): encoder.0, ..., encoder.L, the last giving [mu, log_var] (2 Z columns), W (in, out), b (out,).
+npvae's form (npvae.vae.model): encoder.0, ..., encoder.L, the last giving [mu, log_var] (2 Z columns), W (in, out), b (out,).
 What a file may hold instead (docs/verify.md, "The full model: an MLP VAE's weights"):
     separate heads   encoder.mu.W, encoder.mu.b, encoder.scale.W, encoder.scale.b after encoder.0, ..., encoder.(L-1):
                      the columns [:Z] and [Z:] of npvae's last encoder layer (the names say so; nothing is guessed)
@@ -21,11 +21,11 @@ from typing import NamedTuple
 import numpy as np
 
 from . import likelihoods as lik
-from .gaussian import sample_forward
+from .maths.gaussian import sample_forward
 from .head.scales import SCALES, dlog_var_ds, log_var_of  # noqa: F401  (SCALES: the options' vocabulary)
-from .layers import Dense
-from .mlp import mlp_forward
-from .model import Arch, VAEParams, decode
+from .nn.layers import Dense
+from .nn.mlp import mlp_forward
+from .vae.model import Arch, VAEParams, decode
 from .objectives import Forward, encoder_backward, latent_grads
 
 WEIGHT_LAYOUTS = ("in_out", "out_in")

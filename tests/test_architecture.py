@@ -31,7 +31,7 @@ def test_the_checker_finds_a_circle():
     ("npvae.backends.numba_backend", "npvae.backends.numba_ladder"),
     ("npvae.backends.numba_ladder", "npvae.backends.numba_cpu"),
     ("npvae.cli_sweep", "npvae.cli_data"),
-    ("npvae.ladder_objective", "npvae.ladder"),
+    ("npvae.vae.ladder_objective", "npvae.vae.ladder"),
 ])
 def test_the_graph_sees_imports_at_every_level(source, target):
     """Top-level and function-level imports, relative and absolute, all count."""

@@ -17,11 +17,11 @@ from conftest import FD_RTOL, EXTREMES, extreme_problem, random_problem
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import BACKENDS, numba_available, resolve
 from npvae.gradcheck import per_parameter, rel_err
-from npvae.layers import ACTIVATIONS
+from npvae.nn.layers import ACTIVATIONS
 from npvae.likelihoods import LIKELIHOODS
-from npvae.lme import log_mean_exp
+from npvae.maths.lme import log_mean_exp
 from npvae.objectives import VALID, bound_and_grad as numpy_bound_and_grad, bound_value
-from npvae.optim import adam_init, adam_update
+from npvae.nn.optim import adam_init, adam_update
 
 RUN = ["numpy"] + (["numba"] if numba_available() else [])
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
@@ -32,8 +32,8 @@ CASES = [(b, k, e, w, None if fb else 0.0) for (b, k), es in VALID.items() for e
 
 def _free_bits(params, arch, x):
     """lambda halfway between two of the batch's KL_j: some dimensions floored, none on the kink."""
-    from npvae.gaussian import kl_std_normal_per_dim
-    from npvae.model import encode
+    from npvae.maths.gaussian import kl_std_normal_per_dim
+    from npvae.vae.model import encode
 
     v = np.sort(kl_std_normal_per_dim(*encode(params, arch, x)[:2]).ravel())
     return float(0.5 * (v[v.size // 2 - 1] + v[v.size // 2]))
@@ -285,7 +285,7 @@ def test_float32_kernels_do_no_float64_arithmetic(tmp_path):
 def test_training_epoch_on_digits_equals_numpy(tmp_path):
     """One epoch of npvae.train.train (objective + Adam + validation) gives the same parameters on every backend."""
     from npvae.config import TrainConfig
-    from npvae.data import load
+    from npvae.store.data import load
     from npvae.train import train
 
     for dtype in ("float64", "float32"):
@@ -361,7 +361,7 @@ def test_cpu_elementary_functions_within_ulps(dtype):
     from npvae.backends import cpu_math  # noqa: F401  (registers the CPU implementations)
     from npvae.backends._jit import jit
     from npvae.backends.kernels import tanh  # scalar.tanh, compiled
-    from npvae.scalar import exp_neg, expm1_neg, log1p_unit
+    from npvae.maths.scalar import exp_neg, expm1_neg, log1p_unit
 
     @jit
     def apply(which, a, out):

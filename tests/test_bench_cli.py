@@ -30,7 +30,7 @@ def test_end_to_end_bench_runs_npvae_epochs_in_turns_and_times_them(tmp_path):
 
     import numpy as np
 
-    from npvae.data import Dataset
+    from npvae.store.data import Dataset
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_train

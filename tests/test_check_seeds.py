@@ -8,8 +8,8 @@ import pytest
 
 from npvae import check as check_mod
 from npvae.gradcheck import per_parameter
-from npvae.layers import Dense
-from npvae.model import VAEParams, param_names
+from npvae.nn.layers import Dense
+from npvae.vae.model import VAEParams, param_names
 from npvae.objectives import objective
 
 
@@ -88,7 +88,7 @@ def test_ladder_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thous
 def test_ladder_rows_fail_when_stl_holds_the_input_of_q_zl_given_the_layer_below(monkeypatch):
     """A plausible bug: STL/DReG holding all of log q(z_l|z_{l-1}) fixed, its input z_{l-1} too. Only the encoders
     below layer l see it: enc1 at L = 2; enc1 and enc2 at L = 3 (q(z_3|z_2)'s input z_2 is enc2's output)."""
-    from npvae import ladder_objective
+    from npvae.vae import ladder_objective
 
     real = ladder_objective.latent_backward
     monkeypatch.setattr(ladder_objective, "latent_backward", lambda *a: (real(*a)[0], None))

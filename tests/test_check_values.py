@@ -9,8 +9,8 @@ import pytest
 
 from npvae import check_values as cv
 from npvae import likelihoods as lik
-from npvae.gaussian import kl_std_normal_per_dim
-from npvae.stable import softplus
+from npvae.maths.gaussian import kl_std_normal_per_dim
+from npvae.maths.stable import softplus
 
 
 def _failed(rows):
@@ -36,8 +36,8 @@ def test_kl_without_its_half_is_caught(monkeypatch):
 
 def test_an_elbo_whose_sampler_reads_log_var_as_log_std_is_caught(monkeypatch):
     """numpy-ml's bug (STYLE.md): z = mu + exp(log_var) eps. The value rows see it in the MC ELBO against the closed form."""
-    import npvae.vae_objective as obj
-    from npvae import gaussian
+    import npvae.vae.one_layer_objective as obj
+    from npvae.maths import gaussian
 
     real = gaussian.sample_forward
     monkeypatch.setattr(obj, "sample_forward", lambda mu, lv, eps: real(mu, 2 * lv, eps))

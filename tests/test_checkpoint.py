@@ -1,4 +1,4 @@
-"""npvae.checkpoint: exact round trips, bit-exact RNG resumption, and refusal of every damaged or hostile file."""
+"""npvae.store.checkpoint: exact round trips, bit-exact RNG resumption, and refusal of every damaged or hostile file."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from npvae import checkpoint as ck
-from npvae.checkpoint import CheckpointError, load_checkpoint, read_arrays, rng_from_state, rng_state, save_checkpoint
+from npvae.store import checkpoint as ck
+from npvae.store.checkpoint import CheckpointError, load_checkpoint, read_arrays, rng_from_state, rng_state, save_checkpoint
 
 BIT_GENERATORS = [np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox, np.random.SFC64]
 

@@ -14,9 +14,9 @@ import pytest
 from npvae import Likelihood, models
 from npvae.backends import get as get_backend
 from npvae.config import TrainConfig
-from npvae.data import Dataset, as_float, load
+from npvae.store.data import Dataset, as_float, load
 from npvae.evaluate import evaluate
-from npvae.optim import adam_init
+from npvae.nn.optim import adam_init
 from npvae.train import TrainingDiverged, train
 
 

@@ -1,4 +1,4 @@
-"""Tests for npvae.data: loaders, file parsers, search/missing-file messages, dynamic binarisation, downloads.
+"""Tests for npvae.store.data: loaders, file parsers, search/missing-file messages, dynamic binarisation, downloads.
 
 Nothing here touches the network: downloads go to file:// URLs. The real binarized MNIST and the
 Debian Fashion-MNIST files are used when present and the tests that need them skip otherwise.
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from npvae import _download, data
-from npvae.data import DATASETS, Dataset, binarize_dynamic, default_cache_dir, default_search_dirs, load
+from npvae.store import _download, data
+from npvae.store.data import DATASETS, Dataset, binarize_dynamic, default_cache_dir, default_search_dirs, load
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next((d for d in (REPO.parent / "shared" / "data", Path("/work/shared/data"))

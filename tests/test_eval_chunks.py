@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from npvae.data import load
+from npvae.store.data import load
 from npvae.eval_chunks import CHUNK_POINTS, chunk_rng, evaluate_chunked, local_runner
 from npvae.evaluate import point_terms_core
-from npvae.models import init_params, parse
+from npvae.vae.models import init_params, parse
 
 
 @pytest.fixture(scope="module")

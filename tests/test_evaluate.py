@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from npvae.evaluate import evaluate
-from npvae.gaussian import kl_std_normal_per_dim
-from npvae.linear_vae import best_linear_vae, orthogonal_model
+from npvae.maths.gaussian import kl_std_normal_per_dim
+from npvae.oracle.linear_vae import best_linear_vae, orthogonal_model
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ def test_posterior_encoder_goes_to_the_best_diagonal_q_not_to_the_prior(result):
 
 
 def test_posterior_elbo_surgery_terms_sum_to_the_kl_to_the_prior(result):
-    """Hoffman & Johnson 2016, at every recorded step: the mean of per-point KLs (npvae.gaussian) = I_q + KL(q(z) || p(z))."""
+    """Hoffman & Johnson 2016, at every recorded step: the mean of per-point KLs (npvae.maths.gaussian) = I_q + KL(q(z) || p(z))."""
     n = result("posterior")[0]["numbers"]
     for run_name in ("encoder_only", "encoder_and_decoder"):
         h = n[run_name]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from npvae import gaussian as g
+from npvae.maths import gaussian as g
 from npvae.gradcheck import elementwise
 
 

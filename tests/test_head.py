@@ -7,13 +7,13 @@ import pytest
 
 import npvae
 from npvae.check import gradient_model
-from npvae.estimators import VALID
+from npvae.maths.estimators import VALID
 from npvae.head import check_head
 from npvae.head.case import make_case
 from npvae.head.reference import reference
 from npvae.head.scales import SCALES, dlog_var_ds, log_var_of
-from npvae.mlp import mlp_backward
-from npvae.model import decode, encode
+from npvae.nn.mlp import mlp_backward
+from npvae.vae.model import decode, encode
 from npvae.testing import assert_head_matches
 
 from fake_tensor import FakeTensor
@@ -48,7 +48,7 @@ def test_reference_equals_objective_after_the_chain_rule(bound, kl, estimator, l
     dz = ref.grads["z"] + dz_dec.reshape(K, N, Z)
     dmu = ref.grads["mu"] + dz.sum(0)
     dlv = ref.grads["scale"] + (dz * eps * 0.5 * np.exp(0.5 * lv)).sum(0)
-    h, enc_cache = npvae.mlp.mlp_forward(params.encoder, x, arch.activation)
+    h, enc_cache = npvae.nn.mlp.mlp_forward(params.encoder, x, arch.activation)
     enc_grads, _ = mlp_backward(np.concatenate([dmu, dlv], 1), enc_cache, need_dx=False)
     for ours, theirs in zip(npvae.flatten(grads), npvae.flatten(npvae.VAEParams(enc_grads, dec_grads))):
         np.testing.assert_allclose(theirs / N, ours, rtol=1e-10, atol=1e-13)

@@ -7,7 +7,7 @@ import pytest
 from npvae import LinearGaussian
 from npvae.head.bounds import check_bounds, log_weights
 from npvae.head.likelihood import HeadLikelihood
-from npvae.lme import log_mean_exp_core
+from npvae.maths.lme import log_mean_exp_core
 
 
 def model(seed, D=5, Z=2):

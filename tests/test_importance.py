@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npvae import log_px
-from npvae.linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
+from npvae.oracle.linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
 from npvae import LinearGaussian
 
 

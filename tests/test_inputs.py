@@ -12,11 +12,11 @@ import pytest
 from npvae import Arch, init_params, models, objective
 from npvae.cli import build_parser, main
 from npvae.config import TrainConfig
-from npvae.data import load
-from npvae.ladder import LadderArch
-from npvae.memory import MemoryRequestError, check_fits, step_bytes
-from npvae.model import flatten
-from npvae.optim import adam_init, adam_update
+from npvae.store.data import load
+from npvae.vae.ladder import LadderArch
+from npvae.vae.memory import MemoryRequestError, check_fits, step_bytes
+from npvae.vae.model import flatten
+from npvae.nn.optim import adam_init, adam_update
 from npvae.train import AbsurdBoundWarning, load_state, save_state, train
 
 ONE = ["train", "--epochs", "1", "--no-pictures", "--quiet"]
@@ -168,11 +168,11 @@ def test_version_and_help_texts(capsys):
 
 
 def test_run_remembers_where_its_data_came_from(run, tmp_path, monkeypatch, capsys):
-    import npvae.data
+    import npvae.store.data
 
     seen = []
-    real = npvae.data.load
-    monkeypatch.setattr(npvae.data, "load", lambda name, **kw: seen.append(kw["search_dirs"]) or real(name, **kw))
+    real = npvae.store.data.load
+    monkeypatch.setattr(npvae.store.data, "load", lambda name, **kw: seen.append(kw["search_dirs"]) or real(name, **kw))
     here = tmp_path / "datadir"
     here.mkdir()
     (run / "data.json").write_text(json.dumps({"dataset": "digits", "dir": str(here)}))

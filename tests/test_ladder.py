@@ -1,8 +1,8 @@
-"""The VAE of L stochastic layers (npvae.ladder, npvae.ladder_objective) against oracles and identities, L = 1, 2, 3.
+"""The VAE of L stochastic layers (npvae.vae.ladder, npvae.vae.ladder_objective) against oracles and identities, L = 1, 2, 3.
 
-- hand-written gradients vs element-wise central differences of forward-only surrogates (npvae.ladder_surrogate),
+- hand-written gradients vs element-wise central differences of forward-only surrogates (npvae.vae.ladder_surrogate),
   every array of all 2L MLPs, for L = 1 (one stochastic layer), 2 (Burda et al.'s model) and 3;
-- L = 1 is the one-layer model (npvae.model.Arch) to rounding: the same values and gradients, every estimator;
+- L = 1 is the one-layer model (npvae.vae.model.Arch) to rounding: the same values and gradients, every estimator;
 - Monte Carlo identities: analytic-top ELBO = MC-top ELBO in expectation, IWAE_1 = ELBO, DReG_1 = STL;
 - the exact linear-Gaussian chain (npvae.oracle.linear_chain), L = 2 and 3: log-weights against its log joint, the
   ELBO against its closed form, IWAE_K rising with K below log p(x), and zero variance at the exact posterior;
@@ -19,11 +19,11 @@ from scipy.special import logsumexp
 
 from conftest import AGREE_RTOL, REPO, assert_fd_close
 from conftest import random_problem as one_layer_problem
-from npvae import models
+from npvae.vae import models
 from npvae.backends import numba_available
-from npvae.checkpoint import load_checkpoint
+from npvae.store.checkpoint import load_checkpoint
 from npvae.gradcheck import elementwise
-from npvae.ladder import (
+from npvae.vae.ladder import (
     LadderArch,
     LadderParams,
     TwoLayerArch,
@@ -35,11 +35,11 @@ from npvae.ladder import (
     param_shapes,
     unflatten,
 )
-from npvae.ladder_objective import VALID, bound_and_grad, bound_value, log_weights
-from npvae.ladder_surrogate import surrogate
-from npvae.layers import ACTIVATIONS, Dense
+from npvae.vae.ladder_objective import VALID, bound_and_grad, bound_value, log_weights
+from npvae.vae.ladder_surrogate import surrogate
+from npvae.nn.layers import ACTIVATIONS, Dense
 from npvae.likelihoods import LIKELIHOODS, Likelihood
-from npvae.linear_vae import best_linear_ladder, ladder_q, linear_ladder_arch
+from npvae.oracle.linear_vae import best_linear_ladder, ladder_q, linear_ladder_arch
 from npvae.objectives import objective
 from npvae.oracle.linear_chain import ChainQ, LinearChain
 from npvae.train_state import load_state

@@ -13,11 +13,11 @@ import pytest
 from npvae import cli, log_px, models
 from npvae.backends import numba_available
 from npvae.config import TrainConfig
-from npvae.data import load
-from npvae.estimators import VALID
+from npvae.store.data import load
+from npvae.maths.estimators import VALID
 from npvae.evaluate import evaluate
-from npvae.ladder import LadderArch, LadderParams, init_params
-from npvae.ladder_objective import bound_and_grad
+from npvae.vae.ladder import LadderArch, LadderParams, init_params
+from npvae.vae.ladder_objective import bound_and_grad
 from npvae.likelihoods import Likelihood, output_bias_from_data
 from npvae.objectives import bound_value, log_weights, objective
 from npvae.train import load_state, train

@@ -6,8 +6,8 @@ from scipy.special import expit
 
 from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close
 from npvae.gradcheck import elementwise
-from npvae.layers import ACTIVATIONS, Dense, activation_backward, activation_forward, dense_backward, dense_forward, dense_init
-from npvae.mlp import mlp_backward, mlp_forward, mlp_init
+from npvae.nn.layers import ACTIVATIONS, Dense, activation_backward, activation_forward, dense_backward, dense_forward, dense_init
+from npvae.nn.mlp import mlp_backward, mlp_forward, mlp_init
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)

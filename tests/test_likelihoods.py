@@ -6,7 +6,7 @@ from scipy import stats
 
 from npvae import likelihoods as L
 from npvae.gradcheck import elementwise
-from npvae.stable import sigmoid, softplus
+from npvae.maths.stable import sigmoid, softplus
 
 
 def test_bernoulli_matches_scipy(rng):

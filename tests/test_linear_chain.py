@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from npvae import gaussian
+from npvae.maths import gaussian
 from npvae.oracle.linear_chain import ChainQ, LinearChain, LinearGaussian
 
 SHAPES = [(5, 2), (6, 3, 2), (3, 5, 2), (7, 3, 2, 4), (4, 2, 3, 1), (6, 3, 2, 2, 1)]   # (D, Z1, ..., ZL)

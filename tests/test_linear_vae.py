@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npvae import LinearGaussian, adam_init, adam_update, bound_value, flatten, log_weights, objective, ppca_fit, unflatten
-from npvae.linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
-from npvae.lme import log_mean_exp_core
-from npvae.model import init_params
+from npvae.oracle.linear_vae import best_linear_vae, linear_arch, linear_vae_params, orthogonal_model
+from npvae.maths.lme import log_mean_exp_core
+from npvae.vae.model import init_params
 
 dims = st.integers(2, 7).flatmap(lambda D: st.tuples(st.just(D), st.integers(1, D - 1)))
 

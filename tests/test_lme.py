@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 
 from conftest import AGREE_RTOL, assert_fd_close
 from npvae.gradcheck import elementwise
-from npvae.lme import log_mean_exp, softmax
+from npvae.maths.lme import log_mean_exp, softmax
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
 log_weights = arrays(np.float64, st.integers(1, 30), elements=finite)

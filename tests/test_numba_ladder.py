@@ -1,5 +1,5 @@
 """The numba backend of the L-layer model (its fused latent kernels, npvae.backends.latent_kernels) against the NumPy
-specification, npvae.ladder_objective: L = 1, 2, 3, every (bound, kl, estimator), kl_weight 1 and 0.3, both float types,
+specification, npvae.vae.ladder_objective: L = 1, 2, 3, every (bound, kl, estimator), kl_weight 1 and 0.3, both float types,
 every likelihood; and NaN / inf in, non-finite out, where the specification's is.
 
 Error model: the backends compute the same formulas and differ only in the order of some sums. A log-weight a_k of size
@@ -13,11 +13,11 @@ here, and a factor 1 + 1e-4 anywhere fails.
 import numpy as np
 import pytest
 
-from npvae import models
+from npvae.vae import models
 from npvae.backends import numba_available
-from npvae.estimators import VALID
+from npvae.maths.estimators import VALID
 from npvae.gradcheck import rel_err
-from npvae.ladder import LadderArch
+from npvae.vae.ladder import LadderArch
 from npvae.likelihoods import LIKELIHOODS, Likelihood
 from npvae.objectives import bound_value, log_px, log_weights, objective
 
@@ -108,7 +108,7 @@ def test_non_finite_noise_gives_non_finite_results_where_the_specification_does(
     """The cores do no checking (the public objective refuses non-finite eps): one bad eps_l element of one sample must show
     in the value and gradients as it does in the specification's, never be turned into a number. (A z_l = +-inf may leave
     the value finite, tanh saturating, as in the specification; its gradients then are not.)"""
-    from npvae import ladder_objective
+    from npvae.vae import ladder_objective
     from npvae.backends import numba_ladder
 
     arch, params, x, eps = problem(spec, "bernoulli", np.float64)

@@ -10,7 +10,7 @@ import pytest
 from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close, random_problem
 from npvae import flatten, objective, param_names, unflatten
 from npvae.gradcheck import elementwise, per_parameter, surrogate
-from npvae.layers import ACTIVATIONS
+from npvae.nn.layers import ACTIVATIONS
 from npvae.likelihoods import LIKELIHOODS
 from npvae.objectives import VALID
 
@@ -45,8 +45,8 @@ def test_gradient_elementwise(rng, likelihood, activation, bound, kl, estimator)
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 def test_free_bits_gradient(rng, likelihood):
     """lambda chosen between the dimensions' KLs, so some are floored and some are not (no point sits on the kink)."""
-    from npvae.gaussian import kl_std_normal_per_dim
-    from npvae.model import encode
+    from npvae.maths.gaussian import kl_std_normal_per_dim
+    from npvae.vae.model import encode
 
     arch, params, x, eps = random_problem(rng, likelihood, N=6)
     kl_j = kl_std_normal_per_dim(*encode(params, arch, x)[:2])

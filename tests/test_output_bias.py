@@ -13,9 +13,9 @@ from scipy.special import logit
 
 from npvae import cli
 from npvae.config import TrainConfig
-from npvae.data import load, subset_indices
+from npvae.store.data import load, subset_indices
 from npvae.likelihoods import Likelihood, output_bias_from_data
-from npvae.model import unflatten
+from npvae.vae.model import unflatten
 from npvae.train import new_state, train, validation_bound
 
 from conftest import REPO, SHARED_DATA

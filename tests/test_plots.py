@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 import npvae
-import npvae.data
+import npvae.store.data
 from npvae import plots
-from npvae.layers import Dense
+from npvae.nn.layers import Dense
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return npvae.data.load("digits")
+    return npvae.store.data.load("digits")
 
 
 def tiny(Z=2, rng_seed=0):
@@ -97,7 +97,7 @@ def probabilities(params, arch, z):
     """p(x_d = 1 | z) = sigmoid(decoder logits), by scipy: z (M, Z) -> (M, D)."""
     from scipy.special import expit
 
-    return expit(npvae.model.decode(params, arch, z)[0])
+    return expit(npvae.vae.model.decode(params, arch, z)[0])
 
 
 HISTORY = {"epoch": [1, 2, 3, 4], "train_bound": [-40.0, -30.0, -27.0, -26.0], "valid_bound": [-38.0, -31.0, -28.0, None],
@@ -154,7 +154,7 @@ def test_reconstructions_show_binary_inputs_and_the_bernoulli_means_on_a_fixed_s
     assert 0.3 < np.mean(inputs < 1 / 255) and 0.1 < np.mean(inputs > 1 - 1 / 255)
     # The mean row: p(x=1 | z = mu(x)) on the fixed [0, 1] scale. These p lie in (0.05, 0.95), so a colour
     # scale stretched to their range would be off by 0.05 or more somewhere.
-    p = probabilities(params, arch, npvae.model.encode(params, arch, x)[0])
+    p = probabilities(params, arch, npvae.vae.model.encode(params, arch, x)[0])
     assert p.min() > 0.05 and p.max() < 0.95 and p.max() - p.min() > 0.5
     np.testing.assert_allclose(means, p, atol=2.5 / 255)
 
@@ -212,7 +212,7 @@ def test_run_pictures_z3_skips_the_latent_plane(tmp_path, digits, caplog):
 
 def test_run_pictures_non_image_data_skips_only_the_manifold(tmp_path):
     # synthetic data: image_shape (1, 16), Gaussian values, no labels -> heat strips and a one-colour scatter
-    ds = npvae.data.load("synthetic")
+    ds = npvae.store.data.load("synthetic")
     arch = npvae.Arch(16, (8,), 2, "tanh", npvae.Likelihood("gaussian-learned"))
     params = npvae.init_params(arch, np.random.default_rng(0))
     paths = plots.run_pictures(params, arch, ds, tmp_path, np.random.default_rng(0))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae import run_dir as rd
+from npvae.store import run_dir as rd
 from npvae.cli import main
 from npvae.train import load_state, read_meta
 
@@ -102,7 +102,7 @@ def test_kill_9_at_each_write_leaves_a_consistent_run_that_resumes_bit_for_bit(t
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
     d = tmp_path / "run"
     assert main([*TRAIN[:2], "1", *TRAIN[3:], "--out", str(d)]) == 0
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom npvae.run_dir import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom npvae.store.run_dir import RunLock\n"
                                "with RunLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(d)],
                               env=_env(), stdout=subprocess.PIPE, text=True)
     try:
@@ -171,8 +171,8 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_resume_command(tmp_path):
 
 def test_run_of_npvae_0_1_is_read_and_converted_on_resume(tmp_path, reference):
     """A run with last.npz/best.npz (format 2) evaluates as it is, and resuming rewrites it as safetensors."""
-    import npvae.checkpoint as ck
-    from npvae.safe_npz import read_npz
+    import npvae.store.checkpoint as ck
+    from npvae.store.safe_npz import read_npz
 
     d = tmp_path / "run"
     assert main([*TRAIN[:2], "2", *TRAIN[3:], "--out", str(d)]) == 0

@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from npvae import run_dir as rd  # noqa: E402
-from npvae.checkpoint import load_checkpoint  # noqa: E402
+from npvae.store import run_dir as rd  # noqa: E402
+from npvae.store.checkpoint import load_checkpoint  # noqa: E402
 from npvae.cli import main  # noqa: E402
 from npvae.config import TrainConfig  # noqa: E402
 from npvae.sweep import run_sweep  # noqa: E402
@@ -184,7 +184,7 @@ def _kill_when_processing(client, prefix: str, killed: list, timeout: float = 60
 
 def test_a_worker_killed_during_an_evaluation_loses_nothing(tmp_path):
     from npvae.eval_chunks import evaluate_chunked
-    from npvae.models import unflatten
+    from npvae.vae.models import unflatten
     from npvae.sweep_tasks import dataset_for
 
     spec = _spec(tmp_path, """

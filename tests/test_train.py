@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npvae.config import TrainConfig
-from npvae.data import load
+from npvae.store.data import load
 from npvae.train import TrainingDiverged, load_state, train
 
 
@@ -81,7 +81,7 @@ def test_bernoulli_on_data_outside_0_1_points_to_a_gaussian_likelihood(tmp_path)
 
 
 def test_checkpoint_whose_training_state_is_incomplete_is_refused(tmp_path, digits):
-    from npvae.checkpoint import load_checkpoint, save_checkpoint
+    from npvae.store.checkpoint import load_checkpoint, save_checkpoint
 
     train(TrainConfig(epochs=1), digits, tmp_path, progress=False, log=lambda s: None)
     arrays, meta = load_checkpoint(tmp_path / "last.safetensors")
@@ -128,7 +128,7 @@ def test_arch_must_match_the_data(tmp_path, digits):
 
 
 def test_bernoulli_on_grey_data_is_an_error_with_a_hint(tmp_path, digits):
-    from npvae.data import Dataset
+    from npvae.store.data import Dataset
 
     grey = Dataset("grey-digits", digits.train * 0.5, digits.valid * 0.5, digits.test * 0.5, image_shape=(8, 8), binary=False)
     with pytest.raises(ValueError, match="grey-digits is grey-level: add --binarize"):
@@ -154,7 +154,7 @@ def test_dynamic_binarisation_resumes_bit_for_bit(tmp_path):
     """Grey-level data redrawn every epoch from the run's 'binarize' Generator: resume must continue that stream."""
     from sklearn.datasets import load_digits
 
-    from npvae.data import Dataset
+    from npvae.store.data import Dataset
 
     grey = load_digits().data[:600] / 16.0
     ds = Dataset("grey-digits", grey[:400], grey[400:500], grey[500:], (8, 8), binary=False, dynamic_binarize=True)

@@ -10,7 +10,7 @@ import pytest
 
 from npvae import cli, testing, verify
 from npvae.check import gradient_model
-from npvae.model import flatten, param_names
+from npvae.vae.model import flatten, param_names
 from npvae.objectives import objective
 
 from conftest import REPO

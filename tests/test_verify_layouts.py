@@ -13,8 +13,8 @@ import pytest
 from npvae import cli, testing, verify
 from npvae.check import gradient_model
 from npvae.gradcheck import rel_err
-from npvae.layers import Dense
-from npvae.model import Arch, VAEParams, flatten, init_params, param_names
+from npvae.nn.layers import Dense
+from npvae.vae.model import Arch, VAEParams, flatten, init_params, param_names
 from npvae.objectives import VALID, objective
 from npvae.verify_layouts import bound_and_grad_at_head
 

@@ -8,7 +8,7 @@ import pytest
 from npvae import Likelihood, log_px, models
 import npvae.backends.numba_cpu as nc
 from npvae.backends import workers
-from npvae.data import load
+from npvae.store.data import load
 
 
 @pytest.fixture

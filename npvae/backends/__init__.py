@@ -67,7 +67,7 @@ def resolve(backend: str) -> str:
 
 
 _MODULES = {"numpy": "numpy_ref", "numba": "numba_backend", "cuda": "cuda_backend"}
-# The model families (npvae.models) each backend's trainer (Backend.stepper) runs: cuda trains on the device, one layer only.
+# The model families (npvae.vae.models) each backend's trainer (Backend.stepper) runs: cuda trains on the device, one layer only.
 TRAINS = {"numpy": ("one-layer", "ladder"), "numba": ("one-layer", "ladder"), "cuda": ("one-layer",)}
 
 

@@ -27,7 +27,7 @@ import numba
 from numba import types
 from numba.extending import overload
 
-from ..scalar import like
+from ..maths.scalar import like
 
 _PACKAGE = Path(__file__).parent.parent
 
@@ -74,7 +74,7 @@ def rebuild(f, g: dict, name: str | None = None):
 def compile_module(module, decorate, overrides=None) -> dict:
     """{name: decorate(function)} for the plain functions defined in `module`, but scalar.ELEMENTARY, all compiled with one
     globals dict (the module's, `overrides`, and the compiled functions themselves): calls between them stay compiled."""
-    from ..scalar import ELEMENTARY
+    from ..maths.scalar import ELEMENTARY
 
     g = {**vars(module), **(overrides or {})}
     names = [n for n, f in vars(module).items()

@@ -26,7 +26,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from ._jit import jit
-from ..scalar import exp_neg, expm1_neg, log1p_unit
+from ..maths.scalar import exp_neg, expm1_neg, log1p_unit
 
 
 @intrinsic

@@ -7,7 +7,7 @@ functions, with the same signatures as numba_cpu's, copy parameters, x and eps t
 and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
 on the device across steps instead (npvae.backends.cuda_train, reached through cuda_backend.stepper), for one-stochastic-layer models only.
 The L-layer model (npvae.backends.cuda_ladder) runs this module's MLP and head loops on the device and
-the specification's latent maths on the host. No checking here: npvae.objectives and npvae.importance
+the specification's latent maths on the host. No checking here: npvae.objectives and npvae.vae.importance
 validate and then call these.
 """
 
@@ -18,10 +18,10 @@ import math
 import numpy as np
 from numba import cuda
 
-from ..layers import Dense
-from ..model import Arch, VAEParams
+from ..nn.layers import Dense
+from ..vae.model import Arch, VAEParams
 from . import cuda_kernels as ck
-from ..codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
+from ..maths.codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
 
 try:  # cuBLAS through CuPy where it is installed; the tiled kernel otherwise
     import cupy as _cp
@@ -215,8 +215,8 @@ def adam_device(p, g, m, v, step, lr, betas, eps, sign):
 
 
 def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
-    """npvae.optim.adam_update IN PLACE on params and state's m, v (host arrays, each step through the device); returns (params, new state)."""
-    from ..optim import AdamState
+    """npvae.nn.optim.adam_update IN PLACE on params and state's m, v (host arrays, each step through the device); returns (params, new state)."""
+    from ..nn.optim import AdamState
 
     step = state.step + 1
     for p, g, m, v in zip(params, grads, state.m, state.v):

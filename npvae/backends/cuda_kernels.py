@@ -18,10 +18,10 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from .. import scalar
+from ..maths import scalar
 from ._jit import compile_module, rebuild
-from ..codes import ANALYTIC, RELU, SOFTPLUS, TANH
-from ..scalar import like
+from ..maths.codes import ANALYTIC, RELU, SOFTPLUS, TANH
+from ..maths.scalar import like
 
 # GEMM tile edge: TILE x TILE threads per block, two TILE x TILE shared tiles. The simulator runs each
 # thread of a block as a Python thread, so there the same kernel is built with 4 x 4 tiles.
@@ -132,7 +132,7 @@ def bias_activation(a, b, code, y):
 
 @cuda.jit
 def activation_backward(d, cache, code):
-    """d <- d f'(cache) in place (npvae.layers.activation_backward): one thread per element."""
+    """d <- d f'(cache) in place (npvae.nn.layers.activation_backward): one thread per element."""
     i = cuda.grid(1)
     M, H = d.shape
     if i >= M * H:

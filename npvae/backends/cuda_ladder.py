@@ -1,4 +1,4 @@
-"""The CUDA backend for the L-stochastic-layer model: npvae.ladder_objective's maths around cuda_gpu's device loops.
+"""The CUDA backend for the L-stochastic-layer model: npvae.vae.ladder_objective's maths around cuda_gpu's device loops.
 
 The four MLPs' forward and backward passes (cuda_gpu's products and bias+activation kernels) and the
 likelihood and the bound (cuda_gpu's head kernels, the K N x D_out element-wise work) run on the device;
@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .. import ladder_objective as ladder
-from ..layers import Dense
+from ..vae import ladder_objective as ladder
+from ..nn.layers import Dense
 from . import cuda_gpu as cg
-from ..codes import ACTIVATION, HEAD
+from ..maths.codes import ACTIVATION, HEAD
 
 
 def _host(grads):

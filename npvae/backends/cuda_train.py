@@ -1,7 +1,7 @@
 """Training on backend="cuda", device-resident: parameters, Adam's state and the epoch's data stay on the device.
 
 `DeviceTrainer` keeps the parameters, Adam's m and v, and the gradient as four flat device arrays
-of P elements (every parameter, in npvae.model.flatten order), with per-layer views into them: the
+of P elements (every parameter, in npvae.vae.model.flatten order), with per-layer views into them: the
 backward writes the gradient into place and one launch of the Adam kernel updates every parameter.
 Per epoch the (already binarised) training data and the shuffle order are uploaded once. Per step
 the batch rows are gathered on the device and eps, drawn on the host from the run's Generator so
@@ -23,10 +23,10 @@ import numpy as np
 from numba import cuda
 
 from .. import _validate
-from ..model import Arch, check_params, unflatten
-from ..data import as_float
-from ..inputs import check_options, check_x_storage
-from ..optim import AdamState
+from ..vae.model import Arch, check_params, unflatten
+from ..store.data import as_float
+from ..vae.inputs import check_options, check_x_storage
+from ..nn.optim import AdamState
 from . import cuda_kernels as ck
 from . import cuda_train_kernels as tk
 from .cuda_gpu import adam_device, bound_and_grad_device
@@ -55,7 +55,7 @@ class DeviceTrainer:
 
     def __init__(self, arch: Arch, params, adam: AdamState, *, batch_size: int, bound: str, kl: str, estimator: str,
                  free_bits: float, betas, adam_eps: float):
-        """params: flat list in npvae.model.flatten order, adam: its AdamState (host arrays, copied to the device here)."""
+        """params: flat list in npvae.vae.model.flatten order, adam: its AdamState (host arrays, copied to the device here)."""
         check_params(arch, unflatten(arch, params))
         check_options(bound, kl, estimator, 1.0, free_bits)
         self.arch, self.dtype = arch, params[0].dtype
@@ -109,7 +109,7 @@ class DeviceTrainer:
         return float(summary[SUM]) / n, None
 
     def state(self):
-        """(params, AdamState): fresh host copies, params a flat list in npvae.model.flatten order."""
+        """(params, AdamState): fresh host copies, params a flat list in npvae.vae.model.flatten order."""
         p, m, v = (_split(a.copy_to_host(), self.shapes) for a in (self.p, self.m, self.v))
         return p, AdamState(self.adam_step, tuple(m), tuple(v))
 

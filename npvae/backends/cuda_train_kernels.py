@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .cuda_kernels import TPB
-from ..scalar import like
+from ..maths.scalar import like
 
 
 @cuda.jit

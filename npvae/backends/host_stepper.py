@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import as_float
-from ..inputs import check_free_bits, check_options, check_x_storage
-from ..model import Arch
-from ..models import check_params, flatten, unflatten
-from ..optim import AdamState
+from ..store.data import as_float
+from ..vae.inputs import check_free_bits, check_options, check_x_storage
+from ..vae.model import Arch
+from ..vae.models import check_params, flatten, unflatten
+from ..nn.optim import AdamState
 
 
 class HostStepper:
-    """Adam on minus the bound, parameters as a flat list of host arrays (npvae.models.flatten order)."""
+    """Adam on minus the bound, parameters as a flat list of host arrays (npvae.vae.models.flatten order)."""
 
     def __init__(self, backend, arch: Arch, params, adam: AdamState, *, batch_size: int, bound: str, kl: str, estimator: str,
                  free_bits: float, betas, adam_eps: float):
@@ -38,7 +38,7 @@ class HostStepper:
     def start_epoch(self, x, order) -> None:
         """The epoch's training data x (N, D), checked here once, and its shuffle order.
 
-        x is float of the parameters' dtype, or a compact binary split (uint8 0/1, npvae.data), cast batch by batch.
+        x is float of the parameters' dtype, or a compact binary split (uint8 0/1, npvae.store.data), cast batch by batch.
         """
         check_x_storage(self.arch, x, self.dtype)
         self.x, self.order = x, order

@@ -1,7 +1,7 @@
 """The numba CPU kernels: loops around scalar.py's maths, fused element-wise passes between the BLAS matrix products.
 
 Private cores: no checking (npvae.backends.numba_cpu validates nothing either; the public entry
-points in npvae.objectives and npvae.importance do). Every scalar argument arrives already in the
+points in npvae.objectives and npvae.vae.importance do). Every scalar argument arrives already in the
 arrays' float type. The formulas are scalar.py's (compiled here, `S`) and the likelihoods' element
 kernels; each loop names the NumPy lines it replaces and keeps their order of operations, so float64
 agrees to ~1e-15 and float32 to a few ulps. The likelihood's head is compiled once per likelihood
@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import cpu_math  # noqa: F401  (registers the CPU exp_neg, expm1_neg, log1p_unit that scalar.py calls)
-from .. import scalar
+from ..maths import scalar
 from ._jit import compile_module, jit, like, rebuild
-from ..codes import ANALYTIC, RELU, SOFTPLUS, TANH
+from ..maths.codes import ANALYTIC, RELU, SOFTPLUS, TANH
 
 # scalar.py's functions are inlined in numba's IR where they are called (not left to LLVM): a call that passes
 # arrays otherwise costs a reference-count increment and decrement per array, per element of the loops (3x on
@@ -57,7 +57,7 @@ def bias_activation(a, b, code, y):
 
 @jit
 def activation_backward(d, cache, code, db):
-    """d <- d f'(cache) in place, and db = sum over rows of the result (npvae.layers.activation_backward + dense_backward's db)."""
+    """d <- d f'(cache) in place, and db = sum over rows of the result (npvae.nn.layers.activation_backward + dense_backward's db)."""
     M, H = d.shape
     for j in range(H):
         db[j] = like(db[0], 0.0)
@@ -77,7 +77,7 @@ def activation_backward(d, cache, code, db):
 
 @jit
 def sample(mu, log_var, eps, z, sd, lp_lq, want_lp):
-    """z = mu + exp(log_var/2) eps, and lp_lq = log N(z; 0, I) - log q(z|x) written in eps (npvae.gaussian), per (k, n)."""
+    """z = mu + exp(log_var/2) eps, and lp_lq = log N(z; 0, I) - log q(z|x) written in eps (npvae.maths.gaussian), per (k, n)."""
     K, N = lp_lq.shape
     for n in range(N):
         for j in range(mu.shape[1]):
@@ -176,7 +176,7 @@ def lme_finish(m, s, log_k, out):
 
 @jit
 def log_mean_exp(a, log_k, out):
-    """out (N,) = log (1/K) sum_k exp(a_k) over axis 0 of a (K, N), as npvae.lme.log_mean_exp_core (all -inf -> -inf)."""
+    """out (N,) = log (1/K) sum_k exp(a_k) over axis 0 of a (K, N), as npvae.maths.lme.log_mean_exp_core (all -inf -> -inf)."""
     for n in range(a.shape[1]):
         out[n] = log_mean_exp_point(a, n, log_k)
 

@@ -1,4 +1,4 @@
-"""The numba CPU kernels of the L-layer model's stochastic layers: one pass per layer where npvae.ladder_objective has many.
+"""The numba CPU kernels of the L-layer model's stochastic layers: one pass per layer where npvae.vae.ladder_objective has many.
 
 Each kernel names the ladder_objective (NumPy) lines it replaces and keeps their order of operations within an element;
 only the sums over j (and over k for z_1) may run in another order, so float64 agrees to ~1e-15 and float32 to a few

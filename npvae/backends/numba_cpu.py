@@ -4,7 +4,7 @@ Matrix products stay on BLAS (`np.matmul(..., out=buffer)`); everything element-
 one pass of a numba kernel (npvae.backends.kernels). Activations, decoder outputs and the latent
 arrays live in a per-thread `Workspace` reused from step to step while shapes and dtype stay the
 same; what is returned (values, gradients, log-weights) is always freshly allocated.
-Private cores: no checking; `npvae.objectives` and `npvae.importance` validate and then call these.
+Private cores: no checking; `npvae.objectives` and `npvae.vae.importance` validate and then call these.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import threading
 
 import numpy as np
 
-from ..layers import Dense
-from ..model import Arch, VAEParams
+from ..nn.layers import Dense
+from ..vae.model import Arch, VAEParams
 from . import binary_input
 from . import kernels as kern
-from ..codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
+from ..maths.codes import ACTIVATION, ANALYTIC, ELBO_MC, ESTIMATOR, HEAD, IDENTITY, SOFTPLUS
 from .workers import ordered_map
 
 
@@ -233,7 +233,7 @@ def log_mean_exp(a):
 
 
 def adam_step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, sign=1.0):
-    """npvae.optim.adam_update IN PLACE on params and state's m, v (with gradient sign * grads); returns (params, new state).
+    """npvae.nn.optim.adam_update IN PLACE on params and state's m, v (with gradient sign * grads); returns (params, new state).
 
     The trainer passes the bound's gradient with sign = -1 (Adam descends on the loss) and so never
     builds the negated copies. Results equal adam_update's bit for bit.
@@ -246,7 +246,7 @@ def adam_step_checked(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-
     """adam_step, and what went non-finite in the same pass (None, "bound or gradient" or "parameter after the update"):
     the trainer's divergence check without scanning every gradient and parameter on every step (kernels.adam says
     why its one test sees both; only when it fires are the gradients scanned, to say which)."""
-    from ..optim import AdamState
+    from ..nn.optim import AdamState
 
     b1, b2 = betas
     step = state.step + 1

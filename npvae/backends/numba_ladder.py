@@ -1,4 +1,4 @@
-"""The numba CPU backend for the L-stochastic-layer model: npvae.ladder_objective's maths around numba_cpu's loops.
+"""The numba CPU backend for the L-stochastic-layer model: npvae.vae.ladder_objective's maths around numba_cpu's loops.
 
 The four MLPs run through numba_cpu's BLAS products and fused bias+activation kernels (enc1's first
 product as a sum of rows of W when x is binary and sparse), and the likelihood and the bound through its
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ladder_objective as ladder
+from ..vae import ladder_objective as ladder
 from . import latent_kernels as lk
 from . import numba_cpu as nb
-from ..codes import ACTIVATION, HEAD
+from ..maths.codes import ACTIVATION, HEAD
 
 FUSE_LATENT = True
 

@@ -1,12 +1,12 @@
-"""The NumPy backend: the specification itself (npvae.vae_objective, npvae.ladder_objective, npvae.importance, npvae.lme, npvae.optim) as a Backend."""
+"""The NumPy backend: the specification itself (npvae.vae.one_layer_objective, npvae.vae.ladder_objective, npvae.vae.importance, npvae.maths.lme, npvae.nn.optim) as a Backend."""
 
 from __future__ import annotations
 
-from .. import ladder_objective as ladder
-from ..importance import log_px_core
-from ..lme import log_mean_exp_core
-from ..vae_objective import bound_and_grad, bound_value_core, forward, log_weights_of
-from ..optim import adam_update
+from ..vae import ladder_objective as ladder
+from ..vae.importance import log_px_core
+from ..maths.lme import log_mean_exp_core
+from ..vae.one_layer_objective import bound_and_grad, bound_value_core, forward, log_weights_of
+from ..nn.optim import adam_update
 from .protocol import Backend, per_family
 
 

@@ -1,7 +1,7 @@
 """The one interface every backend implements; `npvae.backends.get(name)` returns its object.
 
 All functions are private cores: inputs are already validated by the public entry points
-(npvae.objectives, npvae.importance, npvae.train), and results are fresh NumPy arrays.
+(npvae.objectives, npvae.vae.importance, npvae.train), and results are fresh NumPy arrays.
 Shapes: x (N, D), eps (K, N, Z); options as in npvae.objectives.objective.
 """
 
@@ -36,7 +36,7 @@ class Backend(NamedTuple):
 
 
 def by_family(name: str, **cores) -> Callable:
-    """One Backend function from a core per model family (npvae.models): cores["one_layer"] for an Arch,
+    """One Backend function from a core per model family (npvae.vae.models): cores["one_layer"] for an Arch,
     cores["ladder"] for a LadderArch; every such function takes (params, arch, ...)."""
     table = {family.replace("_", "-"): core for family, core in cores.items()}
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layers import Dense
+from ..nn.layers import Dense
 from ..oracle.linear_chain import LinearGaussian
-from ..model import VAEParams
+from ..vae.model import VAEParams
 
 # One colour per role, the same in every figure of every topic.
 C_POSTERIOR, C_PRIOR, C_Q, C_BEST = "black", "0.55", "tab:blue", "tab:orange"
@@ -42,7 +42,7 @@ def correlation_gap(model: LinearGaussian) -> float:
 
 
 def encoder_params(model: LinearGaussian, A, a, log_S) -> VAEParams:
-    """Linear-VAE parameters (npvae.linear_vae layout) with q(z|x) = N(A x + a, diag(exp(log_S))) and the model's decoder."""
+    """Linear-VAE parameters (npvae.oracle.linear_vae layout) with q(z|x) = N(A x + a, diag(exp(log_S))) and the model's decoder."""
     D, Z = model.D, model.Z
     enc = Dense(np.concatenate([A.T, np.zeros((D, Z))], axis=1), np.concatenate([a, log_S]))  # (D, 2Z), (2Z,)
     return VAEParams((enc,), (Dense(model.W.T.copy(), model.b.copy()),))

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..linear_vae import best_linear_vae
-from ..lme import log_mean_exp_core
-from ..model import flatten
+from ..oracle.linear_vae import best_linear_vae
+from ..maths.lme import log_mean_exp_core
+from ..vae.model import flatten
 from ..objectives import log_weights, objective
 from . import _common as c
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import multivariate_normal
 
 from ..oracle.linear_chain import LinearGaussian
-from ..linear_vae import linear_arch
+from ..oracle.linear_vae import linear_arch
 from ..objectives import bound_value
 from . import _common as c
 

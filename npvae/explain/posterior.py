@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gaussian import kl_std_normal_forward
+from ..maths.gaussian import kl_std_normal_forward
 from ..oracle.linear_chain import LinearGaussian, ppca_fit
-from ..linear_vae import linear_arch
-from ..model import flatten, unflatten
+from ..oracle.linear_vae import linear_arch
+from ..vae.model import flatten, unflatten
 from ..objectives import objective
-from ..optim import adam_init, adam_update
+from ..nn.optim import adam_init, adam_update
 from . import _common as c
 from . import posterior_nonlinear
 

@@ -21,14 +21,14 @@ import os
 
 import numpy as np
 
-from ..data import DataNotFoundError, load, subset_indices
+from ..store.data import DataNotFoundError, load, subset_indices
 from ..evaluate import encoder_stats, evaluate, mutual_information
-from ..gaussian import kl_std_normal_forward
+from ..maths.gaussian import kl_std_normal_forward
 from ..objectives import log_px
-from ..layers import Dense
-from ..model import Arch, flatten, init_params, unflatten
+from ..nn.layers import Dense
+from ..vae.model import Arch, flatten, init_params, unflatten
 from ..objectives import objective
-from ..optim import adam_init, adam_update
+from ..nn.optim import adam_init, adam_update
 from . import _common as c
 
 # (data set, arch, training points, epochs at which to measure, held-out points, k for log p(x), Ks for the proposals)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gaussian import std
+from ..maths.gaussian import std
 from ..oracle.linear_chain import LinearGaussian
-from ..linear_vae import best_linear_vae
+from ..oracle.linear_vae import best_linear_vae
 from ..objectives import log_weights, objective
 from . import _common as c
 

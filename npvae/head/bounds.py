@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lme import log_mean_exp_core
+from ..maths.lme import log_mean_exp_core
 from .case import as_array
 from .likelihood import HeadLikelihood, check as check_likelihood, head_likelihood, log_px
 from .reference import log_prior, log_q

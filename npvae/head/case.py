@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..estimators import VALID
+from ..maths.estimators import VALID
 from .likelihood import HeadLikelihood, check as check_likelihood, head_likelihood
 from .scales import check_raw, std_of
 

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from ..checkpoint import read_arrays, write_arrays
+from ..store.checkpoint import read_arrays, write_arrays
 from .case import GRAD_KEYS, make_case
 
 ARRAYS = ("x", "mu", "scale", "out", "out_scale", "eps", "z", "loss")

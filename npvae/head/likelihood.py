@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import xlogy
 
-from ..stable import sigmoid, softplus
+from ..maths.stable import sigmoid, softplus
 from .scales import dlog_var_ds, log_var_of
 
 HEAD_LIKELIHOODS = {"bernoulli": ("logits", "probs"), "gaussian": ("mean",), "gaussian-learned": ("mean",)}  # the first: the default

@@ -17,7 +17,7 @@ z = mu + sigma eps and the decoder is the user's autograd's):
     dB/dv     = -beta 1[KL_j > lambda] expm1(v) / 2                       (analytic)
               = sum_k c_k beta (1 - (z_k - mu)^2 e^-v) / 2                (mc, iwae, reparam: d(-log q)/dv)
     dB/ds     = dB/dv dv/ds
-Estimators change what the encoder receives (npvae.estimators; gradients of surrogates with stop-gradients):
+Estimators change what the encoder receives (npvae.maths.estimators; gradients of surrogates with stop-gradients):
     stl   (Roeder et al. 2017)  log q's mu and v held fixed: dB/dmu = dB/ds = 0; out and z as reparam's (c = 1/K)
     dreg  (Tucker et al. 2018)  the encoder's surrogate sum_k stop(w_k)^2 a_k with q's parameters held fixed:
                                 c_k = w_k^2 for out and z, dB/dmu = dB/ds = 0. The decoder's own gradient is IWAE's
@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..lme import log_mean_exp_core, softmax_core
+from ..maths.lme import log_mean_exp_core, softmax_core
 from .likelihood import LOG2PI, log_px
 from .scales import dlog_var_ds, log_var_of
 

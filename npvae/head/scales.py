@@ -6,7 +6,7 @@ An encoder's scale output s (N, Z), or a learned Gaussian decoder's, is one of
     std       sigma       = s        (s > 0)         d log_var / ds = 2 / s
     var       sigma^2     = s        (s > 0)         d log_var / ds = 1 / s
     softplus  sigma       = softplus(s)              d log_var / ds = 2 sigmoid(s) / softplus(s)
-npvae's maths (npvae.gaussian) runs on log_var; a gradient with respect to log_var is carried to s by the chain rule,
+npvae's maths (npvae.maths.gaussian) runs on log_var; a gradient with respect to log_var is carried to s by the chain rule,
 d/ds = (d/dlog_var) (dlog_var/ds). Pyro's and HIPS autograd's examples use log_std, pytorch/examples and Keras
 log_var, torch.distributions.Normal std. `std_of` gives sigma itself for the noise checks.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stable import sigmoid, softplus
+from ..maths.stable import sigmoid, softplus
 
 SCALES = ("log_var", "log_std", "std", "var", "softplus")
 POSITIVE = ("std", "var")  # the raw output must be > 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..scalar import softplus_sigmoid
-from ..stable import sigmoid, softplus
+from ..maths.scalar import softplus_sigmoid
+from ..maths.stable import sigmoid, softplus
 
 NAME = "bernoulli"
 # Burda et al. 2016 (yburda/iwae) start the output bias at the logit of the mean training pixel, clipped

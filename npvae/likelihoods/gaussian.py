@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..scalar import like
+from ..maths.scalar import like
 
 NAME = "gaussian"
 

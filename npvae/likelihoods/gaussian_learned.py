@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ..scalar import like, softplus_sigmoid
-from ..stable import sigmoid, softplus
+from ..maths.scalar import like, softplus_sigmoid
+from ..maths.stable import sigmoid, softplus
 
 NAME = "gaussian-learned"
 

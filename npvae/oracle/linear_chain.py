@@ -31,7 +31,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from npvae import _validate as check
-from npvae import gaussian
+from npvae.maths import gaussian
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -22,11 +22,11 @@ from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each tes
 from npvae import flatten, log_px, log_weights, objective, param_names, unflatten
 from npvae.backends import resolve
 from npvae.backends import cuda_gpu, cuda_kernels, cuda_train_kernels
-from npvae.estimators import VALID
+from npvae.maths.estimators import VALID
 from npvae.gradcheck import rel_err
-from npvae.lme import log_mean_exp
+from npvae.maths.lme import log_mean_exp
 from npvae.objectives import bound_value
-from npvae.optim import adam_init, adam_update
+from npvae.nn.optim import adam_init, adam_update
 
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 SHAPE = dict(D=6, hidden=(5,), Z=2, N=3, K=2)
@@ -155,7 +155,7 @@ def test_equals_numpy_at_the_extremes(regime, dtype):
 
 
 def _ladder_problem(likelihood, dtype, seed=8, spec="6-5-3:3-2"):
-    from npvae.ladder import LadderArch, init_params
+    from npvae.vae.ladder import LadderArch, init_params
     from npvae.likelihoods import Likelihood
 
     arch = LadderArch.parse(spec, likelihood=Likelihood(likelihood))
@@ -205,7 +205,7 @@ def test_stochastic_layers_float32_stays_float32(spec):
 def test_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
     """Device-resident training runs one stochastic layer; a ladder gets a message naming the backends that train it."""
     from npvae.backends import cuda_backend
-    from npvae.optim import adam_init as init
+    from npvae.nn.optim import adam_init as init
 
     arch, params, _, _ = _ladder_problem("bernoulli", np.float64)
     b = cuda_backend.BACKEND
@@ -217,7 +217,7 @@ def test_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
 
 def test_training_a_ladder_on_cuda_is_refused_before_the_run_directory(tmp_path):
     from npvae.config import TrainConfig
-    from npvae.data import load
+    from npvae.store.data import load
     from npvae.train import train
 
     cfg = TrainConfig(arch="64-20-8:6-3", backend="cuda", epochs=1, binarize=True)

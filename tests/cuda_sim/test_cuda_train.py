@@ -24,7 +24,7 @@ from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each tes
 from npvae import cli
 from npvae.backends.cuda_train import DeviceTrainer
 from npvae.config import TrainConfig
-from npvae.data import Dataset
+from npvae.store.data import Dataset
 from npvae.gradcheck import rel_err
 from npvae.train import TrainingDiverged, load_state, train
 
@@ -170,9 +170,9 @@ def test_parameters_stay_on_the_device_during_an_epoch(tmp_path, monkeypatch):
 
 
 def test_cli_train_and_eval_on_cuda(tmp_path, monkeypatch, capsys):
-    import npvae.data
+    import npvae.store.data
 
-    monkeypatch.setattr(npvae.data, "load", lambda name, **kw: tiny(kw.get("dtype", "float64")))  # whatever --dataset says
+    monkeypatch.setattr(npvae.store.data, "load", lambda name, **kw: tiny(kw.get("dtype", "float64")))  # whatever --dataset says
     run = tmp_path / "run"
     assert cli.main(["train", "--dataset", "digits", "--arch", "6-5-2", "--batch-size", "3", "--epochs", "1",
                      "--backend", "cuda", "--out", str(run), "--quiet", "--no-pictures"]) == 0

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npvae.stable import sigmoid, softplus
+from npvae.maths.stable import sigmoid, softplus
 
 MODELS = ("pytorch_examples", "hips_autograd", "pyro_vae", "keras_vae", "antixk_vanilla", "tucker_dreg")
 

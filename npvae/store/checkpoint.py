@@ -18,7 +18,7 @@ or Generator state is refused as surely as a flipped bit in a parameter. Only bo
 float arrays are stored (what safetensors and our checkpoints need).
 
 Checkpoints of format 2 (npvae 0.1: an uncompressed .npz with a `__meta__` member) are still read,
-through npvae.safe_npz, which parses each member's header and refuses any member larger than the
+through npvae.store.safe_npz, which parses each member's header and refuses any member larger than the
 bytes the file holds before reading it. Support for them will be removed in the next version.
 """
 
@@ -293,7 +293,7 @@ def check_expected(path: str, arrays: Mapping[str, np.ndarray], expected: Mappin
 def read_arrays(path, *, text: tuple[str, ...] = (), max_bytes: int = 1 << 30) -> dict[str, np.ndarray]:
     """A plain `np.savez` file as name -> array, read as safely as a checkpoint: numeric arrays only (unicode
     strings for the members named in `text`), no pickle, and no member declaring more than `max_bytes` of data
-    is decompressed (npvae.safe_npz)."""
+    is decompressed (npvae.store.safe_npz)."""
     path = os.fspath(path)
     with open(path, "rb"):  # a missing file stays FileNotFoundError, naming the path
         pass

@@ -1,12 +1,12 @@
 """The model families in one place: what the trainer, checkpoints, evaluation and the CLI call for any architecture.
 
 Two families, keyed by the architecture's FAMILY:
-- "ladder": npvae.ladder's LadderArch and LadderParams, L stochastic layers (Burda et al. 2016, section 5), spec
+- "ladder": npvae.vae.ladder's LadderArch and LadderParams, L stochastic layers (Burda et al. 2016, section 5), spec
   '784-200-200-100:100-100-50' (each part after a ':' is one more stochastic layer: its hidden sizes and Z_l);
-- "one-layer": npvae.model's Arch and VAEParams (Kingma & Welling 2014), spec '784-200-200-50': the ladder at L = 1,
+- "one-layer": npvae.vae.model's Arch and VAEParams (Kingma & Welling 2014), spec '784-200-200-50': the ladder at L = 1,
   with code of its own as the fast path (free bits, the fused numba and CUDA kernels, the device trainer).
 Every architecture has data_dim, activation, likelihood, spec, noise_dim (the last axis of the noise
-eps (K, N, noise_dim) that the objectives take) and widths() (for npvae.memory). Parameters of either
+eps (K, N, noise_dim) that the objectives take) and widths() (for npvae.vae.memory). Parameters of either
 family flatten to [W, b, W, b, ...] in `param_names` order, which is what optimisers and checkpoints see.
 """
 
@@ -26,7 +26,7 @@ def parse(spec: str, **kw):
 
 
 def family(arch):
-    """The module that defines arch's parameters (npvae.model or npvae.ladder)."""
+    """The module that defines arch's parameters (npvae.vae.model or npvae.vae.ladder)."""
     if not isinstance(arch, ARCH_TYPES):
         raise ValueError(f"arch must be an Arch or a LadderArch, got {type(arch).__name__}")
     return FAMILIES[arch.FAMILY]

@@ -1,7 +1,7 @@
 """The L-layer bounds and their gradients by hand, written once over the list of stochastic layers.
 
-The NumPy specification for npvae.ladder's model; it follows npvae.objectives step by step and runs
-npvae.estimators' bounds (BOUND) and latent estimators. Noise is passed in, eps_l (K, N, Z_l), and
+The NumPy specification for npvae.vae.ladder's model; it follows npvae.objectives step by step and runs
+npvae.maths.estimators' bounds (BOUND) and latent estimators. Noise is passed in, eps_l (K, N, Z_l), and
 z_1 = mu_1(x) + s_1(x) eps_1, z_l = mu_l(z_{l-1}) + s_l(z_{l-1}) eps_l. Log-weights (Burda et al. 2016, section 5):
     a_k = log p(x|z_1k) + beta [sum_{l<L} log p(z_lk|z_{l+1,k}) + log p(z_Lk) - sum_l log q(z_lk|z_{l-1,k})],
 beta = 1 the true one. kl="analytic" replaces the top pair log p(z_L) - log q(z_L|z_{L-1}) by -KL(q(z_L|z_{L-1,k}) || N(0, I))
@@ -17,8 +17,8 @@ What each estimator holds fixed (phi = the encoders' parameters, theta = the dec
 - dreg (Tucker et al. 2018, eq. 7): LME_k a_k(theta; phi o) for the decoders, plus
   sum_k (w_k o)^2 a_k(theta o; z_k(phi), q at phi o) for the encoders, w = softmax(a), the same stop-gradients.
   In the backward this is STL's encoder pass with every sample's weight wn_k replaced by wn_k w_k.
-npvae.ladder_surrogate.surrogate is that scalar, built from forward passes only, for the finite-difference checks.
-Shapes: as npvae.ladder; weights w, wn (K, N). Layer l is index l - 1 of every list.
+npvae.vae.ladder_surrogate.surrogate is that scalar, built from forward passes only, for the finite-difference checks.
+Shapes: as npvae.vae.ladder; weights w, wn (K, N). Layer l is index l - 1 of every list.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import _validate
-from . import likelihoods as lik
-from .estimators import BOUND, ESTIMATORS, VALID, reparam, stl
-from .gaussian import (
+from .. import _validate
+from .. import likelihoods as lik
+from ..maths.estimators import BOUND, ESTIMATORS, VALID, reparam, stl
+from ..maths.gaussian import (
     kl_std_normal_backward,
     kl_std_normal_forward,
     log_prob,
@@ -44,7 +44,7 @@ from .gaussian import (
 from .importance import log_px_stream
 from .inputs import check_options, check_x_data
 from .ladder import LadderArch, LadderParams, check_params
-from .mlp import mlp_backward, mlp_forward
+from ..nn.mlp import mlp_backward, mlp_forward
 
 
 def conditional_prior_forward(z, mp, lvp):
@@ -87,7 +87,7 @@ def latent_backward(dz, layer: Layer, ce, analytic: bool, q_held: bool):
 
 
 def first_latent_backward(dz1, layer: Layer, w, e, beta, analytic: bool, q_held: bool):
-    """q(z_1|x), per point: the estimators' one-layer rules (npvae.estimators); DReG's is STL's with e = wn w on the
+    """q(z_1|x), per point: the estimators' one-layer rules (npvae.maths.estimators); DReG's is STL's with e = wn w on the
     already reweighted dz1. analytic (L = 1 only): the path through z_1 plus the analytic KL's, -beta sum_k e_k per point."""
     if analytic:
         dmu, dlv = sample_backward(dz1, layer.sample_cache)
@@ -97,7 +97,7 @@ def first_latent_backward(dz1, layer: Layer, w, e, beta, analytic: bool, q_held:
 
 
 def layer_backward(l, top, dz, up, layer, w, wn, beta, analytic, est):
-    """Layer l's d[mu_l, lv_l] for enc_l's backward, (live, held or None), each (..., 2 Z_l); est: an npvae.estimators.Estimator.
+    """Layer l's d[mu_l, lv_l] for enc_l's backward, (live, held or None), each (..., 2 Z_l); est: an npvae.maths.estimators.Estimator.
 
     dz (K, N, Z_l) is the generative side's d/dz_l; `up` what enc_{l+1}'s backward passed down to z_l (live, then held),
     already weighted. At the top (MC): + beta wn d log N(z_L; 0, I) / dz_L. Every term of sample k is weighted by e_k:
@@ -252,7 +252,7 @@ def _mlp_back(ops, tag, layers, cache, d, activation, need_dx: bool = True):
 def bound_and_grad_core(params, arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0, ops: Ops = NUMPY):
     """The value (N,) and the gradient of its batch mean (LadderParams) for eps = [eps_1, ..., eps_L] (K, N, sum Z); no checking.
 
-    free_bits is accepted for the Backend signature and is always 0 here (npvae.inputs.check_free_bits).
+    free_bits is accepted for the Backend signature and is always 0 here (npvae.vae.inputs.check_free_bits).
     """
     t = x.dtype.type
     beta = t(kl_weight)
@@ -299,7 +299,7 @@ def log_weights_core(params, arch, x, eps, ops: Ops = NUMPY):
 
 
 def log_px_core(params, arch, x, k: int, rng, chunk: int, progress=None, ops: Ops = NUMPY):
-    """Importance-sampled log p(x) (N,) as npvae.importance.log_px, from `log_weights_core` chunk by chunk; no checking."""
+    """Importance-sampled log p(x) (N,) as npvae.vae.importance.log_px, from `log_weights_core` chunk by chunk; no checking."""
     return log_px_stream(lambda p, a, x_, eps: log_weights_core(p, a, x_, eps, ops), params, arch, x, k, rng, chunk, progress)
 
 
@@ -333,7 +333,7 @@ def bound_and_grad(params: LadderParams, arch: LadderArch, x, eps: list, bound="
                    kl_weight=1.0):
     """Bound per point (N,) and the gradient of its batch mean (LadderParams); x (N, D), eps [eps_l (K, N, Z_l)].
 
-    (bound, kl, estimator) as npvae.estimators.VALID; kl_weight (beta, ELBO only) scales everything but log p(x|z_1).
+    (bound, kl, estimator) as npvae.maths.estimators.VALID; kl_weight (beta, ELBO only) scales everything but log p(x|z_1).
     The NumPy specification; npvae.objectives.objective(params, arch, x, concatenated eps, backend=...) runs any backend.
     """
     check_options(bound, kl, estimator, kl_weight)

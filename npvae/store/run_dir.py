@@ -6,7 +6,7 @@ the best validation bound), `history.json`, `data.json` (where the data came fro
 0.1 hold `last.npz`/`best.npz` instead; they are read, and replaced by safetensors files when resumed.
 
 What a kill at any instant leaves (the trainer writes, per epoch, history.json, then last, then best):
-- every checkpoint is whole (atomic replacement, npvae.checkpoint);
+- every checkpoint is whole (atomic replacement, npvae.store.checkpoint);
 - history.json is at most one epoch ahead of last, never behind it; resuming rewrites it from last;
 - best may lag last by one epoch, only when that epoch improved the bound and the kill fell between
   the two writes. last records the epoch best must hold (`best_epoch`), so `repair` restores best

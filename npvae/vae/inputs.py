@@ -2,16 +2,16 @@
 
 Every public function that takes (params, x, eps) or (bound, kl, estimator) calls these once; the
 private cores and the backends check nothing. The valid (bound, kl, estimator) combinations come
-from npvae.estimators' registry.
+from npvae.maths.estimators' registry.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _validate
-from .estimators import BOUNDS, ESTIMATORS, KL_MODES, VALID
-from .likelihoods import check_data
+from .. import _validate
+from ..maths.estimators import BOUNDS, ESTIMATORS, KL_MODES, VALID
+from ..likelihoods import check_data
 from .model import Arch, VAEParams
 from .models import check_params
 
@@ -35,7 +35,7 @@ def check_x_data(arch: Arch, x, dtype) -> None:
 
 
 def check_x_storage(arch: Arch, x, dtype) -> None:
-    """check_x_data, or, for a compact binary split (uint8, npvae.data), (N, D) with every value 0 or 1 (N >= 1): data
+    """check_x_data, or, for a compact binary split (uint8, npvae.store.data), (N, D) with every value 0 or 1 (N >= 1): data
     every likelihood has a meaning for, used as `dtype` batch by batch."""
     if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
         check_x_data(arch, x, dtype)

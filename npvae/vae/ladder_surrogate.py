@@ -1,6 +1,6 @@
 """The L-layer estimators' surrogates: scalars whose gradient is each estimator's, from forward passes only.
 
-What each estimator holds fixed is npvae.ladder_objective's module docstring; log q is written in z-form
+What each estimator holds fixed is npvae.vae.ladder_objective's module docstring; log q is written in z-form
 here (not in eps), so no line of the hand-written backward is reused. npvae.gradcheck.surrogate calls this
 for a LadderArch; tests/test_ladder.py differentiates it element by element.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import likelihoods as lik
-from .estimators import ESTIMATORS
-from .gaussian import kl_std_normal_forward, log_prob, log_std_normal, sample_forward
+from .. import likelihoods as lik
+from ..maths.estimators import ESTIMATORS
+from ..maths.gaussian import kl_std_normal_forward, log_prob, log_std_normal, sample_forward
 from .ladder import LadderArch, LadderParams, decode_x, gaussian_head
-from .lme import log_mean_exp_core, softmax_core
+from ..maths.lme import log_mean_exp_core, softmax_core
 
 
 def _log_weights_z(live, arch, x, eps, q=None, kl_weight=1.0, analytic=False):

@@ -5,10 +5,10 @@ Inference   q(z_1|x)       = N(mu_1, diag(exp(lv_1))),  [mu_1, lv_1] = enc_1(x):
 Generative  p(z_L) = N(0, I),
             p(z_{l-1}|z_l) = N(mp_l, diag(exp(lvp_l))), [mp_l, lvp_l] = dec_l(z_l):     Z_l -> reversed(hidden_l) -> 2 Z_{l-1}
             p(x|z_1) from dec_1(z_1): Z_1 -> reversed(hidden_1) -> D_out (the likelihood's out_dim(D)).
-One stochastic layer l is the pair (enc_l, dec_l); L = 1 is Kingma & Welling's VAE (npvae.model.Arch, whose code is
+One stochastic layer l is the pair (enc_l, dec_l); L = 1 is Kingma & Welling's VAE (npvae.vae.model.Arch, whose code is
 the one-layer fast path, checked equal to this one), L = 2 Burda et al.'s two-layer model:
 LadderArch.parse("784-200-200-100:100-100-50") = 784-200-200-100 then 100-100-50, one ':' per layer above the first.
-The bounds and their gradients are npvae.ladder_objective's. Parameters: `LadderParams`, the 2L MLPs (tuples of
+The bounds and their gradients are npvae.vae.ladder_objective's. Parameters: `LadderParams`, the 2L MLPs (tuples of
 `Dense`) in PARTS order enc_1, ..., enc_L, dec_L, ..., dec_1. Shapes: x (N, D); mu_1, lv_1 (N, Z_1); for l >= 2
 mu_l, lv_l, z_l (K, N, Z_l); z_1 (K, N, Z_1); the noise eps (K, N, Z_1 + ... + Z_L) = [eps_1, ..., eps_L].
 """
@@ -21,11 +21,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _validate
-from .gaussian import std
-from .layers import Dense
-from .likelihoods import Likelihood
-from .mlp import mlp_forward_rows, mlp_init
+from .. import _validate
+from ..maths.gaussian import std
+from ..nn.layers import Dense
+from ..likelihoods import Likelihood
+from ..nn.mlp import mlp_forward_rows, mlp_init
 from .model import Arch, check_arrays, with_output_bias
 from .model import flatten as model_flatten
 
@@ -42,7 +42,7 @@ class LadderArch:
     latents: tuple[int, ...]
     activation: str = "tanh"
     likelihood: Likelihood = Likelihood()
-    FAMILY: ClassVar[str] = "ladder"  # npvae.models' key
+    FAMILY: ClassVar[str] = "ladder"  # npvae.vae.models' key
 
     def __post_init__(self):
         if not isinstance(self.latents, tuple) or not isinstance(self.hidden, tuple) or not self.latents:
@@ -107,7 +107,7 @@ class LadderArch:
         return s
 
     def widths(self) -> tuple[list[int], list[int]]:
-        """(widths of the layers run once per point, of those run once per sample), for npvae.memory's estimates."""
+        """(widths of the layers run once per point, of those run once per sample), for npvae.vae.memory's estimates."""
         s = self.sizes()
         return list(s["enc1"][1:]), [w for part in self.parts()[1:] for w in s[part][1:]]
 
@@ -170,9 +170,9 @@ class LadderParams(tuple):
 
 
 def init_params(arch: LadderArch, rng: np.random.Generator, dtype=np.float64, output_bias=None) -> LadderParams:
-    """Fresh parameters from a passed-in Generator, drawn in PARTS order (npvae.mlp.mlp_init: He for ReLU, else Glorot).
+    """Fresh parameters from a passed-in Generator, drawn in PARTS order (npvae.nn.mlp.mlp_init: He for ReLU, else Glorot).
 
-    Biases start at 0, except dec1's output bias where `output_bias`: (D_out,) is given (as npvae.model.init_params).
+    Biases start at 0, except dec1's output bias where `output_bias`: (D_out,) is given (as npvae.vae.model.init_params).
     """
     _validate.generator("rng", rng)
     dtype = np.dtype(dtype)
@@ -231,7 +231,7 @@ def encoder_means(params: LadderParams, arch: LadderArch, x) -> list:
     return means
 
 
-# ---- what pictures and evaluation read, the same for every family (npvae.models) ----
+# ---- what pictures and evaluation read, the same for every family (npvae.vae.models) ----
 
 def decode_x(params: LadderParams, arch: LadderArch, z1):
     """The likelihood's parameters from z1: (..., Z_1) -> (..., D_out)."""

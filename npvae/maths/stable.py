@@ -1,7 +1,7 @@
 """Numerically stable elementwise primitives: softplus and the logistic sigmoid, exact at |l| = 800.
 
 Written once here for arrays; likelihoods and layers use these, never `log(sigmoid(l))`. The compiled
-kernels use the same formulas for one element (npvae.scalar).
+kernels use the same formulas for one element (npvae.maths.scalar).
 """
 
 from __future__ import annotations

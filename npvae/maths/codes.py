@@ -1,7 +1,7 @@
 """The integer codes the compiled kernels branch on, in one place: the CPU and CUDA kernels both import these.
 
-Names are what the user writes (npvae.layers.ACTIVATIONS; the (bound, kl) pairs and estimators of
-npvae.estimators); the codes exist only because a kernel takes integers, not strings.
+Names are what the user writes (npvae.nn.layers.ACTIVATIONS; the (bound, kl) pairs and estimators of
+npvae.maths.estimators); the codes exist only because a kernel takes integers, not strings.
 """
 
 from __future__ import annotations

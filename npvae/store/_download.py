@@ -1,6 +1,6 @@
 """Download public data files into a cache directory, each checked against its published SHA-256.
 
-Only `npvae.data.load(..., download=True, cache_dir=...)` calls this; nothing here runs on import.
+Only `npvae.store.data.load(..., download=True, cache_dir=...)` calls this; nothing here runs on import.
 A file appears under its final name only after its checksum (and any extra check) has passed:
 it is written to a temporary file in the same directory and moved into place with `os.replace`.
 """

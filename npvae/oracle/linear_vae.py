@@ -2,7 +2,7 @@
 
 One layer: encoder q(z|x) = N(V (x - b), diag(S)) as a single dense layer D -> 2Z whose log-variance half ignores
 x; decoder p(x|z) = N(W z + b, sigma2 I) as a single dense layer Z -> D with a fixed-variance Gaussian likelihood.
-L layers (npvae.ladder): dec_1 is x = W z_1 + b, dec_l gives p(z_{l-1}|z_l) = N(A z_l + c, diag(exp(log_var))) (its
+L layers (npvae.vae.ladder): dec_1 is x = W z_1 + b, dec_l gives p(z_{l-1}|z_l) = N(A z_l + c, diag(exp(log_var))) (its
 log-variance outputs have zero weights and bias log_var), and the encoders compute a q of the oracle's family
 (npvae.oracle.linear_chain.ChainQ): q(z_1|x) = N(m1(x), exp(lv1)) with m1 affine in x, q(z_l|z_{l-1}) = N(B z_{l-1} + d,
 exp(lv)). This is what ties `objectives` to the exact oracles in the tests and in npvae check.
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ladder import LadderArch, LadderParams
-from .layers import Dense
-from .likelihoods import Likelihood
-from .model import Arch, VAEParams
-from .oracle.linear_chain import ChainQ, LinearChain, LinearGaussian
+from ..vae.ladder import LadderArch, LadderParams
+from ..nn.layers import Dense
+from ..likelihoods import Likelihood
+from ..vae.model import Arch, VAEParams
+from .linear_chain import ChainQ, LinearChain, LinearGaussian
 
 
 def linear_arch(D: int, Z: int, sigma2: float) -> Arch:

@@ -26,7 +26,8 @@ from typing import Mapping
 
 import numpy as np
 
-from . import _download, _validate
+from . import _download
+from .. import _validate
 from .data_files import (  # noqa: F401  (the readers, and their names here, which tests use)
     BINARIZED_MNIST_SHA256, SPLITS, _check_binarized, _parse_amat, _read_binarized_npz, _read_idx_pair, read_idx)
 
@@ -305,7 +306,7 @@ def _digits(dtype: np.dtype, seed: int) -> Dataset:
 
     Split 1297 / 250 / 250 by the permutation np.random.default_rng(seed).permutation(1797).
     """
-    from sklearn.datasets import load_digits  # imported here so that importing npvae.data stays cheap
+    from sklearn.datasets import load_digits  # imported here so that importing npvae.store.data stays cheap
 
     bunch = load_digits()
     x = (bunch.data / 16.0 >= 0.5).astype(dtype)  # (1797, 64)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate
+from .. import _validate
 
 
 def log_mean_exp_core(a: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .stable import sigmoid, softplus
+from ..maths.stable import sigmoid, softplus
 
 ACTIVATIONS = ("identity", "relu", "tanh", "softplus")
 

@@ -5,9 +5,9 @@ the bound per data point, value: (N,), and the gradient of the batch MEAN of the
 d/dtheta (1/N) sum_n value_n, for every encoder and decoder parameter (a `VAEParams`). The objective
 is maximised; a loss is its negative and appears only in the trainer.
 
-This module is the NumPy specification of the forward and the backward for npvae.model's Arch (the ladder
-at L = 1, npvae.ladder_objective, written out for speed and free bits); the bounds and the estimators it runs
-are npvae.estimators' (which lists them, with their papers). It imports no backend: npvae.objectives, the
+This module is the NumPy specification of the forward and the backward for npvae.vae.model's Arch (the ladder
+at L = 1, npvae.vae.ladder_objective, written out for speed and free bits); the bounds and the estimators it runs
+are npvae.maths.estimators' (which lists them, with their papers). It imports no backend: npvae.objectives, the
 public front, validates and then runs the backend asked for. Log-weights: a_k = log p(x|z_k) + log p(z_k) - log q(z_k|x).
 """
 
@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import likelihoods as lik
-from .estimators import BOUND, ESTIMATORS
-from .gaussian import (
+from .. import likelihoods as lik
+from ..maths.estimators import BOUND, ESTIMATORS
+from ..maths.gaussian import (
     kl_std_normal_backward,
     kl_std_normal_forward,
     kl_std_normal_per_dim,
@@ -28,7 +28,7 @@ from .gaussian import (
     sample_backward,
     sample_forward,
 )
-from .mlp import mlp_backward
+from ..nn.mlp import mlp_backward
 from .model import Arch, VAEParams, decode, encode
 
 ESTIMATOR_NAMES = tuple(ESTIMATORS)

@@ -1,6 +1,6 @@
 """Reading the data files: Larochelle & Murray's binarised MNIST (.npz bit-packed, or .amat text) and IDX files.
 
-Each reader checks the format and returns uint8 arrays; npvae.data turns them into a Dataset. Private to npvae.data.
+Each reader checks the format and returns uint8 arrays; npvae.store.data turns them into a Dataset. Private to npvae.store.data.
 """
 
 from __future__ import annotations

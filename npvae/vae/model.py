@@ -11,10 +11,10 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from . import _validate
-from .layers import ACTIVATIONS, Dense
-from .likelihoods import LIKELIHOODS, Likelihood
-from .mlp import mlp_forward, mlp_forward_rows, mlp_init
+from .. import _validate
+from ..nn.layers import ACTIVATIONS, Dense
+from ..likelihoods import LIKELIHOODS, Likelihood
+from ..nn.mlp import mlp_forward, mlp_forward_rows, mlp_init
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Arch:
     latent_dim: int
     activation: str = "tanh"
     likelihood: Likelihood = Likelihood()
-    FAMILY: ClassVar[str] = "one-layer"  # npvae.models' key
+    FAMILY: ClassVar[str] = "one-layer"  # npvae.vae.models' key
 
     def __post_init__(self):
         _validate.positive_int("data_dim", self.data_dim)
@@ -62,7 +62,7 @@ class Arch:
         return self.latent_dim
 
     def widths(self) -> tuple[list[int], list[int]]:
-        """(widths of the layers run once per point, of those run once per sample), for npvae.memory's estimates."""
+        """(widths of the layers run once per point, of those run once per sample), for npvae.vae.memory's estimates."""
         return list(self.encoder_sizes()[1:]), list(self.decoder_sizes()[1:])
 
     def encoder_sizes(self) -> tuple[int, ...]:
@@ -168,7 +168,7 @@ def decode(params: VAEParams, arch: Arch, z):
     return mlp_forward_rows(params.decoder, z, arch.activation)
 
 
-# ---- what pictures and evaluation read, the same for every family (npvae.models) ----
+# ---- what pictures and evaluation read, the same for every family (npvae.vae.models) ----
 
 def decode_x(params: VAEParams, arch: Arch, z):
     """The likelihood's parameters from the latent that x's decoder reads: z (..., Z) -> (..., D_out)."""

@@ -1,7 +1,7 @@
 """The maths of the compiled backends, written once: plain Python over scalars and array elements, `math.*` only.
 
-Each function is the formula of the NumPy specification it names (npvae.stable, npvae.layers,
-npvae.gaussian, npvae.lme, npvae.estimators, npvae.optim) for ONE element, or for one data point's
+Each function is the formula of the NumPy specification it names (npvae.maths.stable, npvae.nn.layers,
+npvae.maths.gaussian, npvae.maths.lme, npvae.maths.estimators, npvae.nn.optim) for ONE element, or for one data point's
 column of an array, in the float type of its arguments (`like` makes every constant float32 for
 float32 input). Nothing here imports numba: npvae.backends.compiled builds the numba CPU versions
 and npvae.backends.cuda_kernels the CUDA device versions of these same code objects, so the CPU
@@ -41,10 +41,10 @@ def log1p_unit(e):
     return math.log1p(e)
 
 
-# ---- npvae.stable and npvae.layers, one element ----
+# ---- npvae.maths.stable and npvae.nn.layers, one element ----
 
 def softplus_sigmoid(l):
-    """(softplus(l), sigmoid(l)) from one exp(-|l|): max(l, 0) + log1p(e) and the branch-stable 1/(1+e^-l) (npvae.stable)."""
+    """(softplus(l), sigmoid(l)) from one exp(-|l|): max(l, 0) + log1p(e) and the branch-stable 1/(1+e^-l) (npvae.maths.stable)."""
     one = like(l, 1.0)
     e = exp_neg(-abs(l))
     sp = (l if l > like(l, 0.0) else like(l, 0.0)) + log1p_unit(e)
@@ -70,7 +70,7 @@ def tanh(a):
     return th if a >= like(a, 0.0) else -th
 
 
-# Activations f (npvae.layers) and their backward dy f'(a) from the forward's cache: relu and tanh
+# Activations f (npvae.nn.layers) and their backward dy f'(a) from the forward's cache: relu and tanh
 # keep y (y > 0 iff a > 0; tanh' = 1 - y^2), softplus keeps a.
 def relu(a):
     return like(a, 0.0) if a <= like(a, 0.0) else a  # a NaN stays NaN, as np.maximum
@@ -93,7 +93,7 @@ def nan_max(a, b):
     return a if (a > b or a != a) else b
 
 
-# ---- npvae.gaussian: the reparameterised sample and the analytic KL ----
+# ---- npvae.maths.gaussian: the reparameterised sample and the analytic KL ----
 
 def std(log_var):
     """exp(log_var / 2): a log VARIANCE becomes a standard deviation here and nowhere else in the kernels."""
@@ -134,7 +134,7 @@ def kl_free_bits_point(mu, log_var, n, free_bits, above):
     return s
 
 
-# ---- npvae.lme and npvae.estimators' bounds: one data point's column of (K, N) log-weights ----
+# ---- npvae.maths.lme and npvae.maths.estimators' bounds: one data point's column of (K, N) log-weights ----
 
 def column_max(a, n):
     """max_k a[k, n], NaN if any is NaN."""
@@ -212,7 +212,7 @@ def lme_finish(m, s, log_k):
     return math.log(s) + m - log_k if s > like(log_k, 0.0) or s != s else like(log_k, -math.inf)
 
 
-# ---- npvae.estimators: the latent backward of one (point, dimension) ----
+# ---- npvae.maths.estimators: the latent backward of one (point, dimension) ----
 
 def latent_point(dz, z, eps, sd, mu, log_var, w, wn, above, beta, n_t, mode, estimator, n, j):
     """(dmu, dlog_var)[n, j] from dz = d(batch mean)/dz through the decoder (rows k N + n), with each estimator's prior/q terms.
@@ -249,7 +249,7 @@ def latent_point(dz, z, eps, sd, mu, log_var, w, wn, above, beta, n_t, mode, est
     return dmu, dlv
 
 
-# ---- npvae.optim: one Adam element ----
+# ---- npvae.nn.optim: one Adam element ----
 
 def adam_elem(p, g, m, v, sign, b1, c1, b2, c2, step_size, sqrt_bc2, eps):
     """(p, m, v) after one step with gradient sign g, in optim.adam_update's order of operations (c1 = 1 - b1, c2 = 1 - b2,

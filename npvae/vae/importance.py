@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import Arch, VAEParams
-from .vae_objective import forward, log_weights_of
+from .one_layer_objective import forward, log_weights_of
 
 
 def _chunk_size(arch: Arch, n_points: int, max_elements: int) -> int:

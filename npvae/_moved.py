@@ -1,0 +1,41 @@
+"""Old import paths of modules that moved into subpackages (npvae 0.2): importing one gives the module at its new
+path, with a DeprecationWarning; they go in the next version."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+MOVED = {f"npvae.{old}": f"npvae.{new}" for old, new in {
+    "stable": "maths.stable", "gaussian": "maths.gaussian", "lme": "maths.lme", "estimators": "maths.estimators",
+    "backends.scalar": "maths.scalar", "backends.codes": "maths.codes", "scalar": "maths.scalar", "codes": "maths.codes",
+    "layers": "nn.layers", "mlp": "nn.mlp", "optim": "nn.optim",
+    "data": "store.data", "data_files": "store.data_files", "_download": "store._download", "checkpoint": "store.checkpoint",
+    "safe_npz": "store.safe_npz", "run_dir": "store.run_dir",
+    "model": "vae.model", "ladder": "vae.ladder", "models": "vae.models", "inputs": "vae.inputs", "memory": "vae.memory",
+    "ladder_objective": "vae.ladder_objective", "ladder_surrogate": "vae.ladder_surrogate", "importance": "vae.importance",
+    "linear_vae": "oracle.linear_vae", "linear_gaussian": "oracle.linear_chain",
+}.items()}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old path and loads it as the module at the new one (the same object: patching either patches both)."""
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__spec__.name
+        warnings.warn(f"{name} moved to {MOVED[name]}; the old path goes in the next version", DeprecationWarning, stacklevel=2)
+        sys.modules[name] = importlib.import_module(MOVED[name])
+
+
+def install() -> None:
+    if not any(isinstance(f, _Alias) for f in sys.meta_path):
+        sys.meta_path.append(_Alias())
