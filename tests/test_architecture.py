@@ -97,3 +97,24 @@ def test_the_docs_picture_is_the_code():
     block = text.split("```mermaid", 1)[1].split("```", 1)[0]
     drawn = {tuple(line.strip().split(" --> ")) for line in block.splitlines() if " --> " in line}
     assert drawn == transitive_reduction(set(concept_edges()))
+
+
+def test_old_module_paths_are_the_moved_modules_with_a_deprecation_warning():
+    """Every path in npvae._moved.MOVED imports, in a fresh interpreter, as the module at its new path, and warns once."""
+    import subprocess
+    import sys
+
+    script = """
+import importlib, warnings
+import npvae
+from npvae._moved import MOVED
+for old, new in MOVED.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = importlib.import_module(old)
+    assert got is importlib.import_module(new), old
+    assert [w.category for w in caught] == [DeprecationWarning] and new in str(caught[0].message), (old, caught)
+print(len(MOVED))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert int(out) >= 20

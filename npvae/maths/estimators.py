@@ -63,7 +63,10 @@ def stl(dz, sample_cache, log_var, w, wn, beta):
 
 
 def dreg(dz, sample_cache, log_var, w, wn, beta):
-    """DReG: the STL path terms, each sample's reweighted once more by w_k (squared normalised weights)."""
+    """DReG: the STL path terms, each sample's reweighted once more by w_k (squared normalised weights).
+
+    The one-layer rule, on the dz of the decoder and prior. The ladder (npvae.vae.ladder_objective) reweights every
+    layer's dz by w itself and then calls `stl` with e = wn w: calling this there would weight by w^3."""
     dmu, dlog_var = sample_backward(dz * w[..., None], sample_cache)
     pmu, plv = log_prob_path_backward(beta * wn * w, log_var, sample_cache[1])
     return dmu - pmu, dlog_var - plv

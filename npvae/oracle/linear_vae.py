@@ -75,8 +75,16 @@ def best_linear_ladder(model: LinearChain, shift1=None) -> tuple[LadderArch, Lad
 
 
 def ladder_q(params: LadderParams, arch: LadderArch, x) -> ChainQ:
-    """The q of a linear ladder (`best_linear_ladder`'s layout) at x (N, D), read off its encoders' weights."""
+    """The q of a linear ladder (`best_linear_ladder`'s layout) at x (N, D), read off its encoders' weights.
+
+    Refuses a ladder that is not in that layout (hidden layers, an activation, log-variances of q(z_l|z_{l-1}) that
+    depend on z_{l-1}), whose q this would misread."""
     Zs = arch.latents
+    if arch.activation != "identity" or any(arch.hidden) or any(len(params.enc(l)) != 1 for l in range(1, arch.L + 1)):
+        raise ValueError(f"ladder_q reads linear ladders only (no hidden layers, identity activation); got {arch.spec}, "
+                         f"{arch.activation}")
+    if any(params.enc(l)[0].W[:, Z:].any() for l, Z in zip(range(2, arch.L + 1), Zs[1:])):
+        raise ValueError("ladder_q: a log-variance of q(z_l|z_{l-1}) depends on z_{l-1}, which the oracle's family does not allow")
     h = x @ params.enc1[0].W + params.enc1[0].b
     up = [params.enc(l)[0] for l in range(2, arch.L + 1)]
     return ChainQ(h[:, :Zs[0]], h[:, Zs[0]:], tuple(e.W[:, :Z].T for e, Z in zip(up, Zs[1:])),

@@ -98,4 +98,5 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bi
 def check_free_bits(arch, free_bits: float) -> None:
     """Free bits floor each dimension of the one analytic KL: a one-stochastic-layer model's only."""
     if float(free_bits) > 0 and arch.FAMILY != "one-layer":
-        raise ValueError(f"free bits are defined for one stochastic layer; {arch.spec} has {arch.L} (use free_bits=0)")
+        raise ValueError(f"free bits are implemented for the one-layer model only (npvae.vae.model.Arch, an --arch without "
+                         f"':'); {arch.spec} is a ladder of {arch.L} (use free_bits=0)")

@@ -252,8 +252,13 @@ def _mlp_back(ops, tag, layers, cache, d, activation, need_dx: bool = True):
 def bound_and_grad_core(params, arch, x, eps, bound, kl, estimator, kl_weight=1.0, free_bits=0.0, ops: Ops = NUMPY):
     """The value (N,) and the gradient of its batch mean (LadderParams) for eps = [eps_1, ..., eps_L] (K, N, sum Z); no checking.
 
-    free_bits is accepted for the Backend signature and is always 0 here (npvae.vae.inputs.check_free_bits).
+    free_bits is accepted for the Backend signature and must be 0 (npvae.vae.inputs.check_free_bits refuses it at the
+    boundary; a backend's core called directly refuses it here rather than return a plain bound).
+    DReG's squared weights are its gradient at beta = 1 only (Tucker et al. 2018, eq. 7; with beta they would be
+    (1 - beta) w + beta w^2): npvae.vae.inputs.check_options refuses the IWAE with kl_weight != 1, which keeps it valid.
     """
+    if free_bits:
+        raise ValueError(f"free bits are implemented for the one-layer model only; got free_bits={free_bits} for {arch.spec}")
     t = x.dtype.type
     beta = t(kl_weight)
     act, L = arch.activation, arch.L
