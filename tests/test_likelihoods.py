@@ -69,3 +69,19 @@ def test_likelihood_backward_vs_finite_differences(rng, name):
     _, cache = L.forward(lik, out, x)
     fd = elementwise(lambda a: float(np.sum(dlogp * L.forward(lik, a[0], x)[0])), [out], 0, 1e-6)
     np.testing.assert_allclose(L.backward(lik, dlogp, cache), fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("likelihood, match", [
+    (L.Likelihood("poisson"), "likelihood must be one of"),
+    (L.Likelihood("gaussian", sigma2=0.0), "sigma2"),
+    (L.Likelihood("gaussian", sigma2=float("nan")), "sigma2"),
+    (L.Likelihood("gaussian-learned", min_log_var=float("-inf")), "min_log_var must be finite"),
+])
+def test_each_likelihood_checks_its_own_constants_for_every_model(likelihood, match):
+    """The checks live with the likelihood (npvae.likelihoods.check), and both model families run them."""
+    from npvae.vae.ladder import LadderArch
+    from npvae.vae.model import Arch
+
+    for build in (lambda: Arch(4, (3,), 2, likelihood=likelihood), lambda: LadderArch(4, ((3,), ()), (2, 1), likelihood=likelihood)):
+        with pytest.raises(ValueError, match=match):
+            build()

@@ -3,7 +3,7 @@
 Each likelihood module (bernoulli.py, gaussian.py, gaussian_learned.py) is the whole likelihood:
 NAME; out_dim(D), the decoder's output width; forward(lik, out, x) -> ((K, N) log-probs, cache) and
 backward(dlogp (K, N), cache) -> dout (K, N, D_out), side by side; mean(out) for pictures;
-output_bias(lik, m) for initialisation; check_data(lik, x) for the public boundary; and, for the
+output_bias(lik, m) for initialisation; check_constants(lik) and check_data(lik, x) for the public boundary; and, for the
 compiled backends, constants(lik, t) and elem(x, row, d, D, c1, c2, grad), the scalar kernel of one
 element. A new likelihood is one such file and its name in FILES.
 Shapes: out (K, N, D_out), x (N, D). Formulas: MATHS.md, "Decoder likelihoods".
@@ -15,6 +15,8 @@ import importlib
 from typing import NamedTuple
 
 import numpy as np
+
+from .. import _validate
 
 FILES = ("bernoulli", "gaussian", "gaussian_learned")  # the registry: one module of this package per likelihood
 REGISTRY = {m.NAME: m for m in (importlib.import_module(f"{__name__}.{f}") for f in FILES)}
@@ -38,6 +40,12 @@ class Likelihood(NamedTuple):
     def out_dim(self, D: int) -> int:
         """Width of the decoder's output: D logits or means, or 2 D (means then raw log-variances)."""
         return self.kind.out_dim(D)
+
+
+def check(lik: Likelihood) -> None:
+    """Refuse an unknown likelihood, or one whose constant is out of range (each likelihood's check_constants says which)."""
+    _validate.choice("likelihood", getattr(lik, "name", lik), LIKELIHOODS)
+    lik.kind.check_constants(lik)
 
 
 def forward(lik: Likelihood, out, x):

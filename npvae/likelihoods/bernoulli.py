@@ -12,6 +12,10 @@ from ..maths.scalar import softplus_sigmoid
 from ..maths.stable import sigmoid, softplus
 
 NAME = "bernoulli"
+
+
+def check_constants(lik) -> None:
+    """Nothing to check: the Bernoulli on logits has no constant."""
 # Burda et al. 2016 (yburda/iwae) start the output bias at the logit of the mean training pixel, clipped
 # to [0.001, 0.999] so that a pixel that is never on does not start at logit -inf.
 MARGINAL_CLIP = 1e-3

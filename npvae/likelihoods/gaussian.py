@@ -9,9 +9,15 @@ import math
 
 import numpy as np
 
+from .. import _validate
 from ..maths.scalar import like
 
 NAME = "gaussian"
+
+
+def check_constants(lik) -> None:
+    """sigma2, the fixed variance, must be a positive finite number."""
+    _validate.positive_scalar("sigma2", lik.sigma2)
 
 
 def out_dim(D: int) -> int:

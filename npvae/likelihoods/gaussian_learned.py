@@ -17,6 +17,12 @@ from ..maths.stable import sigmoid, softplus
 NAME = "gaussian-learned"
 
 
+def check_constants(lik) -> None:
+    """min_log_var, the soft floor of the log-variance, must be finite."""
+    if not np.isfinite(lik.min_log_var):
+        raise ValueError(f"min_log_var must be finite, got {lik.min_log_var}")
+
+
 def out_dim(D: int) -> int:
     """D means, then D raw log-variances."""
     return 2 * D

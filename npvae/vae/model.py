@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import _validate
 from ..nn.layers import ACTIVATIONS, Dense
-from ..likelihoods import LIKELIHOODS, Likelihood
+from .. import likelihoods as lik
+from ..likelihoods import Likelihood
 from ..nn.mlp import mlp_forward, mlp_forward_rows, mlp_init
 
 
@@ -34,11 +35,7 @@ class Arch:
         for h in self.hidden:
             _validate.positive_int("hidden layer size", h)
         _validate.choice("activation", self.activation, ACTIVATIONS)
-        _validate.choice("likelihood", self.likelihood.name, LIKELIHOODS)
-        if self.likelihood.name == "gaussian":
-            _validate.positive_scalar("sigma2", self.likelihood.sigma2)
-        if not np.isfinite(self.likelihood.min_log_var):
-            raise ValueError(f"min_log_var must be finite, got {self.likelihood.min_log_var}")
+        lik.check(self.likelihood)  # the likelihood's own checks (npvae.likelihoods)
 
     @classmethod
     def parse(cls, spec: str, **kw) -> "Arch":
