@@ -18,6 +18,13 @@ MOVED = {f"npvae.{old}": f"npvae.{new}" for old, new in {
     "model": "vae.model", "ladder": "vae.ladder", "models": "vae.models", "inputs": "vae.inputs", "memory": "vae.memory",
     "ladder_objective": "vae.ladder_objective", "ladder_surrogate": "vae.ladder_surrogate", "importance": "vae.importance",
     "linear_vae": "oracle.linear_vae", "linear_gaussian": "oracle.linear_chain",
+    "config": "training.config", "train_state": "training.state", "train": "training.loop",
+    "evaluate": "evaluation.evaluate", "eval_chunks": "evaluation.chunks", "cluster": "evaluation.cluster",
+    "gradcheck": "checks.gradcheck", "check": "checks.check", "check_values": "checks.values",
+    "verify_layouts": "checks.verify_layouts", "_canvas": "pictures.canvas", "plots": "pictures.plots",
+    "sweep_spec": "sweeps.spec", "sweep_tasks": "sweeps.tasks", "sweep_progress": "sweeps.progress",
+    "sweep_report": "sweeps.report", "sweep": "sweeps.driver",
+    "cli_args": "cli.args", "cli_data": "cli.data", "cli_check": "cli.check", "cli_sweep": "cli.sweep",
 }.items()}
 
 

@@ -19,7 +19,7 @@ def assert_vae_matches(weights: dict, x, eps, values, grads: dict, *, bound: str
 
     rtol defaults to npvae.verify.RTOL for the dtype of each quantity (1e-9 for float64, 1e-4 for float32).
     options: kl_weight, free_bits, sigma2, min_log_var, as npvae.objective takes them; and how the model is stored
-    (npvae.verify_layouts): scale (the encoder's second output: "log_var", "log_std", "std", "var", "softplus"),
+    (npvae.checks.verify_layouts): scale (the encoder's second output: "log_var", "log_std", "std", "var", "softplus"),
     weight_layout ("in_out", or torch's "out_in"), x_coding ("01", or "pm1": x in {-1, +1}, target (x + 1) / 2) and,
     for a 0-d `values`, reduction ("mean" by default, "-mean", "sum", "-sum", ...: grads are then that scalar's).
     Separate heads encoder.mu.W/b, encoder.scale.W/b and biases of shape (1, out) are read from the names and shapes.

@@ -9,7 +9,7 @@ The user's file (docs/verify.md) is a plain `np.savez` archive, read without pic
     options                                       a JSON string: bound, kl, estimator, likelihood, activation and,
                                                   as needed, kl_weight, free_bits, sigma2, min_log_var and the layout
 
-The layout options say how the model is stored, as frameworks store it (npvae.verify_layouts): `scale` (what the
+The layout options say how the model is stored, as frameworks store it (npvae.checks.verify_layouts): `scale` (what the
 encoder's second output is), `weight_layout` ("in_out" or torch's "out_in"), `x_coding` ("01" or "pm1"), and, for a
 0-d `values`, `reduction` (which scalar of the bound it is: "mean", "-mean", "sum", "-sum", ...). Separate heads
 (encoder.mu.*, encoder.scale.*) and biases of shape (1, out) are read from the names and shapes. Each is declared,
@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .store.checkpoint import read_arrays, write_arrays
-from .gradcheck import rel_err
+from .checks.gradcheck import rel_err
 from .head.file import read_options
 from .head.reduction import REDUCTIONS, alpha
 from .head.scales import check_raw
@@ -35,7 +35,7 @@ from .nn.layers import ACTIVATIONS
 from .likelihoods import LIKELIHOODS, Likelihood, check_data
 from .vae.model import Arch, VAEParams, flatten, param_names
 from .objectives import VALID, objective
-from .verify_layouts import (
+from .checks.verify_layouts import (
     SCALES, WEIGHT_LAYOUTS, X_CODINGS, bound_and_grad_at_head, expected_shape, from_params, has_heads, numbered,
     refuse_unexpressible, scale_output, slots, to_params, width,
 )

@@ -14,13 +14,13 @@ CONCEPTS = {
     "oracle": ("oracle",),
     "backends": ("backends",),
     "front": ("objectives",),
-    "training": ("config", "train_state", "train"),
-    "evaluation": ("evaluate", "eval_chunks", "cluster"),
-    "checks": ("gradcheck", "check", "check_values", "verify_layouts", "verify", "head", "testing"),
-    "pictures": ("_canvas", "plots"),
+    "training": ("training",),
+    "evaluation": ("evaluation",),
+    "checks": ("checks", "verify", "head", "testing"),
+    "pictures": ("pictures",),
     "explain": ("explain",),
-    "sweep": ("sweep_spec", "sweep_tasks", "sweep_progress", "sweep_report", "sweep"),
-    "cli": ("cli_args", "cli_data", "cli_check", "cli_sweep", "cli"),
+    "sweep": ("sweeps",),
+    "cli": ("cli",),
     "package": ("",),  # npvae/__init__.py: the public names
 }
 

@@ -30,7 +30,7 @@ def test_the_checker_finds_a_circle():
 @pytest.mark.parametrize("source, target", [
     ("npvae.backends.numba_backend", "npvae.backends.numba_ladder"),
     ("npvae.backends.numba_ladder", "npvae.backends.numba_cpu"),
-    ("npvae.cli_sweep", "npvae.cli_data"),
+    ("npvae.cli.sweep", "npvae.cli.data"),
     ("npvae.vae.ladder_objective", "npvae.vae.ladder"),
 ])
 def test_the_graph_sees_imports_at_every_level(source, target):

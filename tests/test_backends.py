@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 from conftest import FD_RTOL, EXTREMES, extreme_problem, random_problem
 from npvae import flatten, log_px, log_weights, objective, param_names
 from npvae.backends import BACKENDS, numba_available, resolve
-from npvae.gradcheck import per_parameter, rel_err
+from npvae.checks.gradcheck import per_parameter, rel_err
 from npvae.nn.layers import ACTIVATIONS
 from npvae.likelihoods import LIKELIHOODS
 from npvae.maths.lme import log_mean_exp
@@ -283,10 +283,10 @@ def test_float32_kernels_do_no_float64_arithmetic(tmp_path):
 
 
 def test_training_epoch_on_digits_equals_numpy(tmp_path):
-    """One epoch of npvae.train.train (objective + Adam + validation) gives the same parameters on every backend."""
-    from npvae.config import TrainConfig
+    """One epoch of npvae.training.loop.train (objective + Adam + validation) gives the same parameters on every backend."""
+    from npvae.training.config import TrainConfig
     from npvae.store.data import load
-    from npvae.train import train
+    from npvae.training.loop import train
 
     for dtype in ("float64", "float32"):
         data = load("digits", dtype=dtype)
@@ -306,7 +306,7 @@ def test_training_epoch_on_digits_equals_numpy(tmp_path):
 
 
 def load_arch(run_dir):
-    from npvae.train import load_state
+    from npvae.training.loop import load_state
 
     return load_state(run_dir / "last.safetensors")[1]
 
@@ -322,7 +322,7 @@ def test_resolve():
     arch, params, x, eps = random_problem(np.random.default_rng(0))
     with pytest.raises(ValueError, match="CUDA backend is not available"):
         objective(params, arch, x, eps, backend="cuda")
-    from npvae.config import TrainConfig
+    from npvae.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="backend"):
         TrainConfig(backend="fortran")
@@ -330,7 +330,7 @@ def test_resolve():
 
 
 def test_importing_npvae_imports_no_numba():
-    code = "import sys, npvae, npvae.train, npvae.cli, npvae.config, npvae.evaluate; print('numba' in sys.modules)"
+    code = "import sys, npvae, npvae.training.loop, npvae.cli, npvae.training.config, npvae.evaluation.evaluate; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -6,8 +6,8 @@ bench/gradcheck_seeds.py runs 500 seeds and reports each row's worst error/toler
 import numpy as np
 import pytest
 
-from npvae import check as check_mod
-from npvae.gradcheck import per_parameter
+from npvae.checks import check as check_mod
+from npvae.checks.gradcheck import per_parameter
 from npvae.nn.layers import Dense
 from npvae.vae.model import VAEParams, param_names
 from npvae.objectives import objective

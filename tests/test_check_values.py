@@ -7,7 +7,7 @@ turn its row, and only rows of its kind, to FAIL.
 import numpy as np
 import pytest
 
-from npvae import check_values as cv
+from npvae.checks import values as cv
 from npvae import likelihoods as lik
 from npvae.maths.gaussian import kl_std_normal_per_dim
 from npvae.maths.stable import softplus

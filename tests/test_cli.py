@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from npvae import cli
-from npvae.train import load_state
+from npvae.training.loop import load_state
 
 
 def run(*argv):
@@ -42,7 +42,7 @@ def test_train_eval_sample_resume(trained, capsys, tmp_path):
 
 
 def test_sample_draws_pictures(trained, capsys):
-    pytest.importorskip("npvae.plots")
+    pytest.importorskip("npvae.pictures.plots")
     assert run("sample", trained) == 0
     assert (trained / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (trained / "reconstructions.png").exists()
@@ -128,10 +128,10 @@ def test_resume_refuses_options_it_would_ignore(trained, capsys):
 
 def test_sample_draws_the_whole_history_not_the_best_epochs(tmp_path, monkeypatch):
     """best.safetensors carries the history up to the best epoch; the curves must show the run to its last epoch."""
-    pytest.importorskip("npvae.plots")
+    pytest.importorskip("npvae.pictures.plots")
     import shutil
 
-    import npvae.plots
+    import npvae.pictures.plots
 
     d = tmp_path / "r"
     assert run("train", "--epochs", 1, "--out", d, "--quiet", "--no-pictures") == 0
@@ -139,7 +139,7 @@ def test_sample_draws_the_whole_history_not_the_best_epochs(tmp_path, monkeypatc
     assert run("train", "--resume", d, "--epochs", 2, "--quiet", "--no-pictures") == 0
     shutil.copy(tmp_path / "epoch1.npz", d / "best.safetensors")  # as if epoch 1 had been the best
     seen = {}
-    monkeypatch.setattr(npvae.plots, "run_pictures", lambda *a, history, **k: seen.setdefault("epochs", history["epoch"]) and [])
+    monkeypatch.setattr(npvae.pictures.plots, "run_pictures", lambda *a, history, **k: seen.setdefault("epochs", history["epoch"]) and [])
     assert run("sample", d) == 0
     assert seen["epochs"] == [1, 2]
 

@@ -3,7 +3,7 @@
 import json
 
 from npvae import cli
-from npvae import check as check_mod
+from npvae.checks import check as check_mod
 
 
 def test_check_passes_and_prints_a_table(capsys):

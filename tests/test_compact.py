@@ -13,11 +13,11 @@ import pytest
 
 from npvae import Likelihood, models
 from npvae.backends import get as get_backend
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import Dataset, as_float, load
-from npvae.evaluate import evaluate
+from npvae.evaluation.evaluate import evaluate
 from npvae.nn.optim import adam_init
-from npvae.train import TrainingDiverged, train
+from npvae.training.loop import TrainingDiverged, train
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_fused_check_names_what_the_scans_find(case, what, dtype):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_nan_gradient_stops_training_on_either_stepper(tmp_path, digits, monkeypatch, backend):
-    import npvae.train as T
+    import npvae.training.loop as T
 
     real_get, calls = T.get_backend, {"n": 0}
 

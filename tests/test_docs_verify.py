@@ -67,7 +67,7 @@ def setup_jax():
 def setup_numpy():
     """A user's hand-written loss and gradient over a flat vector: here npvae's own, for a small tanh VAE."""
     import npvae
-    from npvae.check import gradient_model
+    from npvae.checks.check import gradient_model
 
     rng = np.random.default_rng(0)
     arch, params, x, eps = gradient_model(rng, "bernoulli", "tanh")

@@ -1,4 +1,4 @@
-"""Chunked evaluation (npvae.eval_chunks): the same numbers in any order, on 1, 2 or 3 Dask workers, and from the CLI."""
+"""Chunked evaluation (npvae.evaluation.chunks): the same numbers in any order, on 1, 2 or 3 Dask workers, and from the CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from npvae.store.data import load
-from npvae.eval_chunks import CHUNK_POINTS, chunk_rng, evaluate_chunked, local_runner
-from npvae.evaluate import point_terms_core
+from npvae.evaluation.chunks import CHUNK_POINTS, chunk_rng, evaluate_chunked, local_runner
+from npvae.evaluation.evaluate import point_terms_core
 from npvae.vae.models import init_params, parse
 
 
@@ -56,7 +56,7 @@ def test_bad_arguments_are_refused(model):
 
 def test_one_two_and_three_dask_workers_give_identical_numbers(model):
     pytest.importorskip("distributed")
-    from npvae.cluster import connect, dask_runner
+    from npvae.evaluation.cluster import connect, dask_runner
 
     params, arch, data = model
     local = evaluate_chunked(params, arch, data.train, k=20, run_seed=1, x_active=data.train)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npvae.evaluate import evaluate
+from npvae.evaluation.evaluate import evaluate
 from npvae.maths.gaussian import kl_std_normal_per_dim
 from npvae.oracle.linear_vae import best_linear_vae, orthogonal_model
 

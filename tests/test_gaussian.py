@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from npvae.maths import gaussian as g
-from npvae.gradcheck import elementwise
+from npvae.checks.gradcheck import elementwise
 
 
 def test_reparameterised_sample_has_variance_exp_log_var(rng):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae.check import gradient_model
+from npvae.checks.check import gradient_model
 from npvae.maths.estimators import VALID
 from npvae.head import check_head
 from npvae.head.case import make_case

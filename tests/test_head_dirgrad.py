@@ -11,7 +11,7 @@ import pytest
 
 import npvae
 from npvae import Arch, Likelihood
-from npvae.gradcheck import kink_preactivations
+from npvae.checks.gradcheck import kink_preactivations
 from npvae.head.dirgrad import ALL, check_flat_gradient
 
 from fake_tensor import FakeTensor

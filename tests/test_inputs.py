@@ -11,13 +11,13 @@ import pytest
 
 from npvae import Arch, init_params, models, objective
 from npvae.cli import build_parser, main
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import load
 from npvae.vae.ladder import LadderArch
 from npvae.vae.memory import MemoryRequestError, check_fits, step_bytes
 from npvae.vae.model import flatten
 from npvae.nn.optim import adam_init, adam_update
-from npvae.train import AbsurdBoundWarning, load_state, save_state, train
+from npvae.training.loop import AbsurdBoundWarning, load_state, save_state, train
 
 ONE = ["train", "--epochs", "1", "--no-pictures", "--quiet"]
 
@@ -200,7 +200,7 @@ def test_checkpoints_are_as_readable_as_the_other_files(run):
 
 def test_eval_progress_moves_inside_a_batch_and_counts_every_sample():
     """With k = 10^9 a batch of points takes hours: progress must come per chunk of samples, not per batch."""
-    from npvae.evaluate import evaluate
+    from npvae.evaluation.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     arch = Arch(64, (16,), 2)

@@ -22,7 +22,7 @@ from conftest import random_problem as one_layer_problem
 from npvae.vae import models
 from npvae.backends import numba_available
 from npvae.store.checkpoint import load_checkpoint
-from npvae.gradcheck import elementwise
+from npvae.checks.gradcheck import elementwise
 from npvae.vae.ladder import (
     LadderArch,
     LadderParams,
@@ -42,7 +42,7 @@ from npvae.likelihoods import LIKELIHOODS, Likelihood
 from npvae.oracle.linear_vae import best_linear_ladder, ladder_q, linear_ladder_arch
 from npvae.objectives import objective
 from npvae.oracle.linear_chain import ChainQ, LinearChain
-from npvae.train_state import load_state
+from npvae.training.state import load_state
 
 CASES = [(b, k, e) for (b, k), es in VALID.items() for e in es]
 WEIGHTED = [(b, k, e, w) for (b, k, e) in CASES for w in ((1.0, 0.4) if b == "elbo" else (1.0,))]

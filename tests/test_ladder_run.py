@@ -12,15 +12,15 @@ import pytest
 
 from npvae import cli, log_px, models
 from npvae.backends import numba_available
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import load
 from npvae.maths.estimators import VALID
-from npvae.evaluate import evaluate
+from npvae.evaluation.evaluate import evaluate
 from npvae.vae.ladder import LadderArch, LadderParams, init_params
 from npvae.vae.ladder_objective import bound_and_grad
 from npvae.likelihoods import Likelihood, output_bias_from_data
 from npvae.objectives import bound_value, log_weights, objective
-from npvae.train import load_state, train
+from npvae.training.loop import load_state, train
 
 CASES = [(b, kl, e) for (b, kl), ests in VALID.items() for e in ests]
 needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed")

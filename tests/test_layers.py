@@ -5,7 +5,7 @@ import pytest
 from scipy.special import expit
 
 from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close
-from npvae.gradcheck import elementwise
+from npvae.checks.gradcheck import elementwise
 from npvae.nn.layers import ACTIVATIONS, Dense, activation_backward, activation_forward, dense_backward, dense_forward, dense_init
 from npvae.nn.mlp import mlp_backward, mlp_forward, mlp_init
 

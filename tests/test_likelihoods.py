@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from npvae import likelihoods as L
-from npvae.gradcheck import elementwise
+from npvae.checks.gradcheck import elementwise
 from npvae.maths.stable import sigmoid, softplus
 
 

@@ -8,7 +8,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.special import logsumexp
 
 from conftest import AGREE_RTOL, assert_fd_close
-from npvae.gradcheck import elementwise
+from npvae.checks.gradcheck import elementwise
 from npvae.maths.lme import log_mean_exp, softmax
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)

@@ -16,7 +16,7 @@ import pytest
 from npvae.vae import models
 from npvae.backends import numba_available
 from npvae.maths.estimators import VALID
-from npvae.gradcheck import rel_err
+from npvae.checks.gradcheck import rel_err
 from npvae.vae.ladder import LadderArch
 from npvae.likelihoods import LIKELIHOODS, Likelihood
 from npvae.objectives import bound_value, log_px, log_weights, objective

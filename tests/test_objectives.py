@@ -1,4 +1,4 @@
-"""The bounds' hand-written gradients against central differences of forward-only surrogates (npvae.gradcheck).
+"""The bounds' hand-written gradients against central differences of forward-only surrogates (npvae.checks.gradcheck).
 
 Every (likelihood, bound, kl, estimator) is checked per parameter in a random direction, and element-wise
 on a tiny model. The surrogates are built from forward passes only, so they are independent of the backward code.
@@ -9,7 +9,7 @@ import pytest
 
 from conftest import AGREE_RTOL, FD_RTOL, assert_fd_close, random_problem
 from npvae import flatten, objective, param_names, unflatten
-from npvae.gradcheck import elementwise, per_parameter, surrogate
+from npvae.checks.gradcheck import elementwise, per_parameter, surrogate
 from npvae.nn.layers import ACTIVATIONS
 from npvae.likelihoods import LIKELIHOODS
 from npvae.objectives import VALID

@@ -12,11 +12,11 @@ import pytest
 from scipy.special import logit
 
 from npvae import cli
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import load, subset_indices
 from npvae.likelihoods import Likelihood, output_bias_from_data
 from npvae.vae.model import unflatten
-from npvae.train import new_state, train, validation_bound
+from npvae.training.loop import new_state, train, validation_bound
 
 from conftest import REPO, SHARED_DATA
 

@@ -1,4 +1,4 @@
-"""npvae.plots: every picture is a readable PNG, run_pictures writes the right set, bad inputs are refused.
+"""npvae.pictures.plots: every picture is a readable PNG, run_pictures writes the right set, bad inputs are refused.
 
 The tiled grids are read back from the PNG, pixel by pixel: the gutters between tiles are thin and
 regular, and each tile shows its image on the fixed grey scale (0 white, 1 black), checked against the
@@ -16,7 +16,7 @@ import pytest
 
 import npvae
 import npvae.store.data
-from npvae import plots
+from npvae.pictures import plots
 from npvae.nn.layers import Dense
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +44,7 @@ def read_png(path, min_bytes=2000, min_side=50) -> np.ndarray:
     return img
 
 
-PAD_RGB = np.array([0xC2, 0xD0, 0xDD]) / 255  # the gutter colour, written out again (npvae/_canvas.py)
+PAD_RGB = np.array([0xC2, 0xD0, 0xDD]) / 255  # the gutter colour, written out again (npvae/pictures/canvas.py)
 
 
 def _runs(on) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +202,7 @@ def test_run_pictures_z2_writes_the_full_set_without_pyplot(tmp_path, digits):
 
 def test_run_pictures_z3_skips_the_latent_plane(tmp_path, digits, caplog):
     arch, params = tiny(Z=3)
-    with caplog.at_level("INFO", logger="npvae.plots"):
+    with caplog.at_level("INFO", logger="npvae.pictures.plots"):
         paths = plots.run_pictures(params, arch, digits, tmp_path, np.random.default_rng(0))
     assert [p.name for p in paths] == ["samples.png", "reconstructions.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png", "samples.png"]
@@ -260,6 +260,6 @@ def test_bad_inputs_raise_value_error(tmp_path, digits):
 # ---- nothing global -------------------------------------------------------------------------------
 
 def test_importing_npvae_plots_imports_no_matplotlib():
-    code = "import sys, npvae, npvae.plots; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    code = "import sys, npvae, npvae.pictures.plots; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

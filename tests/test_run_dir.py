@@ -16,7 +16,7 @@ import pytest
 
 from npvae.store import run_dir as rd
 from npvae.cli import main
-from npvae.train import load_state, read_meta
+from npvae.training.loop import load_state, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--epochs", "3", "--no-pictures", "--quiet"]
@@ -33,7 +33,7 @@ def _env():
 # Runs `npvae train` and SIGKILLs itself at one point of epoch 2's writes (history.json, then last, then best).
 KILLER = textwrap.dedent('''
     import os, signal, sys
-    import npvae.train as t
+    import npvae.training.loop as t
     from npvae import checkpoint
     point, out = sys.argv[1], sys.argv[2]
     real_save, calls = t.save_state, []

@@ -1,4 +1,4 @@
-"""Sweep SPEC files (npvae.sweep_spec): the grid's runs and names, and every bad SPEC refused before anything runs."""
+"""Sweep SPEC files (npvae.sweeps.spec): the grid's runs and names, and every bad SPEC refused before anything runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from npvae.cli import main
-from npvae.sweep_spec import SpecError, load_spec, parse_spec, references_for
+from npvae.sweeps.spec import SpecError, load_spec, parse_spec, references_for
 
 GOOD = {
     "sweep": {"out": "runs/x", "chunk_epochs": 5},

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import load
-from npvae.train import TrainingDiverged, load_state, train
+from npvae.training.loop import TrainingDiverged, load_state, train
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_checkpoints_and_history(tmp_path, digits):
 
 
 def test_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch):
-    import npvae.train as T
+    import npvae.training.loop as T
 
     cfg = TrainConfig(epochs=3)
     train(TrainConfig(**{**cfg.to_dict(), "epochs": 1}), digits, tmp_path, progress=False, log=lambda s: None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npvae import cli, testing, verify
-from npvae.check import gradient_model
+from npvae.checks.check import gradient_model
 from npvae.vae.model import flatten, param_names
 from npvae.objectives import objective
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from npvae import cli, testing, verify
-from npvae.check import gradient_model
-from npvae.gradcheck import rel_err
+from npvae.checks.check import gradient_model
+from npvae.checks.gradcheck import rel_err
 from npvae.nn.layers import Dense
 from npvae.vae.model import Arch, VAEParams, flatten, init_params, param_names
 from npvae.objectives import VALID, objective
-from npvae.verify_layouts import bound_and_grad_at_head
+from npvae.checks.verify_layouts import bound_and_grad_at_head
 
 from conftest import FD_RTOL
 

@@ -33,9 +33,10 @@ _PACKAGE = Path(__file__).parent.parent
 
 
 def _package_stamp() -> bytes:
-    """A hash of every source file a cached kernel may depend on: npvae/backends/*.py and npvae/likelihoods/*.py."""
+    """A hash of every source file a cached kernel may depend on: npvae/backends/*.py, npvae/likelihoods/*.py and
+    npvae/maths/*.py (scalar.py's formulas and codes.py's codes are compiled into the kernels)."""
     h = hashlib.sha256()
-    for p in sorted([*(_PACKAGE / "backends").glob("*.py"), *(_PACKAGE / "likelihoods").glob("*.py")]):
+    for p in sorted(p for d in ("backends", "likelihoods", "maths") for p in (_PACKAGE / d).glob("*.py")):
         h.update(p.parent.name.encode() + b"/" + p.name.encode() + b"\0" + p.read_bytes())
     return h.digest()
 

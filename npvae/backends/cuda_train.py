@@ -12,7 +12,7 @@ and the failing step's arrays only when something went non-finite (`failed_step`
 
 The arithmetic is npvae.backends.cuda_gpu's own (`bound_and_grad_device`, `adam_device`, the kernels its public
 functions run), so a step equals objective(..., backend="cuda") followed by optim.adam_update.
-npvae.train drives this with the same four calls as its host stepper: start_epoch, step, state, failed_step.
+npvae.training.loop drives this with the same four calls as its host stepper: start_epoch, step, state, failed_step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one interface every backend implements; `npvae.backends.get(name)` returns its object.
 
 All functions are private cores: inputs are already validated by the public entry points
-(npvae.objectives, npvae.vae.importance, npvae.train), and results are fresh NumPy arrays.
+(npvae.objectives, npvae.vae.importance, npvae.training.loop), and results are fresh NumPy arrays.
 Shapes: x (N, D), eps (K, N, Z); options as in npvae.objectives.objective.
 """
 

@@ -7,7 +7,7 @@ stage of training:
 - the ELBO, and the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) (estimated: the k-sample estimate is itself
   a lower bound, so the gap is slightly under-estimated);
 - E KL(q(z|x) || p(z)) (analytic) split by ELBO surgery (Hoffman & Johnson 2016) into I_q(x; z), estimated
-  by `npvae.evaluate.mutual_information` with q(x) the empirical distribution of M = 1000 held-out points
+  by `npvae.evaluation.evaluate.mutual_information` with q(x) the empirical distribution of M = 1000 held-out points
   (so I_q <= log M), and the remainder KL(q(z) || p(z)).
 At the end, log p(x) is estimated with K samples from the encoder and with K samples from the prior
 (an encoder whose last layer is zero outputs mu = 0, log_var = 0: q(z|x) = p(z)); both are consistent,
@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from ..store.data import DataNotFoundError, load, subset_indices
-from ..evaluate import encoder_stats, evaluate, mutual_information
+from ..evaluation.evaluate import encoder_stats, evaluate, mutual_information
 from ..maths.gaussian import kl_std_normal_forward
 from ..objectives import log_px
 from ..nn.layers import Dense

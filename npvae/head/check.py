@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..gradcheck import rel_err
+from ..checks.gradcheck import rel_err
 from . import reduction as red
 from .case import make_case
 from .hypotheses import FACTORS, conventions, gradient_hypotheses, value_hypotheses

@@ -4,7 +4,7 @@ Framework-neutral: the model is a flat float64 vector theta (P,), `loss(theta) -
 `grad(theta) -> (P,)`. Directions u are standard normal on one named block of theta at a time (so a report can
 say which block disagrees), plus directions over all of theta. Along u, f(t) = loss(theta + t u).
 
-Error model (Nocedal & Wright, section 8.1, as npvae.gradcheck): a central difference with step h has
+Error model (Nocedal & Wright, section 8.1, as npvae.checks.gradcheck): a central difference with step h has
     |fd - f'|  <=  h^2 / 6 |f'''|  +  noise / h,     noise = eps_mach (max |f| + sum |g_j theta_j|)
 (rounding of f, and of theta + t u, each worth ~eps relative). f''' comes from the wider points of the same
 stencil, (f(4h) - 2f(2h) + 2f(-2h) - f(-4h)) / 16 h^3, and h = (3 noise / |f'''|)^(1/3) minimises the bound.
@@ -17,7 +17,7 @@ itself, >= 0.13 J). A residual above KINK_NOISE noise is a kink: the stencil shr
 point is left outside), and below REL_STEP_MIN the direction is redrawn. A kink too small to be seen still
 moves fd by at most 1.04 residual / h (the worst case over t0 in (-h, h); 1.0 for a jump in f), which
 RESIDUAL_WEIGHT (10) covers, so a lone kink cannot make a correct gradient FAIL (its err/tol stays < 0.11).
-`kinks(theta)`, where given, must also keep every pre-activation's sign with margin (as npvae.gradcheck).
+`kinks(theta)`, where given, must also keep every pre-activation's sign with margin (as npvae.checks.gradcheck).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..gradcheck import DIRECTION_TRIES, EPS_MACH, FD_SAFETY, KINK_MARGIN
+from ..checks.gradcheck import DIRECTION_TRIES, EPS_MACH, FD_SAFETY, KINK_MARGIN
 
 OFFSETS = np.array([-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])  # the stencil, in units of h
 _Q = np.linalg.qr(np.vander(OFFSETS, 4), mode="complete")[0][:, 4:]  # (7, 3): the complement of cubics on OFFSETS

@@ -11,7 +11,7 @@ z = mu + sigma eps, into (dmu, dlog_var) for the encoder; the decoder's gradient
 - stl:     "sticking the landing": drops the score term of log q (q's parameters held fixed) (Roeder et al. 2017).
 - dreg:    doubly-reparameterised IWAE gradient, sum_k w_k^2 (d a_k / d z_k)(d z_k / d phi) (Tucker et al. 2018, eq. 7).
 `ESTIMATORS` is the one table of which estimator applies to which (bound, kl) and what it holds fixed:
-`VALID`, the input checks, the gradient checker's surrogates (npvae.gradcheck) and the docs read it.
+`VALID`, the input checks, the gradient checker's surrogates (npvae.checks.gradcheck) and the docs read it.
 Shapes: mu, log_var (N, Z); eps, z, dz (K, N, Z); weights (K, N).
 """
 
@@ -74,7 +74,7 @@ def dreg(dz, sample_cache, log_var, w, wn, beta):
 
 class Estimator(NamedTuple):
     """An encoder-gradient estimator: its latent backward, the (bound, kl) pairs it is defined for, and what its
-    surrogate holds fixed ("stop-gradient") at the point of evaluation (npvae.gradcheck.surrogate)."""
+    surrogate holds fixed ("stop-gradient") at the point of evaluation (npvae.checks.gradcheck.surrogate)."""
 
     latent_backward: Callable  # (dz, sample_cache, log_var, w, wn, beta) -> (dmu, dlog_var)
     pairs: tuple

@@ -4,7 +4,7 @@
 `synthetic` is the one exception (Gaussian data with a known exact log p(x)). The splits are float
 arrays of the dtype asked for, or, with `compact=True`, a binary set's splits stay uint8 0/1 (a
 quarter of float32's memory, an eighth of float64's) and `Dataset.dtype` is the float type they are
-used in: the trainer and `npvae.evaluate` cast them batch by batch (`as_float`), so no float copy of
+used in: the trainer and `npvae.evaluation.evaluate` cast them batch by batch (`as_float`), so no float copy of
 a whole split is ever made.
 
 Where files are looked for: for each directory d of `search_dirs`, then `cache_dir`, then (for

@@ -159,7 +159,7 @@ def clean_temporaries(run_dir) -> list[str]:
 def repair(run_dir, read_meta) -> str | None:
     """Make best hold the epoch last says it must (see the module docstring); returns what was done, or None.
 
-    read_meta(path) -> the checkpoint's metadata (verified), as npvae.train.read_meta.
+    read_meta(path) -> the checkpoint's metadata (verified), as npvae.training.loop.read_meta.
     """
     run_dir = Path(run_dir)
     last = checkpoint_path(run_dir, "last")

@@ -1,7 +1,7 @@
 """The L-layer estimators' surrogates: scalars whose gradient is each estimator's, from forward passes only.
 
 What each estimator holds fixed is npvae.vae.ladder_objective's module docstring; log q is written in z-form
-here (not in eps), so no line of the hand-written backward is reused. npvae.gradcheck.surrogate calls this
+here (not in eps), so no line of the hand-written backward is reused. npvae.checks.gradcheck.surrogate calls this
 for a LadderArch; tests/test_ladder.py differentiates it element by element.
 """
 

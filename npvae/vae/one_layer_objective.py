@@ -88,7 +88,7 @@ def latent_grads(f: Forward, arch: Arch, bound, kl, estimator, kl_weight, free_b
     """From one forward pass: (value (N,), dmu, dlog_var (N, Z), decoder grads) of the batch-mean bound; no checking.
 
     Everything of the backward but the encoder's MLP, so that an encoder whose outputs reach (mu, log_var) some
-    other way (npvae.verify_layouts: a log-std or std head) shares this maths.
+    other way (npvae.checks.verify_layouts: a log-std or std head) shares this maths.
     """
     N = f.mu.shape[0]
     t = f.mu.dtype.type

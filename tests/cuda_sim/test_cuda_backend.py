@@ -23,7 +23,7 @@ from npvae import flatten, log_px, log_weights, objective, param_names, unflatte
 from npvae.backends import resolve
 from npvae.backends import cuda_gpu, cuda_kernels, cuda_train_kernels
 from npvae.maths.estimators import VALID
-from npvae.gradcheck import rel_err
+from npvae.checks.gradcheck import rel_err
 from npvae.maths.lme import log_mean_exp
 from npvae.objectives import bound_value
 from npvae.nn.optim import adam_init, adam_update
@@ -216,9 +216,9 @@ def test_stochastic_layers_are_refused_by_the_device_trainer_with_a_message():
 
 
 def test_training_a_ladder_on_cuda_is_refused_before_the_run_directory(tmp_path):
-    from npvae.config import TrainConfig
+    from npvae.training.config import TrainConfig
     from npvae.store.data import load
-    from npvae.train import train
+    from npvae.training.loop import train
 
     cfg = TrainConfig(arch="64-20-8:6-3", backend="cuda", epochs=1, binarize=True)
     with pytest.raises(ValueError, match="use backend 'numpy', 'numba'"):

@@ -23,10 +23,10 @@ from gemm_paths import gemm_path, pytest_generate_tests  # noqa: F401  (each tes
 
 from npvae import cli
 from npvae.backends.cuda_train import DeviceTrainer
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import Dataset
-from npvae.gradcheck import rel_err
-from npvae.train import TrainingDiverged, load_state, train
+from npvae.checks.gradcheck import rel_err
+from npvae.training.loop import TrainingDiverged, load_state, train
 
 RTOL = {"float64": 1e-10, "float32": 1e-5}
 BASE = dict(dataset="tiny", arch="6-5-2", batch_size=3, lr=0.01)

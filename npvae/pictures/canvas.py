@@ -1,4 +1,4 @@
-"""Drawing helpers for npvae.plots: boundary checks, figure and axes set-up, tiling images into grids.
+"""Drawing helpers for npvae.pictures.plots: boundary checks, figure and axes set-up, tiling images into grids.
 
 Matplotlib is imported inside the functions (Figure + FigureCanvasAgg, never pyplot), so importing this
 module selects no backend and changes no global state. Shapes: images (M, D) with D = rows * cols.
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _validate
-from .likelihoods import mean as decoder_mean
-from .vae.model import Arch, VAEParams
-from .vae.models import decode_x
-from .vae.inputs import check_x
+from .. import _validate
+from ..likelihoods import mean as decoder_mean
+from ..vae.model import Arch, VAEParams
+from ..vae.models import decode_x
+from ..vae.inputs import check_x
 
 DPI = 100
 _PAD_COLOUR = "#c2d0dd"  # the lines between tiles: neither white (0) nor black (1)

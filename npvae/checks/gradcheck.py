@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import likelihoods as lik
+from .. import likelihoods as lik
 from typing import NamedTuple
 
-from .maths.estimators import ESTIMATORS
-from .maths.gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
-from .nn.layers import activation_forward
-from .maths.lme import log_mean_exp_core, softmax_core
-from .vae.model import Arch, VAEParams, decode, encode
-from .vae.models import flatten, unflatten
+from ..maths.estimators import ESTIMATORS
+from ..maths.gaussian import kl_std_normal_per_dim, log_prob, log_std_normal, sample_forward
+from ..nn.layers import activation_forward
+from ..maths.lme import log_mean_exp_core, softmax_core
+from ..vae.model import Arch, VAEParams, decode, encode
+from ..vae.models import flatten, unflatten
 
 # Central differences in float64 with a fixed step h. Their error model (e.g. Nocedal & Wright, section 8.1):
 #     |fd - f'|  <=  h^2 / 6 |f'''|  (truncation)  +  eps_mach |f| / h  (rounding of the two evaluations),
@@ -61,7 +61,7 @@ def surrogate(live: VAEParams, base: VAEParams, arch: Arch, x, eps, bound, kl, e
     For an L-layer model (arch.FAMILY "ladder") it is npvae.vae.ladder_surrogate.surrogate on the split noise.
     """
     if arch.FAMILY == "ladder":
-        from .vae.ladder_surrogate import surrogate as ladder_surrogate
+        from ..vae.ladder_surrogate import surrogate as ladder_surrogate
 
         return ladder_surrogate(live, base, arch, x, arch.split_noise(eps), bound, kl, estimator, kl_weight)
     if kl == "analytic":

@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import run_dir as rd
-from .vae.memory import check_fits, eval_chunk_bytes, step_bytes
-from .backends import get as get_backend
-from .backends import resolve_training
+from ..store import run_dir as rd
+from ..vae.memory import check_fits, eval_chunk_bytes, step_bytes
+from ..backends import get as get_backend
+from ..backends import resolve_training
 from .config import TrainConfig
-from .store.data import Dataset, as_float, binarize_dynamic
-from .vae.model import Arch
-from .vae.inputs import check_x_storage
-from .vae.models import check_params, param_names, unflatten
-from .train_state import TrainState, load_state, new_state, read_meta, save_state  # noqa: F401  (read_meta: this module's name too)
+from ..store.data import Dataset, as_float, binarize_dynamic
+from ..vae.model import Arch
+from ..vae.inputs import check_x_storage
+from ..vae.models import check_params, param_names, unflatten
+from .state import TrainState, load_state, new_state, read_meta, save_state  # noqa: F401  (read_meta: this module's name too)
 
 
 class TrainingDiverged(RuntimeError):

@@ -28,7 +28,7 @@ def _table(rows, verbose: bool) -> str:
 
 
 def cmd_check(args) -> int:
-    from .check import run_all
+    from ..checks.check import run_all
 
     rows = run_all(seed=args.seed)
     if args.json:
@@ -39,8 +39,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from . import verify
-    from .head import file as head_file
+    from .. import verify
+    from ..head import file as head_file
 
     if getattr(args, "example_head", False):
         head_file.example(args.file)
@@ -51,7 +51,7 @@ def cmd_verify(args) -> int:
         _write_example(args.file, verify)
         print(f"npvae verify: wrote {args.file}, npvae's own IWAE_4 with DReG on a 6-5-5-3 tanh Bernoulli VAE; check it with: npvae verify {args.file}")
         return 0
-    from .store.checkpoint import read_arrays
+    from ..store.checkpoint import read_arrays
 
     arrays = read_arrays(args.file, text=("options",))
     options = verify.read_options_of(arrays, args.file)
@@ -79,8 +79,8 @@ def _write_example(path, verify) -> None:
     """A verify file written by npvae itself: a small VAE's IWAE_4 with the DReG estimator, in float64."""
     import numpy as np
 
-    from .check import gradient_model
-    from .objectives import objective
+    from ..checks.check import gradient_model
+    from ..objectives import objective
 
     rng = np.random.default_rng(0)
     arch, params, x, _ = gradient_model(rng, "bernoulli", "tanh")
@@ -92,7 +92,7 @@ def _write_example(path, verify) -> None:
 
 def _verify_head(args, case) -> int:
     """npvae verify on a head file: the head check's report, exit 0 if every row agrees, 1 if not."""
-    from .head.check import compare
+    from ..head.check import compare
 
     report = compare(case, args.rtol)
     if args.json:

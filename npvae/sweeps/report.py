@@ -13,16 +13,16 @@ import io
 import json
 from pathlib import Path
 
-from .store import run_dir as rd
-from .sweep import read_evals
-from .sweep_spec import Spec, references_for
+from ..store import run_dir as rd
+from .driver import read_evals
+from .spec import Spec, references_for
 
 ROUNDING = 0.005
 
 
 def _history(run_dir: Path) -> tuple[int, dict]:
     """(epochs in the last checkpoint, the history up to it); (0, empty) for a run not started."""
-    from .train import read_meta
+    from ..training.loop import read_meta
 
     last = rd.checkpoint_path(run_dir, "last")
     if not last.exists():

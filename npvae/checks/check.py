@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from .gradcheck import FD_STEP, RTOL, elementwise, per_parameter, rel_err
-from .nn.layers import ACTIVATIONS, activation_backward, activation_forward
-from .likelihoods import Likelihood
-from .vae.ladder import LadderArch
-from .oracle.linear_vae import best_linear_ladder, best_linear_vae, ladder_q, linear_arch, linear_vae_params, orthogonal_model
-from .maths.lme import log_mean_exp_core
-from .vae import models
-from .vae.model import Arch, encode, flatten, init_params, param_names, unflatten
-from .objectives import VALID, bound_value, log_weights, objective
-from .oracle.linear_chain import LinearChain, LinearGaussian
+from ..nn.layers import ACTIVATIONS, activation_backward, activation_forward
+from ..likelihoods import Likelihood
+from ..vae.ladder import LadderArch
+from ..oracle.linear_vae import best_linear_ladder, best_linear_vae, ladder_q, linear_arch, linear_vae_params, orthogonal_model
+from ..maths.lme import log_mean_exp_core
+from ..vae import models
+from ..vae.model import Arch, encode, flatten, init_params, param_names, unflatten
+from ..objectives import VALID, bound_value, log_weights, objective
+from ..oracle.linear_chain import LinearChain, LinearGaussian
 
 F64 = np.dtype(np.float64)
 
@@ -52,7 +52,7 @@ def gradient_model(rng, likelihood: str, activation: str):
 
 def gradient_rows(seed: int = 0) -> list[dict]:
     """Every (likelihood, activation) x (bound, kl, estimator) x parameter: a random-direction central difference
-    against the hand-written gradient, with the error model's tolerance (npvae.gradcheck.fd_check)."""
+    against the hand-written gradient, with the error model's tolerance (npvae.checks.gradcheck.fd_check)."""
     rng = np.random.default_rng(seed)
     rows = []
     for name, activation in GRADIENT_MODELS:
@@ -260,7 +260,7 @@ def iwae_order_rows(model: LinearGaussian, x, rng, label: str, groups: int = 100
 
 def run_all(seed: int = 0) -> list[dict]:
     """All checks, in the order they are printed."""
-    from .check_values import value_rows
+    from .values import value_rows
 
     return (layer_rows(seed) + gradient_rows(seed) + ladder_gradient_rows(seed) + bound_rows(seed) + ladder_bound_rows(seed)
             + value_rows(seed))

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import likelihoods as lik
-from .maths.gaussian import kl_std_normal_per_dim, log_prob, sample_forward
-from .objectives import log_px
-from .maths.lme import log_mean_exp_core
-from .vae.model import Arch, VAEParams, decode, encode
-from .store.data import as_float
-from .vae.inputs import check_x_storage
-from .vae.models import check_params
+from .. import likelihoods as lik
+from ..maths.gaussian import kl_std_normal_per_dim, log_prob, sample_forward
+from ..objectives import log_px
+from ..maths.lme import log_mean_exp_core
+from ..vae.model import Arch, VAEParams, decode, encode
+from ..store.data import as_float
+from ..vae.inputs import check_x_storage
+from ..vae.models import check_params
 
 
 ELBO_K = 10  # reconstruction samples per point for the ELBO's terms
@@ -77,7 +77,7 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
 
 def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = ELBO_K, batch: int = 100, progress=None, backend: str = "numpy") -> dict:
     """The random per-point terms, (N,) each: log_p (k importance samples), recon (elbo_k samples) and, for two
-    stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.eval_chunks check)."""
+    stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.evaluation.chunks check)."""
     dtype = params_dtype(params)
     N = x.shape[0]
     two = arch.FAMILY == "ladder"
@@ -136,7 +136,7 @@ def _summary(log_p, elbo, recon, k: int) -> dict:
 
 def _ladder_terms(params, arch, xb, rng, elbo_k: int, dtype):
     """(recon, elbo): (n,) each for one batch of a LadderArch: the top KL analytic, the rest over elbo_k samples."""
-    from .vae import ladder_objective as ladder
+    from ..vae import ladder_objective as ladder
 
     eps = rng.standard_normal((elbo_k, xb.shape[0], arch.noise_dim), dtype=dtype)
     f = ladder.forward(params, arch, xb, arch.split_noise(eps))
@@ -146,7 +146,7 @@ def _ladder_terms(params, arch, xb, rng, elbo_k: int, dtype):
 
 def _summarise_ladder(params, arch, x, terms, k, x_active) -> dict:
     """summarise_core for a LadderArch (module docstring)."""
-    from .vae.ladder import encoder_means
+    from ..vae.ladder import encoder_means
 
     dtype = params_dtype(params)
     xa = x if x_active is None else x_active

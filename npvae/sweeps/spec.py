@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
+from ..training.config import TrainConfig
 
 SECTIONS = ("sweep", "base", "grid", "eval", "reference")
 SWEEP_KEYS = ("out", "chunk_epochs", "data_dir")
@@ -72,7 +72,7 @@ class EvalSpec:
     backend: str | None = None  # where log p(x) runs; default: the run's backend
 
     def key(self, epoch: int) -> dict:
-        """What identifies one evaluation of a run (npvae.sweep skips those already in evals.json)."""
+        """What identifies one evaluation of a run (npvae.sweeps.driver skips those already in evals.json)."""
         return {"epoch": epoch, "checkpoint": self.checkpoint, "split": self.split, "k": self.k, "seed": self.seed}
 
 
@@ -255,7 +255,7 @@ def _points(where: str, base: dict, grid: dict) -> tuple[Point, ...]:
 
 
 def _eval(where: str, raw) -> EvalSpec:
-    from .backends import BACKENDS
+    from ..backends import BACKENDS
 
     ev = _table(where, "eval", raw)
     _known(where, "eval.", ev, EVAL_KEYS)

@@ -20,13 +20,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import likelihoods as lik
-from .maths.gaussian import sample_forward
-from .head.scales import SCALES, dlog_var_ds, log_var_of  # noqa: F401  (SCALES: the options' vocabulary)
-from .nn.layers import Dense
-from .nn.mlp import mlp_forward
-from .vae.model import Arch, VAEParams, decode
-from .objectives import Forward, encoder_backward, latent_grads
+from .. import likelihoods as lik
+from ..maths.gaussian import sample_forward
+from ..head.scales import SCALES, dlog_var_ds, log_var_of  # noqa: F401  (SCALES: the options' vocabulary)
+from ..nn.layers import Dense
+from ..nn.mlp import mlp_forward
+from ..vae.model import Arch, VAEParams, decode
+from ..objectives import Forward, encoder_backward, latent_grads
 
 WEIGHT_LAYOUTS = ("in_out", "out_in")
 X_CODINGS = ("01", "pm1")

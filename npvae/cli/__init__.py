@@ -1,4 +1,9 @@
-"""The `npvae` command line: the only place that reads argv and the environment (STYLE.md, habit 13)."""
+"""The `npvae` command line: the only place that reads argv and the environment (STYLE.md, habit 13).
+
+One module a group of commands: args (the options of every command), data (where data are looked for), check
+(`check` and `verify`), sweep (`sweep`); this file dispatches, and runs train, eval, sample, explain and bench.
+May import: everything.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,22 @@ import json
 import sys
 from pathlib import Path
 
-from . import cli_args
-from .cli_check import cmd_check, cmd_verify
-from .cli_data import search as _search
-from .cli_sweep import cmd_sweep
+from . import args as cli_args
+from .check import cmd_check, cmd_verify
+from .data import search as _search
+from .sweep import cmd_sweep
 
 
 def _limit_threads(n: int):
     """--threads: n BLAS threads, and n workers for the numba backend's log p(x) (npvae.backends.workers); on small
     shared machines one thread is fastest and timings are steady."""
-    from .backends.workers import set_threads
+    from ..backends.workers import set_threads
 
     return set_threads(n)
 
 
 def _config_from_args(args):
-    from .config import TrainConfig
+    from ..training.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
@@ -34,9 +39,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def cmd_train(args) -> int:
-    from .store import run_dir as rd
-    from .store.data import load
-    from .train import TrainingDiverged, TrainingInterrupted, load_state, preflight, train
+    from ..store import run_dir as rd
+    from ..store.data import load
+    from ..training.loop import TrainingDiverged, TrainingInterrupted, load_state, preflight, train
 
     _limit_threads(args.threads)
     if args.resume:
@@ -84,10 +89,10 @@ def cmd_train(args) -> int:
 def _pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
     import numpy as np
 
-    from .store import run_dir as rd
-    from .vae.models import unflatten
-    from .plots import run_pictures, skipped_pictures
-    from .train import load_state
+    from ..store import run_dir as rd
+    from ..vae.models import unflatten
+    from ..pictures.plots import run_pictures, skipped_pictures
+    from ..training.loop import load_state
 
     _, arch, saved = load_state(rd.checkpoint_path(run_dir, checkpoint))
     if state is None:  # the curves show the whole run (last), not the run up to the best epoch
@@ -103,8 +108,8 @@ def _pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
 
 def _open_run(run_dir: Path, checkpoint: str):
     """(config, arch, state) of a run's checkpoint, after restoring best if an earlier process died between writes."""
-    from .store import run_dir as rd
-    from .train import load_state, read_meta
+    from ..store import run_dir as rd
+    from ..training.loop import load_state, read_meta
 
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a directory (give the run directory that npvae train printed)")
@@ -118,11 +123,11 @@ def _open_run(run_dir: Path, checkpoint: str):
 
 
 def cmd_eval(args) -> int:
-    from .backends import resolve
-    from .store.data import load
-    from .eval_chunks import eval_inputs, evaluate_chunked, local_runner
-    from .vae.models import unflatten
-    from .train import progress_bar
+    from ..backends import resolve
+    from ..store.data import load
+    from ..evaluation.chunks import eval_inputs, evaluate_chunked, local_runner
+    from ..vae.models import unflatten
+    from ..training.loop import progress_bar
 
     _limit_threads(args.threads)
     backend = resolve(args.backend)
@@ -137,7 +142,7 @@ def cmd_eval(args) -> int:
     if args.scheduler is None and args.workers is None:
         metrics = evaluate_chunked(params, arch, x, runner=local_runner(bar.update), **kw)
     else:  # the same chunks, the same numbers, computed on a Dask cluster
-        from .cluster import connect, dashboard, dask_runner
+        from ..evaluation.cluster import connect, dashboard, dask_runner
 
         with connect(args.scheduler, args.workers) as client:
             if not (args.quiet or args.json):
@@ -167,7 +172,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .store.data import load
+    from ..store.data import load
 
     run_dir = Path(args.run_dir)
     config, _, _ = _open_run(run_dir, args.checkpoint)
@@ -178,7 +183,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import run
+    from ..explain import run
 
     out = Path(args.out or Path("runs") / f"explain-{args.topic}")
     with _limit_threads(args.threads):
@@ -200,7 +205,7 @@ def cmd_bench(args) -> int:
     """Run bench/bench_train.py from a source checkout (the benchmark is a program, not part of the package)."""
     import runpy
 
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_train.py"
     if not script.exists():
         raise FileNotFoundError(f"the benchmark lives in the source checkout ({script} not found)")
     rest = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
@@ -244,7 +249,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # outside training (which says how to resume): nothing half-written to report
         print(f"\nnpvae {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,16 @@
-"""`npvae sweep`: every run of a grid (npvae.sweep_spec) trained in chunks of epochs on a Dask cluster, and evaluated.
+"""`npvae sweep`: every run of a grid (npvae.sweeps.spec) trained in chunks of epochs on a Dask cluster, and evaluated.
 
 The driver (this process) holds the sweep's lock (`out/.lock`: one sweep per directory) and keeps one task in
-flight per run: a chunk of training (npvae.sweep_tasks.train_chunk, up to the next multiple of chunk_epochs, the
+flight per run: a chunk of training (npvae.sweeps.tasks.train_chunk, up to the next multiple of chunk_epochs, the
 next evaluation epoch or the end), or the evaluation of the run's checkpoint at an evaluation epoch, its chunks of
-points spread over the workers (npvae.eval_chunks, npvae.cluster). The run's next chunk waits for its evaluation.
+points spread over the workers (npvae.evaluation.chunks, npvae.evaluation.cluster). The run's next chunk waits for its evaluation.
 
 What it survives: a worker killed mid-chunk costs at most that chunk (Dask reruns the task on another worker, and it
 resumes from the run's last checkpoint, bit for bit); the driver killed, or Ctrl-C, costs the chunks in flight, and
 the same command continues: finished runs and evaluations are skipped, an edited grid adds only its new points. On
 an external cluster (--scheduler) a chunk in flight is not stopped with the driver (Dask does not interrupt a running
 task): it finishes its chunk, holding its run's lock, and the rerun's chunk of that run waits for the lock (up to
-npvae.sweep_tasks.LOCK_WAIT_S, then the run is reported failed; the next rerun continues it). A task Dask cancels
+npvae.sweeps.tasks.LOCK_WAIT_S, then the run is reported failed; the next rerun continues it). A task Dask cancels
 (the client lost the scheduler, most often) is submitted again, up to RESUBMITS times; an exception in the driver's
 own part of a run (loading its checkpoint, summarising its evaluation) fails that run only. A run whose saved config
 differs from its grid point (other than in epochs and backend) is refused before anything starts.
@@ -26,8 +26,8 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store import run_dir as rd
-from .sweep_spec import Point, Spec, SpecError
+from ..store import run_dir as rd
+from .spec import Point, Spec, SpecError
 
 EVALS = "evals.json"  # a run's evaluations: a list of rows, one per (epoch, checkpoint, split, k, seed)
 RESUBMITS = 3  # a run's tasks cancelled by Dask (the client lost the scheduler, most often) submitted again, at most
@@ -60,8 +60,8 @@ def _has_eval(run: Run, key: dict) -> bool:
 
 def plan(spec: Spec, data: dict) -> list[Run]:
     """Check every grid point against its data and its run directory (SpecError naming the run), before any task."""
-    from .sweep_tasks import dataset_for
-    from .train import preflight, read_meta
+    from .tasks import dataset_for
+    from ..training.loop import preflight, read_meta
 
     runs = []
     for p in spec.points:
@@ -137,7 +137,7 @@ def run_sweep(spec: Spec, data: dict, *, scheduler: str | None = None, workers: 
         if not work:
             log(f"npvae sweep: nothing to do: all {len(runs)} runs are finished" + (" and evaluated" if spec.eval else ""))
             return {"runs": len(runs), "tasks": 0, "failed": {}}
-        from .cluster import connect, dashboard as dashboard_link
+        from ..evaluation.cluster import connect, dashboard as dashboard_link
 
         with connect(scheduler, workers, dashboard) as client:
             log(f"npvae sweep: {len(runs)} runs, {len(work)} to do, in {spec.out}; Dask dashboard: {dashboard_link(client)}")
@@ -147,8 +147,8 @@ def run_sweep(spec: Spec, data: dict, *, scheduler: str | None = None, workers: 
 def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
     from distributed import wait
 
-    from .sweep_progress import Lines
-    from .sweep_tasks import train_chunk
+    from .progress import Lines
+    from .tasks import train_chunk
 
     lines = Lines(runs, progress, log)
     inflight = {}  # future -> (run, kind, what)
@@ -242,12 +242,12 @@ def _drive(spec, data, runs, work, client, progress, log, on_event) -> dict:
 
 def _submit_eval(spec: Spec, data: dict, run: Run, client):
     """The chunk futures of the run's evaluation at run.done, and the function that turns their parts into its row."""
-    from .backends import resolve
-    from .cluster import submit_eval
-    from .eval_chunks import chunk_jobs, eval_inputs, finish
-    from .vae.models import unflatten
-    from .sweep_tasks import dataset_for
-    from .train import _write_json, load_state, read_meta
+    from ..backends import resolve
+    from ..evaluation.cluster import submit_eval
+    from ..evaluation.chunks import chunk_jobs, eval_inputs, finish
+    from ..vae.models import unflatten
+    from .tasks import dataset_for
+    from ..training.loop import _write_json, load_state, read_meta
 
     ev = spec.eval
     if ev.checkpoint == "best":  # best one epoch behind last after a kill between the two writes: restored first

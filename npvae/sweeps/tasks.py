@@ -1,6 +1,6 @@
 """What a sweep's workers run: one chunk of a run's training (and its data, loaded once per worker process).
 
-A chunk is `npvae train` continued up to an epoch: a new run, or a resumed one (npvae.train), with the run's own lock,
+A chunk is `npvae train` continued up to an epoch: a new run, or a resumed one (npvae.training.loop), with the run's own lock,
 checkpoints and bit-exact resume. A worker killed mid-chunk leaves the run directory as after a kill -9 of
 `npvae train` (npvae.store.run_dir); Dask gives the task to another worker, which resumes from the last checkpoint.
 """
@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 _datasets: dict = {}
-LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (npvae.sweep's docstring)
+LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (npvae.sweeps.driver's docstring)
 
 
 def dataset_for(config, data: dict):
     """The config's data set, loaded once per process (compact, as npvae train loads it); data: npvae.store.data.load's
     search_dirs, cache_dir and download."""
-    from .store.data import load
+    from ..store.data import load
 
     key = (config.dataset, config.dtype, config.seed, config.binarize, tuple(map(str, data["search_dirs"])))
     if key not in _datasets:
@@ -30,10 +30,10 @@ def dataset_for(config, data: dict):
 
 def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
     """Train run_dir up to config["epochs"] epochs (new or resumed) with one BLAS thread; returns where it got to."""
-    from .store import run_dir as rd
-    from .backends.workers import set_threads
-    from .config import TrainConfig
-    from .train import read_meta, train
+    from ..store import run_dir as rd
+    from ..backends.workers import set_threads
+    from ..training.config import TrainConfig
+    from ..training.loop import read_meta, train
 
     set_threads(1)
     config = TrainConfig.from_dict(config)

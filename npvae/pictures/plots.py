@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _validate
-from ._canvas import (  # noqa: F401  (is_image is public here too)
+from .. import _validate
+from .canvas import (  # noqa: F401  (is_image is public here too)
     is_image,
     GUTTER_PX,
     _STRIP_CMAP,
@@ -44,9 +44,9 @@ from ._canvas import (  # noqa: F401  (is_image is public here too)
     _tile,
     _tile_centres,
 )
-from .vae.model import Arch, VAEParams, encode
-from .store.data import as_float, subset_indices
-from .vae.models import check_params, encoder_mean, prior_latent
+from ..vae.model import Arch, VAEParams, encode
+from ..store.data import as_float, subset_indices
+from ..vae.models import check_params, encoder_mean, prior_latent
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def run_pictures(params: VAEParams, arch: Arch, dataset, run_dir, rng: np.random
     where there are labels),
     curves.png (when a history is given), manifold.png and latent.png (test split, coloured by its
     labels; Z == 2 only, and manifold.png for image data only). Each picture left out is logged
-    (logger 'npvae.plots', level INFO) with the reason `skipped_pictures` gives.
+    (logger 'npvae.pictures.plots', level INFO) with the reason `skipped_pictures` gives.
     """
     image_shape = _check_image_shape(dataset.image_shape, arch.data_dim)
     run_dir = Path(run_dir)

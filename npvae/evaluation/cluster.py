@@ -87,9 +87,9 @@ def dashboard(client) -> str:
 
 
 def eval_chunk(params, arch, x, lo, hi, k, seeds, index, backend):
-    """npvae.eval_chunks.chunk_terms on a worker, with one BLAS thread."""
-    from .backends.workers import set_threads
-    from .eval_chunks import chunk_terms
+    """npvae.evaluation.chunks.chunk_terms on a worker, with one BLAS thread."""
+    from ..backends.workers import set_threads
+    from .chunks import chunk_terms
 
     set_threads(1)
     return chunk_terms(params, arch, x, lo, hi, k, seeds, index, backend)
@@ -100,7 +100,7 @@ def _value(v):
 
 
 def submit_eval(client, params, arch, x, jobs: list[dict]) -> tuple[list, list]:
-    """(one future per chunk job (npvae.eval_chunks), the futures of the parameters and the points): hold the second
+    """(one future per chunk job (npvae.evaluation.chunks), the futures of the parameters and the points): hold the second
     until the first are done. The parameters and points enter the cluster once, as the results of tasks that hold them
     (not scattered): if the worker holding them dies, Dask recomputes them from the task, and nothing is lost."""
     tag = os.urandom(4).hex()
@@ -111,7 +111,7 @@ def submit_eval(client, params, arch, x, jobs: list[dict]) -> tuple[list, list]:
 
 
 def dask_runner(client, progress=None):
-    """An npvae.eval_chunks runner that computes the chunks on the cluster (progress: called with points done)."""
+    """An npvae.evaluation.chunks runner that computes the chunks on the cluster (progress: called with points done)."""
 
     def run(params, arch, x, jobs: list[dict]) -> list[dict]:
         distributed = _distributed()

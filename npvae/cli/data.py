@@ -13,8 +13,8 @@ def search(args, run_dir=None) -> dict:
     A run remembers the directory its data came from; eval, sample and --resume look there first when
     no --data-dir is given, and say so when it is gone.
     """
-    from .store.data import default_cache_dir, default_search_dirs
-    from .store.run_dir import read_data_source
+    from ..store.data import default_cache_dir, default_search_dirs
+    from ..store.run_dir import read_data_source
 
     cache = default_cache_dir(os.environ)
     dirs = args.data_dir

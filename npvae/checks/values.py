@@ -16,14 +16,14 @@ import numpy as np
 from scipy import stats
 from scipy.special import logsumexp
 
-from . import likelihoods as lik
-from .maths.gaussian import kl_std_normal_forward
-from .objectives import log_px
-from .oracle.linear_chain import LinearGaussian
-from .oracle.linear_vae import best_linear_vae, linear_arch, linear_vae_params
-from .vae.model import encode
-from .objectives import bound_value, log_weights, objective
-from .nn.optim import adam_init, adam_update, sgd_init, sgd_update
+from .. import likelihoods as lik
+from ..maths.gaussian import kl_std_normal_forward
+from ..objectives import log_px
+from ..oracle.linear_chain import LinearGaussian
+from ..oracle.linear_vae import best_linear_vae, linear_arch, linear_vae_params
+from ..vae.model import encode
+from ..objectives import bound_value, log_weights, objective
+from ..nn.optim import adam_init, adam_update, sgd_init, sgd_update
 
 EPS = {np.dtype(np.float32): float(np.finfo(np.float32).eps), np.dtype(np.float64): float(np.finfo(np.float64).eps)}
 Z_MARGIN = 5.0  # Monte Carlo equalities: within this many standard errors (plus rounding)

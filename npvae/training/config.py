@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _validate
-from .backends import BACKENDS
-from .likelihoods import LIKELIHOODS, Likelihood
-from .vae import models
-from .vae.model import Arch
-from .vae.inputs import check_free_bits, check_options
+from .. import _validate
+from ..backends import BACKENDS
+from ..likelihoods import LIKELIHOODS, Likelihood
+from ..vae import models
+from ..vae.model import Arch
+from ..vae.inputs import check_free_bits, check_options
 
 LR_SCHEDULES = ("constant", "burda")
 OUTPUT_BIASES = ("data", "zero")  # the decoder's output bias at initialisation (likelihoods.output_bias_from_data)

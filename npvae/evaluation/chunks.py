@@ -1,14 +1,14 @@
 """Evaluation in chunks of points, each with its own Generator: the same numbers on one process or any number of workers.
 
 The points are cut into chunks of CHUNK_POINTS, in order. Chunk c draws its importance samples and its reconstruction
-samples (npvae.evaluate.point_terms_core) from
+samples (npvae.evaluation.evaluate.point_terms_core) from
 
     np.random.default_rng(np.random.SeedSequence((run_seed, eval_seed), spawn_key=(0, c)))
 
 so what a chunk computes does not depend on which worker computes it, or when. The per-point terms are put back in
-point order and summarised once (npvae.evaluate.summarise_core: the means and standard errors, the analytic KL and
+point order and summarised once (npvae.evaluation.evaluate.summarise_core: the means and standard errors, the analytic KL and
 the active units, which are deterministic, and the mutual information, whose samples come from spawn_key (1,)).
-`npvae eval` uses this scheme with or without a cluster (npvae.cluster runs the chunks on Dask workers).
+`npvae eval` uses this scheme with or without a cluster (npvae.evaluation.cluster runs the chunks on Dask workers).
 Identical means bit for bit on machines that run the same kernels; BLAS on other CPU types may round differently.
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store.data import Dataset, binarize_dynamic, subset_indices
+from ..store.data import Dataset, binarize_dynamic, subset_indices
 from .evaluate import ELBO_K, point_terms_core, summarise_core
-from .vae.inputs import check_x_storage
-from .vae.models import check_params
+from ..vae.inputs import check_x_storage
+from ..vae.models import check_params
 
 CHUNK_POINTS = 500  # part of the definition of the numbers: another size draws other noise
 SCHEME = f"chunks of {CHUNK_POINTS} points, chunk c from SeedSequence((run seed, eval seed), spawn_key=(0, c))"
@@ -57,9 +57,9 @@ def local_runner(progress=None):
 
 def evaluate_chunked(params, arch, x, *, k: int, run_seed: int, eval_seed: int = 0, x_active=None, backend: str = "numpy",
                      runner=None) -> dict:
-    """npvae.evaluate.evaluate's metrics on x: (N, D), with the chunked noise of the module docstring.
+    """npvae.evaluation.evaluate.evaluate's metrics on x: (N, D), with the chunked noise of the module docstring.
 
-    runner(params, arch, x, jobs) -> the chunk_terms of each job, in order (default: local_runner(); npvae.cluster's
+    runner(params, arch, x, jobs) -> the chunk_terms of each job, in order (default: local_runner(); npvae.evaluation.cluster's
     runs them on a Dask cluster). x, x_active: float of the parameters' dtype, or compact binary splits (uint8).
     """
     dtype = check_params(arch, params)
@@ -81,7 +81,7 @@ def chunk_jobs(n: int, k: int, seeds: tuple[int, int], backend: str) -> list[dic
 
 
 def finish(params, arch, x, parts: list[dict], k: int, seeds: tuple[int, int], x_active=None) -> dict:
-    """The metrics from every chunk's terms, in chunk order (npvae.evaluate.summarise_core), and how they were drawn."""
+    """The metrics from every chunk's terms, in chunk order (npvae.evaluation.evaluate.summarise_core), and how they were drawn."""
     terms = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     metrics = summarise_core(params, arch, x, terms, summary_rng(*seeds), k, x_active)
     return {**metrics, "noise": SCHEME, "run_seed": seeds[0], "eval_seed": seeds[1]}

@@ -29,12 +29,12 @@ def _positive_int(text: str) -> int:
 
 
 def _train_options(t) -> None:
-    from .config import OUTPUT_BIASES, TrainConfig
-    from .store.data import DATASETS
-    from .nn.layers import ACTIVATIONS
-    from .likelihoods import LIKELIHOODS
-    from .backends import BACKENDS
-    from .objectives import BOUNDS, ESTIMATORS, KL_MODES
+    from ..training.config import OUTPUT_BIASES, TrainConfig
+    from ..store.data import DATASETS
+    from ..nn.layers import ACTIVATIONS
+    from ..likelihoods import LIKELIHOODS
+    from ..backends import BACKENDS
+    from ..objectives import BOUNDS, ESTIMATORS, KL_MODES
 
     d = TrainConfig()
     t.add_argument("--dataset", choices=DATASETS, default=None,
@@ -86,8 +86,8 @@ def _sub(sub, name: str, help: str, description: str | None = None, **kw):
 
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     """The parser; commands maps each subcommand's name to its handler (npvae.cli's cmd_* functions)."""
-    from ._version import __version__
-    from .backends import BACKENDS
+    from .._version import __version__
+    from ..backends import BACKENDS
 
     p = argparse.ArgumentParser(prog="npvae", description="A NumPy reference VAE: train, evaluate, sample, check, verify, explain, bench.")
     p.add_argument("--version", action="version", version=f"npvae {__version__}")
@@ -138,7 +138,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                    "the data have labels (default: the whole split; a prefix of a split is not a sample of it)")
     e.add_argument("--checkpoint", **checkpoint)
     e.add_argument("--seed", type=int, default=0, help="seed of the subset, the importance samples (with the run's seed: "
-                   "npvae.eval_chunks) and any binarisation (default 0)")
+                   "npvae.evaluation.chunks) and any binarisation (default 0)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--threads", **threads)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -155,7 +155,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     _data_options(s)
     s.set_defaults(func=commands["sample"])
 
-    from .explain import QUESTIONS, TOPICS
+    from ..explain import QUESTIONS, TOPICS
 
     x = _sub(sub, "explain", "experiments that answer the classic VAE questions with numbers and pictures",
              "\n".join(f"{t}: {q}" for t, q in QUESTIONS.items()), formatter_class=argparse.RawDescriptionHelpFormatter)

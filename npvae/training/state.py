@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .store import run_dir as rd
-from .store.checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from .._version import __version__
+from ..store import run_dir as rd
+from ..store.checkpoint import check_expected, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from .config import STREAMS, TrainConfig
-from .likelihoods import output_bias_from_data
-from .vae.model import Arch
-from .vae.models import flatten, init_params, param_names, param_shapes
-from .nn.optim import AdamState, adam_init
+from ..likelihoods import output_bias_from_data
+from ..vae.model import Arch
+from ..vae.models import flatten, init_params, param_names, param_shapes
+from ..nn.optim import AdamState, adam_init
 
 
 @dataclass

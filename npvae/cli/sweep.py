@@ -1,4 +1,4 @@
-"""`npvae sweep`: run, check or report a grid of runs (npvae.sweep); the command line's part only."""
+"""`npvae sweep`: run, check or report a grid of runs (npvae.sweeps.driver); the command line's part only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 def _data(args, spec) -> dict:
     """npvae.store.data.load's search arguments: --data-dir, then the SPEC's data_dir, then $NPVAE_DATA_DIR and the cache;
     absolute, for workers that run elsewhere."""
-    from .cli_data import search
+    from .data import search
 
     dirs = (args.data_dir or []) + [str(d) for d in spec.data_dirs]
     found = search(argparse.Namespace(**{**vars(args), "data_dir": dirs or None}))
@@ -18,12 +18,12 @@ def _data(args, spec) -> dict:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import plan, run_sweep
-    from .sweep_spec import load_spec
+    from ..sweeps.driver import plan, run_sweep
+    from ..sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.report:
-        from .sweep_report import write_report
+        from ..sweeps.report import write_report
 
         table, paths = write_report(spec)
         print(table)
