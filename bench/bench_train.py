@@ -5,7 +5,7 @@ Workloads (binarised MNIST, float32, one thread everywhere; jax through XLA_FLAG
   B-k    784-200-200-50 tanh, IWAE with k = 1, 5, 50, batch 128 (Burda et al. 2016)
   eval   importance-sampled log p(x) of --eval-n test points with k = --eval-k, model B
 
-A training step is what npvae.train does per batch: the backend's stepper (the bound and its gradient,
+A training step is what npvae.training.loop does per batch: the backend's stepper (the bound and its gradient,
 then Adam: numpy's adam_update, numba's in-place kernel, cuda's device-resident trainer; torch: autograd +
 torch.optim.Adam). Every backend
 starts from the same parameters (torch's are copied from npvae's), sees the same batches and the
@@ -18,7 +18,7 @@ not timed. Each figure is the median of --repeats timed runs of --steps steps, i
     python bench/bench_train.py --backends numba,cuda,torch --torch-device cuda   # on an NVIDIA GPU
     taskset -c 0 python bench/bench_train.py --end-to-end --workloads A,B-k1,B-k50 --backends numba,torch,jax   # bench/end_to_end.py
 
---end-to-end adds, for each training workload, epochs of npvae.train.train beside torch and jax loops doing the same
+--end-to-end adds, for each training workload, epochs of npvae.training.loop.train beside torch and jax loops doing the same
 per epoch (bench/end_to_end.py), and reports both ratios: end to end, and the inner loop timed in the same run.
 """
 
@@ -124,7 +124,7 @@ def problem(name, x_train, steps, seed=0):
 
 
 def npvae_steps(backend, arch, params, batches, eps, options):
-    """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps) as npvae.train does: the backend's stepper
+    """A function run(i0, i1) taking training steps i0..i1-1 of (batches, eps) as npvae.training.loop does: the backend's stepper
     (npvae.backends.get(backend).stepper), the data checked once, before the clock; state carried across calls."""
     flat = [a.copy() for a in models.flatten(params)]
     b = get_backend(backend)

@@ -2,7 +2,7 @@
 
     python bench/cost_iwae.py --data-dir ../shared/data            # prints ms a step per k and the projected hours
 
-The trainer's own stepper (the backend's `stepper`, as npvae.train builds it: the objective and Adam, batch 20,
+The trainer's own stepper (the backend's `stepper`, as npvae.training.loop builds it: the objective and Adam, batch 20,
 float32, one BLAS thread) runs `--steps` steps for each k in turn, `--repeats` times, interleaved so that a shared machine's
 load falls on every k alike; the median is projected to 3280 epochs of 2500 steps. Evaluation (k = 5000 on the
 10,000 test points, eight times in a run) is timed once on `--eval-n` points of a seeded subset and scaled.
@@ -20,11 +20,11 @@ from threadpoolctl import threadpool_limits
 
 from npvae.backends import get as get_backend
 from npvae.backends import resolve
-from npvae.config import TrainConfig
+from npvae.training.config import TrainConfig
 from npvae.store.data import load, subset_indices
-from npvae.evaluate import evaluate
+from npvae.evaluation.evaluate import evaluate
 from npvae.vae.models import unflatten
-from npvae.train import new_state
+from npvae.training.loop import new_state
 
 EPOCHS, STEPS_PER_EPOCH, EVALUATIONS = 3280, 2500, 8
 

@@ -1,4 +1,4 @@
-"""End to end: epochs of `npvae.train.train` beside PyTorch and JAX loops that do the same per epoch (bench_train.py --end-to-end).
+"""End to end: epochs of `npvae.training.loop.train` beside PyTorch and JAX loops that do the same per epoch (bench_train.py --end-to-end).
 
 An epoch, in every framework: shuffle the training split (a seeded permutation), take every batch of 128 from the
 compact uint8 data and cast it to float32, draw the noise (each framework its own generator), one Adam step on minus
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-import npvae.train as T
-from npvae.config import TrainConfig
-from npvae.train import train
+import npvae.training.loop as T
+from npvae.training.config import TrainConfig
+from npvae.training.loop import train
 
 BATCH = 128
 
 
 def npvae_epochs(workload, dataset, backend: str, out: Path):
-    """epoch() -> seconds of one more epoch of npvae.train.train (history.json's own figure), resuming the run in `out`."""
+    """epoch() -> seconds of one more epoch of npvae.training.loop.train (history.json's own figure), resuming the run in `out`."""
     spec, act, bound, kl, K = workload
     base = dict(dataset="binarized-mnist", arch=spec, activation=act, bound=bound, kl=kl, k=K, batch_size=BATCH,
                 dtype="float32", backend=backend, seed=0)

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 
-from npvae.check import run_all
+from npvae.checks.check import run_all
 
 
 def group(row: dict) -> str:
