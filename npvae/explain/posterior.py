@@ -6,7 +6,7 @@ Two true statements that seem to disagree (Kingma & Welling 2014, eq. 3; Domke &
 Both hold; the second says where q ends. On the linear-Gaussian model every term is exact, so we train a
 linear amortised encoder q(z|x) = N(A x + a, diag(S)) with the general VAE code (`npvae.objective`,
 Adam), starting AT the prior, and track E_x of each term. The KL to the prior rises from 0; the KL to the
-posterior falls to 1/2 [sum_j log M_jj - log|M|], the best a diagonal q can do (MATHS.md, pPCA).
+posterior falls to 1/2 [sum_j log M_jj - log|M|], the best a diagonal q can do (docs/theory.md, section 4).
 
 "ELBO surgery" (Hoffman & Johnson 2016) splits the averaged KL to the prior:
     E_q(x) KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z)),   q(z) = E_q(x) q(z|x).
@@ -115,7 +115,7 @@ def train_linear(truth: LinearGaussian, X, rng, *, steps: int, train_decoder: bo
 
 
 def reference(truth: LinearGaussian, X) -> dict:
-    """Where the encoder-only run should end: the oracle's best diagonal q and its terms (MATHS.md, pPCA)."""
+    """Where the encoder-only run should end: the oracle's best diagonal q and its terms (docs/theory.md, section 4)."""
     m, lv = truth.best_diagonal_q(X)
     mean, cov = truth.posterior(X)
     zero, eye = np.zeros(truth.Z), np.eye(truth.Z)

@@ -1,7 +1,7 @@
 """A user's head, validated and made float64: what `check_head` compares, with notes on how its layout was read.
 
 Arrays come from anything: NumPy, lists, or a framework's tensors, taken by duck typing (`.detach().cpu().numpy()`
-for torch, `numpy.asarray` for JAX and the rest), so the package imports no framework. Shapes (STYLE.md):
+for torch, `numpy.asarray` for JAX and the rest), so the package imports no framework. Shapes:
     x (N, D); mu, scale (N, Z); eps, z (K, N, Z), or (N, Z) read as K = 1; out, out_scale (K, N, D), or (N, D)
     loss: a scalar (any reduction) or (N,) per point; grads: a dict over "mu", "scale", "z", "out", "out_scale"
 """

@@ -1,7 +1,7 @@
 """The bounds and the encoder-gradient estimators, each a short function of its own, and the registry that names them.
 
 The NumPy specification. A bound maps the log-weights of one batch, a: (K, N), to its value (N,) and
-w = d value_n / d a_k: (K, N) (MATHS.md, "Bounds"):
+w = d value_n / d a_k: (K, N) (docs/theory.md, sections 2, 3 and 8):
 - elbo_analytic: (1/K) sum_k log p(x|z_k), w = 1/K; the caller subtracts KL(q(z|x) || p(z))  (Kingma & Welling 2014, eq. 10)
 - elbo_mc:       (1/K) sum_k a_k, w = 1/K,  a_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
 - iwae:          LME_k a_k = logsumexp_k a_k - log K, w = softmax_k a_k       (Burda et al. 2016, eq. 8)

@@ -39,7 +39,7 @@ def log_prob_eps(log_var, eps):
     """log q(z|x) at z = mu + exp(log_var/2) eps, written in eps: -1/2 sum_j [log 2pi + log_var_j + eps_j^2] -> (K, N).
 
     Its total derivative along the reparameterisation is 0 w.r.t. mu and -1/2 w.r.t. each log_var_j
-    (MATHS.md, "Diagonal Gaussian"), which `objectives` uses directly.
+    (docs/theory.md, sections 1 and 7), which the objectives use directly.
     """
     log2pi = _c(eps, np.log(2.0 * np.pi))
     return _c(eps, -0.5) * (log2pi + log_var + eps * eps).sum(axis=-1)

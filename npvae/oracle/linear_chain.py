@@ -3,7 +3,7 @@
     p(z_L) = N(0, I),  p(z_l | z_{l+1}) = N(A_l z_{l+1} + c_l, V_l),  p(x | z_1) = N(W z_1 + b, s2 I_D),
 
 V_l = diag(exp(log_var_l)), l = 1..L-1: Burda et al. 2016 (section 5)'s L-layer architecture with every
-network linear; at L = 1 it is pPCA (Tipping & Bishop 1999; MATHS.md "pPCA"). The variational family is
+network linear; at L = 1 it is pPCA (Tipping & Bishop 1999; docs/theory.md, section 4). The variational family is
 the ladder of the VAE: q(z_1|x) = N(m1, diag(exp(lv1))), q(z_{l+1}|z_l) = N(B_l z_l + d_l, diag(exp(lv_l))).
 Shapes: x (N, D), W (D, Z1), A_l (Z_l, Z_{l+1}), c_l and log_var_l (Z_l,); m1, lv1 (N, Z1); B_l (Z_{l+1}, Z_l),
 d_l and lv_l (Z_{l+1},); z_l (..., N, Z_l). Python index i holds layer l = i + 1 (A[0] is A_1).
@@ -173,7 +173,7 @@ def _elbo(W, b, s2, A, c, log_var, x, m1, lv1, B, d, lv):
 
 
 def _kl_terms(Lam, lv, delta, M=None, Ks=(), S=()):
-    """E KL(N(mean_q, diag(exp(lv))) || N(mean_p, Lam^-1)) in three terms each >= 0 (MATHS.md full-covariance KL).
+    """E KL(N(mean_q, diag(exp(lv))) || N(mean_p, Lam^-1)) in three terms each >= 0 (the KL between two Gaussians, docs/theory.md section 4).
 
     With u_j = lv_j + log Lam_jj and mean_p - mean_q = delta + M z, z ~ N(0, sum_j K_j diag(S_j) K_j^T)
     (no M: delta alone), 1/2 [ sum_j (expm1(u_j) - u_j)           variances vs the best 1 / Lam_jj
@@ -211,7 +211,7 @@ def _best_q(W, b, s2, A, c, log_var, x):
     + g_l - d_l. E delta^T Q delta >= 0 with equality iff B_l = F_l and d_l = g_l (z_l has full support under q),
     and expm1(u) - u >= 0 with equality iff S_k = 1 / Q_kk; the last term does not depend on q. So each KL_l is
     least at the same point whatever q(z_1..z_l) is, and the layers decouple. KL_1 is the one-layer problem
-    (MATHS.md pPCA): least at the posterior mean and S1_j = 1 / Lam_jj. Hence this q is the global optimum, its
+    (docs/theory.md, section 4): least at the posterior mean and S1_j = 1 / Lam_jj. Hence this q is the global optimum, its
     gap is the sum of the correlation terms, and it is exact iff Lam_1 and every Q_l are diagonal. No checking.
     """
     post, prec = _posterior(W, b, s2, A, c, log_var, x)
@@ -465,7 +465,7 @@ class LinearGaussian(LinearChain):
         return tuple(super().posterior(x)[:2])
 
     def elbo(self, x: np.ndarray, q_mean: np.ndarray, q_log_var: np.ndarray) -> np.ndarray:
-        """Closed-form ELBO of q = N(q_mean, diag(exp(q_log_var))); x (N, D), q_* (N, Z) -> (N,) (MATHS.md pPCA)."""
+        """Closed-form ELBO of q = N(q_mean, diag(exp(q_log_var))); x (N, D), q_* (N, Z) -> (N,) (docs/theory.md, section 4)."""
         return _elbo(*self._params, x, *self._q1(x, q_mean, q_log_var))
 
     def kl_to_posterior(self, x: np.ndarray, q_mean: np.ndarray, q_log_var: np.ndarray) -> np.ndarray:
@@ -473,7 +473,7 @@ class LinearGaussian(LinearChain):
         return _kl_to_posterior(*self._params, x, *self._q1(x, q_mean, q_log_var))
 
     def best_diagonal_q(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ELBO-optimal diagonal q: posterior mean, var_j = sigma2 / M_jj; x (N, D) -> (N, Z), (N, Z) (MATHS.md)."""
+        """ELBO-optimal diagonal q: posterior mean, var_j = sigma2 / M_jj; x (N, D) -> (N, Z), (N, Z) (docs/theory.md, section 4)."""
         return tuple(self.best_q(x)[:2])
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -487,7 +487,7 @@ def ppca_fit(X: np.ndarray, Z: int) -> tuple[LinearGaussian, float]:
 
     S = 1/N sum (x - xbar)(x - xbar)^T with eigenvalues l_1 >= ... >= l_D and vectors U:
     b = xbar, s2 = mean(l_{Z+1..D}), W = U_Z (L_Z - s2 I)^{1/2} (rotation R = I), and
-    max log-lik = -N/2 [D log 2pi + sum_{j<=Z} log l_j + (D - Z) log s2 + D] (MATHS.md pPCA).
+    max log-lik = -N/2 [D log 2pi + sum_{j<=Z} log l_j + (D - Z) log s2 + D] (docs/theory.md, section 4).
     The fit runs in X's dtype; the log-likelihood is returned as a Python float.
     """
     X = check.float_array("X", X, 2)

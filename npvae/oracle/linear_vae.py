@@ -36,7 +36,7 @@ def linear_vae_params(model: LinearGaussian, V, log_S) -> VAEParams:
 def best_linear_vae(model: LinearGaussian):
     """(arch, params) of the linear VAE whose q is the best diagonal Gaussian: V = M^-1 W^T, S = sigma2 / diag(M).
 
-    MATHS.md, "The linear-Gaussian model": with W of orthogonal columns this q IS p(z|x).
+    docs/theory.md, section 4: with W of orthogonal columns this q IS p(z|x).
     """
     W, s2 = model.W, model.sigma2
     M = W.T @ W + s2 * np.eye(W.shape[1], dtype=W.dtype)

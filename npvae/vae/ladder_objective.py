@@ -54,7 +54,7 @@ def conditional_prior_forward(z, mp, lvp):
 
 
 def conditional_prior_backward(c, cache):
-    """c (K, N) times d/d(z, mp, lvp) = (-r / sd, r / sd, -(1 - r^2) / 2), each (K, N, Z_l) (docs/maths.md, Gaussian likelihood)."""
+    """c (K, N) times d/d(z, mp, lvp) = (-r / sd, r / sd, -(1 - r^2) / 2), each (K, N, Z_l) (docs/theory.md, section 1: the Gaussian likelihood)."""
     r, sd = cache
     c = c[..., None]
     g = c * r / sd
