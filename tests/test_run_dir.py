@@ -34,7 +34,7 @@ def _env():
 KILLER = textwrap.dedent('''
     import os, signal, sys
     import npvae.training.loop as t
-    from npvae import checkpoint
+    from npvae.store import atomic  # the checkpoint's writer
     point, out = sys.argv[1], sys.argv[2]
     real_save, calls = t.save_state, []
 
@@ -46,7 +46,7 @@ KILLER = textwrap.dedent('''
         if len(calls) == 3 and point == "before-last":  # epoch 2's history.json is written, its last is not
             die()
         if len(calls) == 3 and point == "inside-last":  # the temp file is written and synced, not yet renamed
-            checkpoint.os = type("os", (), {"replace": staticmethod(lambda *_: die()), "__getattr__": lambda s, n: getattr(os, n)})()
+            atomic.os = type("os", (), {"replace": staticmethod(lambda *_: die()), "__getattr__": lambda s, n: getattr(os, n)})()
         real_save(path, *a)
         if len(calls) == 3 and point == "before-best":  # epoch 2's last is written, its best is not
             die()

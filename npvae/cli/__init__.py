@@ -1,4 +1,4 @@
-"""The `npvae` command line: the only place that reads argv and the environment (STYLE.md, habit 13).
+"""The `npvae` command line: the only place that reads argv and the environment.
 
 One module a group of commands: args (the options of every command), data (where data are looked for), check
 (`check` and `verify`), sweep (`sweep`); this file dispatches, and runs train, eval, sample, explain and bench.
@@ -17,6 +17,7 @@ from . import args as cli_args
 from .check import cmd_check, cmd_verify
 from .data import search as _search
 from .sweep import cmd_sweep
+from ..store.atomic import write_json
 
 
 def _limit_threads(n: int):
@@ -150,7 +151,7 @@ def cmd_eval(args) -> int:
             metrics = evaluate_chunked(params, arch, x, runner=dask_runner(client, bar.update), **kw)
     bar.close()
     metrics.update({"split": args.split, "points": points, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(run_dir / "metrics.json", metrics)
     if args.json:
         print(json.dumps(metrics, indent=1))
     else:

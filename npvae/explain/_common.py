@@ -8,13 +8,13 @@ so nothing global changes.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..nn.layers import Dense
+from ..store import atomic
 from ..oracle.linear_chain import LinearGaussian
 from ..vae.model import VAEParams
 
@@ -97,7 +97,7 @@ def figure(width: float, height: float):
 def save_png(fig, out_dir: Path, name: str) -> str:
     """Write fig to out_dir/name, drop its artists, and return the file name (relative to out_dir)."""
     try:
-        fig.savefig(out_dir / name, format="png")
+        atomic.write_figure(out_dir / name, fig)
     finally:
         fig.clear()
     return name
@@ -160,4 +160,4 @@ def to_jsonable(obj):
 
 
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False))
+    atomic.write_json(path, to_jsonable(obj), allow_nan=False)

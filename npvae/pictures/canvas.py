@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _validate
+from ..store.atomic import write_figure
 from ..likelihoods import mean as decoder_mean
 from ..vae.model import Arch, VAEParams
 from ..vae.models import decode_x
@@ -112,7 +113,7 @@ def _grid_axes(tiled, title: str | None, margins=(10, 10, 30, 10), min_width=360
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, format="png")
+        write_figure(path, fig)
     finally:
         fig.clear()  # drop the artists (and their arrays) now; nothing global refers to the figure
     return path

@@ -24,16 +24,15 @@ bytes the file holds before reading it. Support for them will be removed in the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from .atomic import write_bytes
 from .safe_npz import NUMERIC_KINDS, read_npz
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_arrays", "rng_state", "rng_from_state"]
@@ -75,7 +74,7 @@ def save_checkpoint(path, arrays: Mapping[str, np.ndarray], meta: Mapping) -> No
     arrays = {n: a.astype(a.dtype.newbyteorder("<"), order="C", copy=False) for n, a in arrays.items()}
     envelope = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays), "meta_sha256": _meta_digest(meta), "meta": meta}
     data = save(arrays, metadata={_KEY: json.dumps(envelope)})
-    _atomic_write(path, data)
+    write_bytes(path, data)
 
 
 def _check_name(name) -> None:
@@ -118,45 +117,6 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
 def _meta_digest(meta: Mapping) -> str:
     """sha256 of the metadata as canonical JSON (sorted keys; floats as repr, which round-trips exactly)."""
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync it and rename it over `path`; mode 0666 minus the umask."""
-    # Same directory, so os.replace is a rename within one filesystem: readers see old or new, never half.
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is as readable as the run's other files
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave a temp file or touch the old checkpoint
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: str) -> None:
-    """Persist the rename itself; best effort, since some platforms (Windows) cannot open a directory."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # ---------------------------------------------------------------- loading
@@ -307,7 +267,7 @@ def write_arrays(path, arrays: dict[str, np.ndarray]) -> None:
     """A plain `np.savez` file of name -> array, written whole or not at all (a temporary file renamed over path)."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_write(os.fspath(path), buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------- random state

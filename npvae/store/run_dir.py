@@ -24,6 +24,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from .atomic import write_json
+
 __all__ = ["RunDirError", "RunLock", "RunLocked", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
            "read_data_source", "repair", "write_data_source", "CHECKPOINTS", "MARKER"]
 
@@ -199,7 +201,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def write_data_source(run_dir, source: dict) -> None:
     """Record where the run's data came from (data set name and the directories searched), for eval/sample/resume."""
-    Path(run_dir, DATA).write_text(json.dumps(source, indent=1))
+    write_json(Path(run_dir, DATA), source)
 
 
 def read_data_source(run_dir) -> dict | None:

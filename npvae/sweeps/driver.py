@@ -247,7 +247,8 @@ def _submit_eval(spec: Spec, data: dict, run: Run, client):
     from ..evaluation.chunks import chunk_jobs, eval_inputs, finish
     from ..vae.models import unflatten
     from .tasks import dataset_for
-    from ..training.loop import _write_json, load_state, read_meta
+    from ..store.atomic import write_json
+    from ..training.loop import load_state, read_meta
 
     ev = spec.eval
     if ev.checkpoint == "best":  # best one epoch behind last after a kill between the two writes: restored first
@@ -268,7 +269,7 @@ def _submit_eval(spec: Spec, data: dict, run: Run, client):
                "noise": m["noise"], "backend": backend, "wall_seconds": seconds,  # submission to the last chunk, queueing included
                "train_seconds": float(sum(state.history["seconds"]))}
         with rd.RunLock(run.dir):
-            _write_json(run.dir / EVALS, read_evals(run.dir) + [row])
+            write_json(run.dir / EVALS, read_evals(run.dir) + [row])
         return row
 
     return futures, held, finish_row

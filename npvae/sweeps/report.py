@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..store import run_dir as rd
+from ..store.atomic import write_figure, write_text
 from .driver import read_evals
 from .spec import Spec, references_for
 
@@ -124,7 +125,7 @@ def picture(spec: Spec, table: list[dict], path: Path) -> Path:
     if table:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(path, fig, dpi=120)
     return path
 
 
@@ -135,7 +136,7 @@ def write_report(spec: Spec) -> tuple[str, list[Path]]:
     md = markdown(spec, table)
     refs = "".join(f"\n- published {r['nll']:.2f} for {json.dumps(r['where'])}: {r['source']}" for r in spec.references)
     paths = [spec.out / "report.md", spec.out / "report.csv", spec.out / "report.png"]
-    paths[0].write_text(f"# {spec.path.name}\n\n{md}\n{refs}\n")
-    paths[1].write_text(to_csv(spec, table))
+    write_text(paths[0], f"# {spec.path.name}\n\n{md}\n{refs}\n")
+    write_text(paths[1], to_csv(spec, table))
     picture(spec, table, paths[2])
     return md, paths

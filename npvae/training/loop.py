@@ -15,8 +15,6 @@ the device, and only eps and a few scalars cross per step. The data is checked o
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store import run_dir as rd
+from ..store.atomic import write_json
 from ..vae.memory import check_fits, eval_chunk_bytes, step_bytes
 from ..backends import get as get_backend
 from ..backends import resolve_training
@@ -91,7 +90,7 @@ def _diverged(run_dir: Path, arch: Arch, state: TrainState, what: str, value, gr
             "param_max_abs": {n: float(np.max(np.abs(p[np.isfinite(p)]), initial=0.0)) for n, p in zip(names, params)},  # finite entries
             "last_good_checkpoint": str(last) if last.exists() else None,
         }
-    (run_dir / "diverged.json").write_text(json.dumps(info, indent=1))
+    write_json(run_dir / "diverged.json", info)
     kept = (f"the checkpoint of epoch {state.epoch} ({last}) is untouched" if last.exists()
             else "no epoch was completed, so there is no checkpoint")
     return TrainingDiverged(
@@ -178,8 +177,8 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
         else:
             state = new_state(config, arch, dataset.train)
         (run_dir / "diverged.json").unlink(missing_ok=True)  # a report from an earlier attempt no longer describes this run
-        _write_json(run_dir / "config.json", config.to_dict())
-        _write_json(run_dir / "history.json", state.history)  # from the checkpoint: it may have run one epoch ahead
+        write_json(run_dir / "config.json", config.to_dict())
+        write_json(run_dir / "history.json", state.history)  # from the checkpoint: it may have run one epoch ahead
         if data_source is not None:
             rd.write_data_source(run_dir, data_source)
         try:
@@ -260,19 +259,12 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         improved = valid > state.best_valid
         if improved:
             state.best_valid = valid
-        _write_json(run_dir / "history.json", h)
+        write_json(run_dir / "history.json", h)
         ext = rd.SUFFIX
         save_state(run_dir / ("last" + ext), config, arch, state)
         if improved:
             save_state(run_dir / ("best" + ext), config, arch, state)
         log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
-
-
-def _write_json(path: Path, obj) -> None:
-    """Atomically replace `path` with obj as JSON (a kill leaves the old file or the new one, and at worst a .tmp)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def progress_bar(total: int, desc: str, enabled: bool, **kw):
