@@ -1,5 +1,5 @@
-"""Old import paths of modules that moved into subpackages (npvae 0.2): importing one gives the module at its new
-path, with a DeprecationWarning; they go in the next version."""
+"""Old import paths of modules that moved into subpackages (the paths of npvae 0.1; modules written since never had
+one): importing one gives the module at its new path, with a DeprecationWarning; they go in the next version."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import warnings
 
 MOVED = {f"npvae.{old}": f"npvae.{new}" for old, new in {
     "stable": "maths.stable", "gaussian": "maths.gaussian", "lme": "maths.lme", "estimators": "maths.estimators",
-    "backends.scalar": "maths.scalar", "backends.codes": "maths.codes", "scalar": "maths.scalar", "codes": "maths.codes",
+    "backends.scalar": "maths.scalar", "backends.codes": "maths.codes",
     "layers": "nn.layers", "mlp": "nn.mlp", "optim": "nn.optim",
     "data": "store.data", "data_files": "store.data_files", "_download": "store._download", "checkpoint": "store.checkpoint",
     "safe_npz": "store.safe_npz", "run_dir": "store.run_dir",
-    "model": "vae.model", "ladder": "vae.ladder", "models": "vae.models", "inputs": "vae.inputs", "memory": "vae.memory",
-    "ladder_objective": "vae.ladder_objective", "ladder_surrogate": "vae.ladder_surrogate", "importance": "vae.importance",
+    "model": "vae.model", "models": "vae.models", "inputs": "vae.inputs", "memory": "vae.memory",
+    "importance": "vae.importance",
     "linear_vae": "oracle.linear_vae", "linear_gaussian": "oracle.linear_chain",
     "config": "training.config", "train_state": "training.state", "train": "training.loop",
     "evaluate": "evaluation.evaluate", "eval_chunks": "evaluation.chunks", "cluster": "evaluation.cluster",
@@ -24,7 +24,7 @@ MOVED = {f"npvae.{old}": f"npvae.{new}" for old, new in {
     "verify_layouts": "checks.verify_layouts", "_canvas": "pictures.canvas", "plots": "pictures.plots",
     "sweep_spec": "sweeps.spec", "sweep_tasks": "sweeps.tasks", "sweep_progress": "sweeps.progress",
     "sweep_report": "sweeps.report", "sweep": "sweeps.driver",
-    "cli_args": "cli.args", "cli_data": "cli.data", "cli_check": "cli.check", "cli_sweep": "cli.sweep",
+    "cli_args": "cli.args", "cli_check": "cli.check", "cli_sweep": "cli.sweep",
 }.items()}
 
 

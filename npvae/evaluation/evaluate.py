@@ -76,16 +76,16 @@ def evaluate(params: VAEParams, arch: Arch, x, rng: np.random.Generator, *, k: i
 
 
 def point_terms_core(params, arch, x, rng, k: int, elbo_k: int = ELBO_K, batch: int = 100, progress=None, backend: str = "numpy") -> dict:
-    """The random per-point terms, (N,) each: log_p (k importance samples), recon (elbo_k samples) and, for two
-    stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.evaluation.chunks check)."""
+    """The random per-point terms, (N,) each: log_p (k importance samples), recon (elbo_k samples) and, for a
+    ladder of stochastic layers, elbo; drawn from rng batch by batch. No checking (evaluate and npvae.evaluation.chunks check)."""
     dtype = params_dtype(params)
     N = x.shape[0]
-    two = arch.FAMILY == "ladder"
-    terms = {"log_p": np.empty(N), "recon": np.empty(N), **({"elbo": np.empty(N)} if two else {})}
+    ladder = arch.FAMILY == "ladder"
+    terms = {"log_p": np.empty(N), "recon": np.empty(N), **({"elbo": np.empty(N)} if ladder else {})}
     for s in _batches(N, batch):
         xb = as_float(x[s], dtype)
         terms["log_p"][s] = log_px(params, arch, xb, k, rng, backend=backend, progress=progress)
-        if two:
+        if ladder:
             terms["recon"][s], terms["elbo"][s] = _ladder_terms(params, arch, xb, rng, elbo_k, dtype)
             continue
         mu, log_var, _ = encode(params, arch, xb)

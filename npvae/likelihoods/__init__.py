@@ -44,7 +44,7 @@ class Likelihood(NamedTuple):
 
 def check(lik: Likelihood) -> None:
     """Refuse an unknown likelihood, or one whose constant is out of range (each likelihood's check_constants says which)."""
-    _validate.choice("likelihood", getattr(lik, "name", lik), LIKELIHOODS)
+    _validate.choice("likelihood", lik.name, LIKELIHOODS)
     lik.kind.check_constants(lik)
 
 
