@@ -19,12 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from .atomic import write_json
+from .atomic import write_bytes, write_json
 
 __all__ = ["RunDirError", "RunLock", "RunLocked", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
            "read_data_source", "repair", "write_data_source", "CHECKPOINTS", "MARKER"]
@@ -175,7 +173,7 @@ def repair(run_dir, read_meta) -> str | None:
     # An unreadable best is left for its reader to refuse: an atomic write cannot make one, so it was damaged or edited.
     if best.exists() and _epoch_or_none(read_meta, best) in (None, best_epoch):
         return None
-    _copy_atomic(last, best)
+    write_bytes(best, Path(last).read_bytes())  # a copy, written whole (store.atomic)
     return f"restored {best.name} from {last.name} (epoch {best_epoch}): an earlier process stopped between the two writes"
 
 
@@ -185,18 +183,6 @@ def _epoch_or_none(read_meta, path):
         return read_meta(path).get("epoch")
     except (ValueError, OSError):
         return None
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix="." + dst.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        shutil.copymode(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_data_source(run_dir, source: dict) -> None:
