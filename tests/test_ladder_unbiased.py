@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from npvae.vae.ladder import flatten
-from npvae.vae.ladder_objective import bound_and_grad
+from ladder_lists import bound_and_grad
 from test_ladder import random_problem
 
 Z_MAX, B, M = 5.5, 200, 50  # t threshold, batches, replicas of the points in a batch

@@ -215,9 +215,11 @@ def check_params(arch: LadderArch, params: LadderParams) -> np.dtype:
 
 # ---- the networks' forward passes (their backward is mlp_backward on the cache) ----
 
-def gaussian_head(layers, h, activation: str):
-    """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache)."""
-    out, cache = mlp_forward_rows(layers, h, activation)  # (..., 2Z)
+def gaussian_head(layers, h, activation: str, mlp=mlp_forward_rows):
+    """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache).
+
+    mlp(layers, h, activation) -> (out (..., 2 Z), cache): NumPy's by default, a backend's in ladder_objective.forward."""
+    out, cache = mlp(layers, h, activation)
     Z = out.shape[-1] // 2
     return out[..., :Z], out[..., Z:], cache
 

@@ -6,7 +6,8 @@ z_1 = mu_1(x) + s_1(x) eps_1, z_l = mu_l(z_{l-1}) + s_l(z_{l-1}) eps_l. Log-weig
     a_k = log p(x|z_1k) + beta [sum_{l<L} log p(z_lk|z_{l+1,k}) + log p(z_Lk) - sum_l log q(z_lk|z_{l-1,k})],
 beta = 1 the true one. kl="analytic" replaces the top pair log p(z_L) - log q(z_L|z_{L-1}) by -KL(q(z_L|z_{L-1,k}) || N(0, I))
 in closed form, once per sample k (for L = 1, once per point: Kingma & Welling's analytic ELBO); every other
-term stays Monte Carlo. `bound_and_grad` returns the bound per point (N,) and the gradient of its batch mean.
+term stays Monte Carlo. `bound_and_grad_core` returns the bound per point (N,) and the gradient of its batch mean; these
+cores check nothing: npvae.objectives (objective, log_weights, bound_value, log_px) is their public boundary.
 
 What each estimator holds fixed (phi = the encoders' parameters, theta = the decoders'; "o" = stop-gradient):
 - reparam: nothing; the total derivative. log q is written in eps, so d/dlv of -log q is +1/2 per dimension.
@@ -27,9 +28,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import _validate
 from .. import likelihoods as lik
-from ..maths.estimators import BOUND, ESTIMATORS, VALID, reparam, stl
+from ..maths.estimators import BOUND, ESTIMATORS, reparam, stl
 from ..maths.gaussian import (
     kl_std_normal_backward,
     kl_std_normal_forward,
@@ -42,8 +42,7 @@ from ..maths.gaussian import (
     std,
 )
 from .importance import log_px_stream
-from .inputs import check_options, check_x_data
-from .ladder import LadderArch, LadderParams, check_params
+from .ladder import LadderArch, LadderParams, gaussian_head
 from ..nn.mlp import mlp_backward, mlp_forward
 
 
@@ -202,12 +201,12 @@ class Forward(NamedTuple):
 
 
 def _head_forward(ops, tag, layers, h, activation):
-    """An MLP whose output is [mean, log_var] of a diagonal Gaussian: (..., H_in) -> ((..., Z), (..., Z), cache)."""
-    lead = h.shape[:-1]
-    out, cache = ops.mlp(tag, layers, h.reshape(-1, h.shape[-1]), activation)  # (M, 2Z), M = prod(lead)
-    out = out.reshape(*lead, out.shape[-1])
-    Z = out.shape[-1] // 2
-    return out[..., :Z], out[..., Z:], cache
+    """ladder.gaussian_head through the backend's MLP ops.mlp, which takes rows (M, H_in)."""
+    def mlp(layers, h, activation):
+        out, cache = ops.mlp(tag, layers, h.reshape(-1, h.shape[-1]), activation)
+        return out.reshape(*h.shape[:-1], out.shape[-1]), cache
+
+    return gaussian_head(layers, h, activation, mlp)
 
 
 def forward(params: LadderParams, arch: LadderArch, x, eps: list, ops: Ops = NUMPY) -> Forward:
@@ -307,53 +306,3 @@ def log_px_core(params, arch, x, k: int, rng, chunk: int, progress=None, ops: Op
     """Importance-sampled log p(x) (N,) as npvae.vae.importance.log_px, from `log_weights_core` chunk by chunk; no checking."""
     return log_px_stream(lambda p, a, x_, eps: log_weights_core(p, a, x_, eps, ops), params, arch, x, k, rng, chunk, progress)
 
-
-# ---- the public boundary: validates once, then calls the cores ----
-
-def check_noise(arch: LadderArch, x, eps: list, dtype) -> None:
-    """eps: one (K, N, Z_l) array per layer, float, finite, of the parameters' dtype, the same K >= 1."""
-    if not isinstance(eps, (list, tuple)) or len(eps) != arch.L:
-        raise ValueError(f"eps must be a list of {arch.L} arrays, one (K, N, Z_l) per stochastic layer")
-    for l, (e, Z) in enumerate(zip(eps, arch.latents), 1):
-        _validate.float_array(f"eps{l}", e, 3)
-        _validate.shape(f"eps{l}", e, (None, x.shape[0], Z))
-        _validate.same_dtype(dtype, **{f"eps{l}": e})
-        if e.shape[0] == 0:
-            raise ValueError(f"eps{l} has K = 0 samples: need at least one")
-    if len({e.shape[0] for e in eps}) != 1:
-        raise ValueError(f"every layer's eps needs the same number of samples K, got {[e.shape[0] for e in eps]}")
-
-
-def check_batch(params: LadderParams, arch: LadderArch, x, eps: list) -> np.dtype:
-    """Validate params, x: (N, D) for the likelihood and the layers' eps at the boundary; return the common dtype."""
-    if not isinstance(arch, LadderArch):
-        raise ValueError(f"arch must be a LadderArch, got {type(arch).__name__}")
-    dtype = check_params(arch, params)
-    check_x_data(arch, x, dtype)
-    check_noise(arch, x, eps, dtype)
-    return dtype
-
-
-def bound_and_grad(params: LadderParams, arch: LadderArch, x, eps: list, bound="elbo", kl="mc", estimator="reparam",
-                   kl_weight=1.0):
-    """Bound per point (N,) and the gradient of its batch mean (LadderParams); x (N, D), eps [eps_l (K, N, Z_l)].
-
-    (bound, kl, estimator) as npvae.maths.estimators.VALID; kl_weight (beta, ELBO only) scales everything but log p(x|z_1).
-    The NumPy specification; npvae.objectives.objective(params, arch, x, concatenated eps, backend=...) runs any backend.
-    """
-    check_options(bound, kl, estimator, kl_weight)
-    check_batch(params, arch, x, eps)
-    return bound_and_grad_core(params, arch, x, np.concatenate(eps, axis=-1), bound, kl, estimator, kl_weight)
-
-
-def log_weights(params: LadderParams, arch: LadderArch, x, eps: list):
-    """a_k = log p(x, z_k) - log q(z_k|x): (K, N)."""
-    check_batch(params, arch, x, eps)
-    return log_weights_core(params, arch, x, np.concatenate(eps, axis=-1))
-
-
-def bound_value(params: LadderParams, arch: LadderArch, x, eps: list, bound="elbo", kl="mc"):
-    """The bound per point (N,) without gradients (for evaluation)."""
-    check_options(bound, kl, VALID[(bound, kl)][0] if (bound, kl) in VALID else "reparam", 1.0)
-    check_batch(params, arch, x, eps)
-    return bound_value_core(params, arch, x, np.concatenate(eps, axis=-1), bound, kl)

@@ -1,0 +1,50 @@
+"""What train, eval and sample share: a run directory opened, its pictures drawn, the threads limited."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def limit_threads(n: int):
+    """--threads: n BLAS threads, and n workers for the numba backend's log p(x) (npvae.backends.workers); on small
+    shared machines one thread is fastest and timings are steady."""
+    from ..backends.workers import set_threads
+
+    return set_threads(n)
+
+
+def pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
+    import numpy as np
+
+    from ..store import run_dir as rd
+    from ..vae.models import unflatten
+    from ..pictures.plots import run_pictures, skipped_pictures
+    from ..training.loop import load_state
+
+    _, arch, saved = load_state(rd.checkpoint_path(run_dir, checkpoint))
+    if state is None:  # the curves show the whole run (last), not the run up to the best epoch
+        last = rd.checkpoint_path(run_dir, "last")
+        state = load_state(last)[2] if last.exists() else saved
+    history = state.history
+    paths = run_pictures(unflatten(arch, saved.params), arch, dataset, Path(run_dir), np.random.default_rng(seed), history=history)
+    for p in paths:
+        print(f"  picture: {p}")
+    for name, why in skipped_pictures(arch, dataset.image_shape, history).items():
+        print(f"  not drawn: {name} ({why})")
+
+
+def open_run(run_dir: Path, checkpoint: str):
+    """(config, arch, state) of a run's checkpoint, after restoring best if an earlier process died between writes."""
+    from ..store import run_dir as rd
+    from ..training.loop import load_state, read_meta
+
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a directory (give the run directory that npvae train printed)")
+    note = rd.repair(run_dir, read_meta) if checkpoint == "best" else None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    path = rd.checkpoint_path(run_dir, checkpoint)
+    if not path.exists():
+        raise ValueError(f"{run_dir} holds no checkpoint {path.name}" + ("" if rd.is_run(run_dir) else " (is it a run directory?)"))
+    return load_state(path)

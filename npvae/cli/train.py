@@ -1,0 +1,69 @@
+"""`npvae train`: a new run, or --resume of one (npvae.training.loop); the command line's part only."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from .data import search as _search
+from .runs import limit_threads, pictures
+
+
+def _config_from_args(args):
+    from ..training.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def cmd_train(args) -> int:
+    from ..store import run_dir as rd
+    from ..store.data import load
+    from ..training.loop import TrainingDiverged, TrainingInterrupted, load_state, preflight, train
+
+    limit_threads(args.threads)
+    if args.resume:
+        run_dir = Path(args.resume)
+        last = rd.checkpoint_path(run_dir, "last")
+        if not last.exists():
+            what = "is not a directory" if not run_dir.is_dir() else f"holds no checkpoint ({last.name})"
+            raise ValueError(f"--resume {run_dir}: {what}, so there is no run to continue")
+        config, _, _ = load_state(last)
+        fields = {f.name for f in dataclasses.fields(config)}
+        given = sorted(k for k, v in vars(args).items() if k in fields - {"epochs", "backend"} and v is not None)
+        if given or args.out:
+            names = ", ".join("--" + k.replace("_", "-") for k in given + (["out"] if args.out else []))
+            raise ValueError(f"--resume continues the run as it was configured: {names} cannot change "
+                             "(only --epochs and --backend may); start a new run with --out to change them")
+        if args.epochs is not None:
+            config = dataclasses.replace(config, epochs=args.epochs)
+        if args.backend is not None:
+            config = dataclasses.replace(config, backend=args.backend)
+        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
+                       **_search(args, run_dir))
+    else:
+        config = _config_from_args(args)
+        dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True, **_search(args))
+        preflight(config, dataset)  # bad --arch, data or sizes: refused before any directory is made
+        run_dir = Path(args.out) if args.out else rd.new_default("runs", config.dataset)
+    log = (lambda *a, **k: None) if args.quiet else print
+    print(f"npvae train: {config.dataset}, {config.bound} K={config.k}, run directory {run_dir}", flush=True)
+    try:
+        state = train(config, dataset, run_dir, resume=bool(args.resume), progress=not args.quiet, log=log,
+                      data_source={"dataset": config.dataset, "dir": dataset.source})
+    except TrainingDiverged as e:
+        print(f"npvae train: {e}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:
+        print(f"\nnpvae train: {e}", file=sys.stderr)
+        return 130
+    if not args.no_pictures:
+        pictures(run_dir, config, dataset, state)
+    print(f"npvae train: done, {_plural(state.epoch, 'epoch')}, best validation bound {state.best_valid:.4f} "
+          f"(nats per point, higher is better); run in {run_dir}")
+    return 0
