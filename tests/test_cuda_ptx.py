@@ -40,6 +40,13 @@ SIGNATURES = {
     "gather_rows": (A2, int64[:], I, A2),
     "total": (A1, float64[:], I),  # writes its float32 sum into the float64 summary: one conversion, at the store
     "count_nonfinite": (A1, int64[:]),
+    # the L-layer model's latent kernels (cuda_latent_kernels), in their argument order
+    "latent.sample": (A2,) * 7,
+    "latent.kl_rows": (A2, A2, A1),
+    "latent.prior": (A2,) * 6,
+    "latent.prior_backward": (A2,) * 5,
+    "latent.layer_backward": (A2, A2, A2, I, A2, A2, A2, A2, A2, A2, A2, F, B, B, B, B, A2, A2),
+    "latent.first_backward": (A2, A2, A2, I, A2, A2, A2, A2, A2, A2, A2, F, B, B, B, B, A2),
 }
 # Where float64 may appear at all: converting the result for the store into a float64 array, the store, and
 # the float64 zero stored when the sum is empty.
@@ -80,6 +87,10 @@ def test_float32_kernel_has_no_float64_arithmetic(name):
 
     if name.startswith("row_log_lik["):
         kernel = ck.row_log_lik(REGISTRY[name[12:-1]])
+    elif name.startswith("latent."):
+        from npvae.backends import cuda_latent_kernels as clk
+
+        kernel = getattr(clk, name[len("latent."):])
     else:
         kernel = getattr(ck, name, None) or getattr(tk, name)
     found = _f64_instructions(_ptx(kernel.py_func, SIGNATURES[name]))

@@ -6,8 +6,8 @@ kernels. The device cores (`bound_and_grad_device`, `adam_device`) take and retu
 functions, with the same signatures as numba_cpu's, copy parameters, x and eps to the device per call
 and copy the value, gradients and log-weights back as fresh NumPy arrays. Training keeps everything
 on the device across steps instead (npvae.backends.cuda_train, reached through cuda_backend.stepper), for one-stochastic-layer models only.
-The L-layer model (npvae.backends.cuda_ladder) runs this module's MLP and head loops on the device and
-the specification's latent maths on the host. No checking here: npvae.objectives and npvae.vae.importance
+The L-layer model (npvae.backends.cuda_ladder) runs this module's MLP and head loops on the device, and its
+latent maths as one kernel per layer and pass (npvae.backends.cuda_latent_kernels). No checking here: npvae.objectives and npvae.vae.importance
 validate and then call these.
 """
 

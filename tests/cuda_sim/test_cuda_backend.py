@@ -224,3 +224,66 @@ def test_training_a_ladder_on_cuda_is_refused_before_the_run_directory(tmp_path)
     with pytest.raises(ValueError, match="use backend 'numpy', 'numba'"):
         train(cfg, load("digits", binarize=True), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+LADDER_CASES = [(b, kl, e, 0.6 if b == "elbo" else 1.0) for (b, kl), ests in VALID.items() for e in ests]
+LADDER_ULPS = {np.dtype(np.float64): 32, np.dtype(np.float32): 8}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("spec", ["6-5-3:3-2", "6-5-3:4-2:3-2"])
+def test_fused_latent_kernels_equal_numpy(spec, dtype, monkeypatch):
+    """The latent layers through npvae.backends.cuda_latent_kernels (each launched, none left to the host) against the
+    specification: every (bound, kl, estimator), the forward-only paths and log p(x), L = 2 and 3, both float types.
+
+    Error model as tests/test_numba_ladder.py's: the same formulas, some sums in another order, so each array is held to
+    LADDER_ULPS eps max(1, max |a|) relative to its largest element. Measured on the simulator over these problems and the
+    Bernoulli likelihood at seed 9: at most 11 eps max|a| in float64 (from the MLPs' products: the same with
+    cuda_ladder.FUSE_LATENT = False) and 3.1 in float32, so 32 and 8: about 1.6e-13 and 2.2e-5 here.
+    """
+    from npvae.backends import cuda_ladder, cuda_latent_kernels as clk
+
+    ran = set()
+    monkeypatch.setattr(cuda_ladder, "launch", lambda kernel, n, *args: (ran.add(kernel), cuda_kernels.launch(kernel, n, *args)))
+    arch, params, x, eps = _ladder_problem("gaussian-learned", dtype, spec=spec)
+    a = log_weights(params, arch, x, eps)
+    rtol = LADDER_ULPS[np.dtype(dtype)] * float(np.finfo(dtype).eps) * max(1.0, float(np.max(np.abs(a))))
+
+    def close(got, want, what):
+        assert got.dtype == want.dtype == dtype and rel_err(got, want) <= rtol, f"{what}: {rel_err(got, want):.2e} > {rtol:.1e}"
+
+    for bound, kl, estimator, beta in LADDER_CASES:
+        options = dict(bound=bound, kl=kl, estimator=estimator, kl_weight=beta)
+        v_ref, g_ref = objective(params, arch, x, eps, **options)
+        v, g = objective(params, arch, x, eps, backend="cuda", **options)
+        close(v, v_ref, f"value {spec} {options}")
+        for name, got, want in zip(param_names(arch), flatten(g), flatten(g_ref)):
+            close(got, want, f"d/d {name} {spec} {options}")
+    for bound, kl in VALID:
+        close(bound_value(params, arch, x, eps, bound=bound, kl=kl, backend="cuda"),
+              bound_value(params, arch, x, eps, bound=bound, kl=kl), f"bound_value {bound} {kl}")
+    close(log_weights(params, arch, x, eps, backend="cuda"), a, "log_weights")
+    per = arch.likelihood.out_dim(arch.data_dim) * x.shape[0]  # chunks of 2 samples: 3 = 2 + 1
+    close(log_px(params, arch, x, 3, np.random.default_rng(4), max_elements=2 * per, backend="cuda"),
+          log_px(params, arch, x, 3, np.random.default_rng(4), max_elements=2 * per), "log_px")
+    assert ran == {clk.sample, clk.kl_rows, clk.prior, clk.prior_backward, clk.layer_backward, clk.first_backward}
+
+
+def test_fused_latent_kernels_keep_a_nan_in_the_noise():
+    """No fastmath: a NaN in one eps_l element of one sample shows in the value and gradients element by element as in the
+    specification's (the cores check nothing; the public objective refuses non-finite eps)."""
+    from npvae.backends import cuda_ladder
+    from npvae.vae import ladder_objective
+
+    arch, params, x, eps = _ladder_problem("bernoulli", np.float64, spec="6-5-3:4-2:3-2")
+    for l, start in enumerate(np.cumsum((0, *arch.latents[:-1]))):
+        e = eps.copy()
+        e[1, 2, start] = np.nan  # sample k = 1 of point n = 2, layer l + 1
+        for bound, kl, estimator, beta in LADDER_CASES:
+            case = f"layer {l + 1} {bound} {kl} {estimator}"
+            v_ref, g_ref = ladder_objective.bound_and_grad_core(params, arch, x, e, bound, kl, estimator, beta)
+            v, g = cuda_ladder.bound_and_grad(params, arch, x, e, bound, kl, estimator, beta)
+            assert np.isnan(v_ref[2]) and np.isnan(v[2]), f"value {case}"
+            assert np.array_equal(np.isnan(v), np.isnan(v_ref)), f"value {case}"
+            for name, got, want in zip(param_names(arch), flatten(g), flatten(g_ref)):
+                assert np.array_equal(np.isnan(got), np.isnan(want)), f"d/d {name} {case}"
