@@ -21,12 +21,14 @@ by the dtype the user computed in. `assert_vae_matches` (npvae.testing) is the s
 from __future__ import annotations
 
 import json
+import re
 from typing import NamedTuple
 
 import numpy as np
 
 from .store.checkpoint import read_arrays, write_arrays
 from .checks.gradcheck import rel_err
+from .head.case import check_rtol, number, shown
 from .head.file import read_options
 from .head.reduction import REDUCTIONS, alpha
 from .head.scales import check_raw
@@ -34,7 +36,7 @@ from .vae.inputs import check_options
 from .nn.layers import ACTIVATIONS
 from .likelihoods import LIKELIHOODS, Likelihood, check_data
 from .vae.model import Arch, VAEParams, flatten, param_names
-from .objectives import VALID, objective
+from .objectives import BOUNDS, ESTIMATORS, KL_MODES, VALID, objective
 from .checks.verify_layouts import (
     SCALES, WEIGHT_LAYOUTS, X_CODINGS, bound_and_grad_at_head, expected_shape, from_params, has_heads, numbered,
     refuse_unexpressible, scale_output, slots, to_params, width,
@@ -44,16 +46,21 @@ from .checks.verify_layouts import (
 # independent float64 computations of sums of O(N D K) terms (seen ~1e-14). float32: torch's float32 against npvae's
 # float64, seen ~1e-6. Each is far below any factor (a gradient off by 1 + 1e-3 fails both).
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
+# A tolerance one sets (--rtol, rtol=) is a relative error: at least float64's rounding unit (below it two correct
+# float64 computations of one sum already differ), and below 1 (at 1, a quantity 100% off would pass).
 REQUIRED_OPTIONS = ("bound", "kl", "estimator", "likelihood", "activation")
 SCALAR_REDUCTIONS = tuple(n for n, (_, per_point, _) in REDUCTIONS.items() if not per_point)  # the head check's names
 OPTION_DEFAULTS = {"kl_weight": 1.0, "free_bits": 0.0, "sigma2": 1.0, "min_log_var": -6.0,
                    "scale": "log_var", "weight_layout": "in_out", "x_coding": "01", "reduction": None}
 NUMBER_OPTIONS = ("kl_weight", "free_bits", "sigma2", "min_log_var")
-CHOICES = {"likelihood": LIKELIHOODS, "activation": ACTIVATIONS, "scale": SCALES, "weight_layout": WEIGHT_LAYOUTS,
-           "x_coding": X_CODINGS, "reduction": SCALAR_REDUCTIONS}
+NUMBER_RANGES = {"kl_weight": dict(lo=0.0), "free_bits": dict(lo=0.0), "sigma2": dict(positive=True), "min_log_var": {}}
+CHOICES = {"bound": BOUNDS, "kl": KL_MODES, "estimator": tuple(ESTIMATORS), "likelihood": LIKELIHOODS, "activation": ACTIVATIONS,
+           "scale": SCALES, "weight_layout": WEIGHT_LAYOUTS, "x_coding": X_CODINGS, "reduction": SCALAR_REDUCTIONS}
 # Models this format cannot express (convolutions, batch norm) are checked at their head.
 HEAD_POINTER = ("; a model that is not an MLP VAE in this form (convolutions, batch norm) is checked at its "
                 "head: npvae.testing.assert_head_matches (docs/verify.md, 'Checking the head')")
+
+
 
 
 class VerifyCase(NamedTuple):
@@ -79,11 +86,19 @@ def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, da
     data_dim (the data's width) or the first W, so a transposed W is reported as such rather than as another model.
     """
     refuse_unexpressible(weights)
+    _refuse_gaps(weights)
     heads = has_heads(weights)
     biases = [f"encoder.{i}.b" for i in range(numbered(weights, "encoder"))] + (["encoder.mu.b"] if heads else [])
     widths = [width(weights[n]) if isinstance(weights[n], np.ndarray) else None for n in biases]
     first = "encoder.0.W" if numbered(weights, "encoder") else "encoder.mu.W"
-    if not biases or None in widths or not isinstance(weights.get(first), np.ndarray) or weights[first].ndim != 2:
+    for n, w in zip(biases, widths):
+        if w is None or w == 0:
+            raise ValueError(f"{n} has shape {getattr(weights[n], 'shape', type(weights[n]).__name__)}: a bias is (out,) or "
+                             "(1, out) with out >= 1 (layer widths are read from the biases)" + HEAD_POINTER)
+    if isinstance(weights.get(first), np.ndarray) and weights[first].ndim != 2:
+        raise ValueError(f"{first} has shape {weights[first].shape}: a weight is 2-D, (in, out) (or (out, in), weight_layout "
+                         "\"out_in\")" + HEAD_POINTER)
+    if not biases or not isinstance(weights.get(first), np.ndarray):
         raise ValueError("weights must be stored under npvae's names, encoder.0.W, encoder.0.b, ..., decoder.L.b, numbered "
                          "from 0 without gaps (the last encoder layer may be heads encoder.mu.W/b, encoder.scale.W/b), "
                          "biases (out,) or (1, out)" + HEAD_POINTER)
@@ -110,8 +125,30 @@ def arch_from_weights(weights: dict, likelihood: Likelihood, activation: str, da
     if extra:
         problems.append(f"unexpected parameters {extra}")
     if problems:
-        raise ValueError(f"the weights do not make an MLP VAE {arch.spec}: " + "; ".join(problems) + HEAD_POINTER)
+        read = ", ".join(f"{n} {widths[i]}" for i, n in enumerate(biases))
+        raise ValueError(f"the weights do not make an MLP VAE {arch.spec} (widths read from the biases: {read}): "
+                         + "; ".join(problems) + HEAD_POINTER)
     return arch
+
+
+_LAYER = re.compile(r"^(encoder|decoder)\.(\d+)\.(W|b)$")
+
+
+def _refuse_gaps(weights: dict) -> None:
+    """Layers are numbered from 0 without a gap, each with its W and b: name every one that is missing."""
+    top = {}
+    for n in weights:
+        m = _LAYER.match(n)
+        if m:
+            top[m[1]] = max(top.get(m[1], -1), int(m[2]))
+    missing = [f"{part}.{i}.{f}" for part, last in top.items() for i in range(last + 1) for f in "Wb"
+               if f"{part}.{i}.{f}" not in weights]
+    heads = [f"encoder.{h}.{f}" for h in ("mu", "scale") for f in "Wb"]
+    if any(h in weights for h in heads):
+        missing += [h for h in heads if h not in weights]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: layers are numbered from 0 "
+                         "without gaps, each with its W and b (heads: encoder.mu.W/b and encoder.scale.W/b)" + HEAD_POINTER)
 
 
 def _transposed(weight_layout: str) -> str:
@@ -133,13 +170,16 @@ def parse_options(options: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)} (the options: {', '.join((*REQUIRED_OPTIONS, *OPTION_DEFAULTS))})")
     o = {**OPTION_DEFAULTS, **options}
-    for k, v in o.items():
-        if k in NUMBER_OPTIONS and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
-            raise ValueError(f"option {k} must be a finite number, got {v!r}")
-        if k not in NUMBER_OPTIONS and not isinstance(v, str) and not (k == "reduction" and v is None):
-            raise ValueError(f"option {k} must be a string, got {v!r}")
+    for k, v in o.items():  # each of its documented type and range; nothing converted (a "1" is not a number)
+        if k in NUMBER_OPTIONS:
+            o[k] = number(f"option {k}", v, **NUMBER_RANGES[k])
+            continue
+        if not isinstance(v, str) and not (k == "reduction" and v is None):
+            raise ValueError(f"option {k} must be a string, got {shown(v)}")
         if k in CHOICES and v is not None and v not in CHOICES[k]:
-            raise ValueError(f"option {k} must be one of {', '.join(map(repr, CHOICES[k]))}; got {v!r}")
+            raise ValueError(f"option {k} must be one of {', '.join(map(repr, CHOICES[k]))}; got {shown(v)}")
+    if o["free_bits"] > 0 and o["kl"] != "analytic":
+        raise ValueError(f"option free_bits floors each dimension's analytic KL: it needs kl \"analytic\", not {o['kl']!r}")
     if (o["bound"], o["kl"]) not in VALID or o["estimator"] not in VALID[(o["bound"], o["kl"])]:
         valid = ", ".join(f"{b}/{k}/{e}" for (b, k), es in VALID.items() for e in es)
         raise ValueError(f"bound/kl/estimator {o['bound']}/{o['kl']}/{o['estimator']} is not one of {valid}")
@@ -169,8 +209,8 @@ def _other(x, allowed) -> str:
 def make_case(weights: dict, x, eps, values, grads: dict, options: dict) -> VerifyCase:
     """Validate a user's arrays and options into a VerifyCase (float64 copies of everything npvae computes with)."""
     o = parse_options(options)
-    if not isinstance(x, np.ndarray) or x.ndim != 2:
-        raise ValueError(f"x must be a 2-D array (N, D), got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"x must be a 2-D array (N, D) with N, D >= 1, got {getattr(x, 'shape', type(x).__name__)}")
     lik = Likelihood(o["likelihood"], sigma2=o["sigma2"], min_log_var=o["min_log_var"])
     arch = arch_from_weights(weights, lik, o["activation"], data_dim=x.shape[1], weight_layout=o["weight_layout"])
     heads = has_heads(weights)
@@ -181,21 +221,25 @@ def make_case(weights: dict, x, eps, values, grads: dict, options: dict) -> Veri
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} holds non-finite values")
     N = x.shape[0]
-    if eps.ndim != 3 or eps.shape[1:] != (N, arch.latent_dim):
-        raise ValueError(f"eps must be (K, {N}, {arch.latent_dim}), got {eps.shape}")
+    if eps.ndim != 3 or eps.shape[1:] != (N, arch.latent_dim) or eps.shape[0] == 0:
+        raise ValueError(f"eps must be (K, {N}, {arch.latent_dim}), got {eps.shape}: K >= 1 samples of the noise for x's N = {N} "
+                         f"points, Z = {arch.latent_dim} from the encoder's last bias")
     if values.ndim == 0:
         o["reduction"] = o["reduction"] or "mean"
     elif values.shape != (N,):
-        raise ValueError(f"values must be the bound per point, shape ({N},), or a 0-d loss with option reduction; got {values.shape}")
+        raise ValueError(f"values must be the bound per point, shape ({N},) for x's N = {N}, or a 0-d loss with option reduction; "
+                         f"got {values.shape}")
     elif o["reduction"] is not None:
         raise ValueError(f"option reduction declares a 0-d loss, but values are per point ({N},): per-point values are "
                          "the bound, their gradients those of its batch mean; leave reduction out")
-    missing = [n for n in names if n not in grads]
-    if missing or set(grads) - set(names):
-        raise ValueError(f"gradients must be given for exactly the parameters: missing {missing}, unexpected {sorted(set(grads) - set(names))}")
+    missing, unexpected = [n for n in names if n not in grads], sorted(set(grads) - set(names))
+    if missing or unexpected:
+        entries = ", ".join(f"grad.{n}" for n in missing + unexpected)
+        raise ValueError(f"gradients must be given for exactly the parameters: missing {missing}, unexpected {unexpected} "
+                         f"(the entries {entries})")
     for n in names:
         if grads[n].shape != weights[n].shape:
-            raise ValueError(f"grad.{n} has shape {grads[n].shape}, its parameter {weights[n].shape}")
+            raise ValueError(f"grad.{n} has shape {grads[n].shape}, its parameter {n} {weights[n].shape}")
     x64 = np.asarray(x, dtype=np.float64)
     target = _target(x64, o, lik)
     params = to_params(weights, arch, heads, o["weight_layout"])
@@ -253,7 +297,13 @@ def ours(case: VerifyCase) -> tuple[np.ndarray, dict]:
 
 def compare(case: VerifyCase, rtol: float | None = None) -> list[dict]:
     """Recompute in float64 and compare: one row per quantity (the values, then each gradient)."""
-    ours_v, ours_g = ours(case)
+    rtol = check_rtol(rtol)
+    with np.errstate(all="ignore"):
+        ours_v, ours_g = ours(case)
+    if not (np.all(np.isfinite(ours_v)) and all(np.all(np.isfinite(g)) for g in ours_g.values())):
+        numbers = ", ".join(f"{k} {case.options[k]:g}" for k in NUMBER_OPTIONS)
+        raise ValueError(f"npvae's own bound or gradients are not finite at this file's weights, x and eps with the options "
+                         f"{numbers}: an option or a weight out of any sane range (nothing to compare yours with)")
     theirs = [("values", case.values, ours_v)] + [(f"grad {n}", g, ours_g[n]) for n, g in case.grads.items()]
     rows = []
     for name, t, our in theirs:

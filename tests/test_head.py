@@ -287,3 +287,77 @@ def test_the_full_model_format_points_to_the_head_check():
     weights = {"encoder.0.W": rng.standard_normal((6, 8)), "encoder.0.b": np.zeros(8), "encoder.bn.running_mean": np.zeros(8)}
     with pytest.raises(ValueError, match="assert_head_matches"):
         verify.arch_from_weights(weights, npvae.Likelihood("bernoulli"), "tanh", data_dim=6)
+
+
+# ---- issue 27, item 9: every keyword of the head check, of its documented type and range, refused in one line -------
+
+@pytest.mark.parametrize("change,message", [
+    (dict(clip=[1]), r"clip must be None, 'torch' or a float in \(0, 0.5\)"),  # was a TypeError from float([1])
+    (dict(clip=True), "clip must be"),
+    (dict(clip="Torch"), "clip must be"),
+    (dict(bound=["elbo"]), "bound must be one of 'elbo', 'iwae'"),  # was a TypeError: a list is not hashable
+    (dict(kl={}), "kl must be one of 'analytic', 'mc'"),
+    (dict(estimator=None), "estimator must be one of"),
+    (dict(scale_kind=None), "scale_kind must be one of 'log_var'"),  # was "scale: unknown scale parameterisation"
+    (dict(out_scale_kind="nope"), "out_scale_kind must be one of"),  # was accepted where there is no out_scale
+    (dict(likelihood="poisson"), "likelihood must be one of 'bernoulli', 'gaussian', 'gaussian-learned'"),
+    (dict(out_kind=3), "out_kind must be one of 'logits', 'probs' or None for a bernoulli decoder"),
+    (dict(x_coding=1), "x_coding must be one of 'auto', '01', 'pm1'"),
+    (dict(grads_mode=["total"]), "grads_mode must be 'partial'"),
+    (dict(sigma2=0.0), "sigma2 must be a finite number > 0"),  # was accepted
+    (dict(sigma2=-1), "sigma2 must be a finite number > 0"),
+    (dict(sigma2="1"), r"sigma2 must be a finite number, got '1' \(a string"),
+    (dict(kl_weight=10**400), "kl_weight must be a finite number"),  # was a TypeError from np.isfinite
+    (dict(kl_weight=-0.5), "kl_weight must be a finite number >= 0"),
+    (dict(free_bits=float("nan")), "free_bits must be a finite number"),
+    (dict(free_bits=np.float64(-1)), "free_bits must be a finite number >= 0"),
+    (dict(reduction=0), "reduction must be one of"),
+    (dict(reduction=float("inf")), "reduction must be one of"),
+    (dict(reduction=[1]), "reduction must be one of"),
+])
+def test_every_option_is_of_its_type_and_range(change, message):
+    x, mu, lv, eps, z, p, bce, kld = _pytorch_examples_head(0)
+    kw = {"eps": eps, "out_kind": "probs", **change}
+    with pytest.raises(ValueError, match=message) as e:
+        check_head(x, mu, lv, p, bce + kld, **kw)
+    assert "\n" not in str(e.value)
+
+
+def test_options_are_checked_before_the_arrays_and_sizes_name_their_source():
+    """A bad option is named even when an array is bad too; an empty batch, latent or sample axis names its array."""
+    x, mu, lv, eps, z, p, bce, kld = _pytorch_examples_head(0)
+    with pytest.raises(ValueError, match="sigma2 must be"):
+        check_head(x[:0], mu, lv, p, bce + kld, eps=eps, out_kind="probs", sigma2=-1)
+    for kw, message in ((dict(x=x[:0]), r"x must be \(N, D\) with N, D >= 1"), (dict(x=x[:, :0]), r"x must be \(N, D\)"),
+                        (dict(mu=mu[:, :0], scale=lv[:, :0], eps=eps[:, :0]), r"Z >= 1"),
+                        (dict(eps=np.zeros((0, *eps.shape))), r"eps must be \(K, 6, 3\) with K >= 1"),
+                        (dict(out=np.zeros((0, *p.shape))), r"out must be \(K, 6, 10\) with K >= 1")):
+        args = {"x": x, "mu": mu, "scale": lv, "out": p, "eps": eps, **kw}
+        with pytest.raises(ValueError, match=message) as e:
+            check_head(args.pop("x"), args.pop("mu"), args.pop("scale"), args.pop("out"), bce + kld, out_kind="probs", **args)
+        assert "\n" not in str(e.value)
+
+
+def test_the_head_file_names_its_entries_and_options(tmp_path):
+    """In a file, a gradient is the entry grad.<name> (not grads['<name>']), an option is 'option <key>', every array is
+    float32 or float64 (code may pass lists and ints; a file holds what was computed) and options["check"] is "head"."""
+    import re
+
+    from npvae.head import file as head_file
+
+    path = tmp_path / "h.npz"
+    head_file.example(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    options = head_file.read_options(dict(arrays), path)
+    for edit, message in ((dict(arrays={"grad.mu": arrays["grad.mu"][:-1]}), "grad.mu must have mu's shape (8, 3)"),
+                          (dict(arrays={"x": arrays["x"].astype(np.uint8)}), "x must be a float32 or float64 array, got uint8"),
+                          (dict(options={"kl_weight": "1"}), "option kl_weight must be a finite number, got '1'"),
+                          (dict(options={"check": "model"}), 'option check must be "head"'),
+                          (dict(options={"grads_mode": "total"}), "grad.z is needed")):
+        a = {k: v for k, v in {**arrays, **edit.get("arrays", {})}.items() if k != "options"}
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
+            head_file.case_from_arrays(a, {**options, **edit.get("options", {})})
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="option 'kl' is given twice"):
+        head_file.read_options({"options": np.array('{"kl": "mc", "kl": "analytic"}')}, path)

@@ -1,7 +1,8 @@
 """The `npvae` command line: the only place that reads argv and the environment. May import: everything.
 
 One module a command: train, eval, sample, check, verify, explain, bench, sweep (each `cmd_<name>(args)`, returning the
-exit code); args holds every command's options, data where data are looked for, runs what train, eval and sample share.
+exit code); args holds every command's options, data where data are looked for, runs what train, eval and sample share,
+signals SIGTERM and SIGHUP as Ctrl-C.
 This module dispatches.
 """
 
@@ -16,6 +17,7 @@ from .check import cmd_check
 from .eval import cmd_eval
 from .explain import cmd_explain
 from .sample import cmd_sample
+from .signals import exit_code, stop_signals
 from .sweep import cmd_sweep
 from .train import cmd_train
 from .verify import cmd_verify
@@ -35,6 +37,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv=None) -> int:
+    import signal
     import warnings
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -48,11 +51,20 @@ def main(argv=None) -> int:
             args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (2, message printed) or --help/--version (0): a return code, as for the rest
         return e.code if isinstance(e.code, int) else 2
+    replaced = stop_signals()
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input, missing files, a failed download: a clear message, no traceback
         print(f"npvae {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outside training (which says how to resume): nothing half-written to report
-        print(f"\nnpvae {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError:  # what the estimates before a command did not foresee: one line, as for a refusal
+        print(f"npvae {args.command}: error: out of memory (the estimates before the command allowed it, the machine did "
+              "not): use smaller --batch-size, --k or --n, or free memory", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:  # outside training (which says how to resume): nothing half-written to report
+        name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
+        print(f"\nnpvae {args.command}: interrupted ({name})", file=sys.stderr)
+        return exit_code(e)
+    finally:
+        for s, handler in replaced.items():
+            signal.signal(s, handler)

@@ -109,7 +109,9 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     v.add_argument("file", help="an .npz written as docs/verify.md describes: a VAE's head (any framework, any network) or an MLP VAE's "
                                 "weights (bench/examples/export_torch_vae.py writes one from PyTorch)")
     v.add_argument("--json", action="store_true", help="print the results as JSON")
-    v.add_argument("--rtol", type=float, default=None, help="one relative tolerance for every quantity (default: 1e-9 for float64, 1e-4 for float32)")
+    # --rtol stays text here: cmd_verify parses and checks it, so that a bad one is one line like a bad FILE entry
+    v.add_argument("--rtol", default=None, metavar="RTOL", help="one relative tolerance for every quantity, a finite number with "
+                   "2.2e-16 <= RTOL < 1 (anything else is refused, exit 2; default: 1e-9 for float64, 1e-4 for float32)")
     v.add_argument("--example", action="store_true", help="write an example FILE from npvae's own objective instead of checking one")
     v.add_argument("--example-head", action="store_true", help="write an example head FILE (pytorch/examples' VAE at its head) instead of checking one")
     v.set_defaults(func=commands["verify"])
@@ -127,7 +129,8 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     t.add_argument("--no-pictures", action="store_true", help="do not draw pictures at the end")
     t.set_defaults(func=commands["train"])
 
-    checkpoint = dict(default="best", help="best (default: the epoch with the best validation bound), last, or a checkpoint file")
+    checkpoint = dict(default=None, help="best (default: the epoch with the best validation bound; last in a run that kept only "
+                      "last), last, or a checkpoint file")
     e = _sub(sub, "eval", "test log-likelihood (importance sampling) and latent diagnostics of a run",
              "Estimate -log p(x) with k importance samples per point (Burda et al. 2016) on a whole split, with the ELBO's "
              "terms, active units and I(x; z); written to RUN_DIR/metrics.json.")

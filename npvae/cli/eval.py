@@ -15,19 +15,26 @@ def cmd_eval(args) -> int:
     from ..backends import resolve
     from ..store.data import load
     from ..evaluation.chunks import eval_inputs, evaluate_chunked, local_runner
+    from ..evaluation.cost import check_eval_cost, fmt_seconds, seconds_per_pair
     from ..vae.models import unflatten
     from ..training.loop import progress_bar
 
     limit_threads(args.threads)
     backend = resolve(args.backend)
     run_dir = Path(args.run_dir)
-    config, arch, state = open_run(run_dir, args.checkpoint)
+    config, arch, state, checkpoint = open_run(run_dir, args.checkpoint)
     dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
                    **_search(args, run_dir))
     x, x_active, points = eval_inputs(dataset, args.split, args.seed, args.n)
-    bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
     kw = dict(k=args.k, run_seed=config.seed, eval_seed=args.seed, x_active=x_active, backend=backend)
     params = unflatten(arch, state.params)
+    seconds = seconds_per_pair(params, arch, x, backend) * x.shape[0] * args.k
+    check_eval_cost(f"evaluating k={args.k} importance samples on {x.shape[0]} points", seconds,
+                    "lower --k, or evaluate a subset with --n")
+    if seconds > 10 and not (args.quiet or args.json):
+        print(f"npvae eval: about {fmt_seconds(seconds)} on one process (k={args.k} x {x.shape[0]} points, the {backend} "
+              "backend, timed on a probe)", file=sys.stderr)
+    bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
     if args.scheduler is None and args.workers is None:
         metrics = evaluate_chunked(params, arch, x, runner=local_runner(bar.update), **kw)
     else:  # the same chunks, the same numbers, computed on a Dask cluster
@@ -38,12 +45,11 @@ def cmd_eval(args) -> int:
                 print(f"npvae eval: Dask dashboard: {dashboard(client)}", file=sys.stderr)
             metrics = evaluate_chunked(params, arch, x, runner=dask_runner(client, bar.update), **kw)
     bar.close()
-    metrics.update({"split": args.split, "points": points, "checkpoint": args.checkpoint, "epoch": state.epoch, "seed": args.seed})
-    write_json(run_dir / "metrics.json", metrics)
+    metrics.update({"split": args.split, "points": points, "checkpoint": checkpoint, "epoch": state.epoch, "seed": args.seed})
     if args.json:
         print(json.dumps(metrics, indent=1))
     else:
-        print(f"{config.dataset} {args.split} ({points} points), checkpoint {args.checkpoint} at epoch {state.epoch}")
+        print(f"{config.dataset} {args.split} ({points} points), checkpoint {checkpoint} at epoch {state.epoch}")
         print("  nats per point; NLL, -ELBO and the reconstruction cost -E_q[log p(x|z)]: lower is better")
         print(f"  NLL = -log p(x) (k={args.k})   {metrics['nll']:10.3f} +- {metrics['nll_se']:.3f}")
         print(f"  -ELBO                    {-metrics['elbo']:10.3f} +- {metrics['elbo_se']:.3f}")
@@ -56,5 +62,12 @@ def cmd_eval(args) -> int:
             print("    per stochastic layer   " + ", ".join(f"{a:>6d} / {z}" if l == 0 else f"{a} / {z}" for l, (a, z) in enumerate(layers)))
         if "mutual_information" in metrics:
             print(f"  I(x; z) (aggregate)      {metrics['mutual_information']:10.3f}   (more is better)")
+    try:  # after the numbers are shown: a run directory that cannot be written (read-only) loses nothing computed
+        write_json(run_dir / "metrics.json", metrics)
+    except OSError as e:
+        print(f"npvae eval: error: the numbers above are not saved: could not write {run_dir / 'metrics.json'} ({e})",
+              file=sys.stderr)
+        return 2
+    if not args.json:
         print(f"  written to {run_dir / 'metrics.json'}")
     return 0

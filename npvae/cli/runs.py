@@ -22,7 +22,10 @@ def pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
     from ..pictures.plots import run_pictures, skipped_pictures
     from ..training.loop import load_state
 
-    _, arch, saved = load_state(rd.checkpoint_path(run_dir, checkpoint))
+    path = rd.checkpoint_path(run_dir, checkpoint)
+    if checkpoint == "best" and not path.exists():  # a run without validation has last only
+        path = rd.checkpoint_path(run_dir, "last")
+    _, arch, saved = load_state(path)
     if state is None:  # the curves show the whole run (last), not the run up to the best epoch
         last = rd.checkpoint_path(run_dir, "last")
         state = load_state(last)[2] if last.exists() else saved
@@ -34,17 +37,23 @@ def pictures(run_dir, config, dataset, state=None, checkpoint="best", seed=0):
         print(f"  not drawn: {name} ({why})")
 
 
-def open_run(run_dir: Path, checkpoint: str):
-    """(config, arch, state) of a run's checkpoint, after restoring best if an earlier process died between writes."""
+def open_run(run_dir: Path, checkpoint: str | None):
+    """(config, arch, state, the checkpoint's name) of a run, after restoring best if an earlier process died between
+    writes; checkpoint None: best, or last (with a note) in a run that kept only last (the shipped reference runs)."""
     from ..store import run_dir as rd
     from ..training.loop import load_state, read_meta
 
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a directory (give the run directory that npvae train printed)")
-    note = rd.repair(run_dir, read_meta) if checkpoint == "best" else None
+    which = checkpoint or "best"
+    note = rd.repair(run_dir, read_meta) if which == "best" else None
     if note:
         print(f"note: {note}", file=sys.stderr)
-    path = rd.checkpoint_path(run_dir, checkpoint)
+    path = rd.checkpoint_path(run_dir, which)
+    if not path.exists() and checkpoint is None and rd.checkpoint_path(run_dir, "last").exists():
+        which, path = "last", rd.checkpoint_path(run_dir, "last")
+        print(f"note: {run_dir} has no best checkpoint (only last was kept); using {path.name}",
+              file=sys.stderr)
     if not path.exists():
         raise ValueError(f"{run_dir} holds no checkpoint {path.name}" + ("" if rd.is_run(run_dir) else " (is it a run directory?)"))
-    return load_state(path)
+    return (*load_state(path), which)

@@ -12,8 +12,8 @@ def cmd_sample(args) -> int:
     from ..store.data import load
 
     run_dir = Path(args.run_dir)
-    config, _, _ = open_run(run_dir, args.checkpoint)
+    config, _, _, checkpoint = open_run(run_dir, args.checkpoint)
     dataset = load(config.dataset, dtype=config.dtype, seed=config.seed, binarize=config.binarize, compact=True,
                    **_search(args, run_dir))
-    pictures(run_dir, config, dataset, checkpoint=args.checkpoint, seed=args.seed)
+    pictures(run_dir, config, dataset, checkpoint=checkpoint, seed=args.seed)
     return 0

@@ -25,10 +25,12 @@ def cmd_sweep(args) -> int:
     if args.report:
         from ..sweeps.report import write_report
 
-        table, paths = write_report(spec)
+        table, paths, notes = write_report(spec, notes=True)
         print(table)
         for p in paths:
             print(f"  wrote {p}")
+        for name, note in notes.items():  # a damaged file: that run is reported with what can be read
+            print(f"npvae sweep: note: {name}: {note}", file=sys.stderr)
         return 0
     data = _data(args, spec)
     if args.check:
@@ -36,15 +38,23 @@ def cmd_sweep(args) -> int:
         print(f"npvae sweep: {args.spec} is valid: {len(runs)} runs in {spec.out}")
         for r in runs:
             evals = f", {len(r.evals)} evaluation(s)" if spec.eval else ""
-            print(f"  {r.point.name}: {r.done}/{r.target} epochs{evals}")
+            state = f"cannot go on: {r.failed}" if r.failed else f"{r.done}/{r.target} epochs{evals}"
+            print(f"  {r.point.name}: {state}")
+        stuck = [r for r in runs if r.failed]
+        if stuck:  # as the sweep would: it runs the others, and exits 3 naming these
+            print(f"npvae sweep: {len(stuck)} of {len(runs)} runs cannot go on as they are (above): "
+                  f"{', '.join(r.point.name for r in stuck)}", file=sys.stderr)
+            return 3
         return 0
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     try:
         result = run_sweep(spec, data, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet, log=log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP (npvae.cli.stop_signals)
+        from .signals import exit_code
+
         print(f"\nnpvae sweep: interrupted; every run keeps its last finished epoch; continue with the same command "
               f"(npvae sweep {args.spec})", file=sys.stderr)
-        return 130
+        return exit_code(e)
     if result["failed"]:
         for name, why in result["failed"].items():
             print(f"npvae sweep: {name} failed: {why}", file=sys.stderr)

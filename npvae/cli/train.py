@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
         return 3
     except TrainingInterrupted as e:
         print(f"\nnpvae train: {e}", file=sys.stderr)
-        return 130
+        return 128 + e.signum
     if not args.no_pictures:
         pictures(run_dir, config, dataset, state)
     print(f"npvae train: done, {_plural(state.epoch, 'epoch')}, best validation bound {state.best_valid:.4f} "

@@ -9,6 +9,7 @@ def cmd_verify(args) -> int:
     from .. import verify
     from ..head import file as head_file
 
+    args.rtol = _rtol(args.rtol)  # before anything is written or read: a bad option never reaches a report
     if getattr(args, "example_head", False):
         head_file.example(args.file)
         print(f"npvae verify: wrote {args.file}, the head of pytorch/examples' VAE (log-variance, probabilities, BCE summed + KL) "
@@ -21,7 +22,8 @@ def cmd_verify(args) -> int:
     from ..store.checkpoint import read_arrays
 
     arrays = read_arrays(args.file, text=("options",))
-    options = verify.read_options_of(arrays, args.file)
+    options = head_file.read_options(arrays, args.file, 'a JSON string: {"check": "head", ...} for a head file; bound, kl, '
+                                     "estimator, likelihood, activation for an MLP VAE's weights")
     if head_file.is_head_file(arrays, options):
         return _verify_head(args, head_file.case_from_arrays(arrays, options))
     case = verify.case_from_arrays(arrays, options, args.file)
@@ -40,6 +42,18 @@ def cmd_verify(args) -> int:
     n_fail = sum(not r["passed"] for r in rows)
     print(f"{len(rows) - n_fail} passed, {n_fail} failed")
     return 0 if ok else 1
+
+
+def _rtol(text) -> float | None:
+    """--rtol as a number (argparse hands it over as text, so that a bad one is one line like any other error here)."""
+    from ..head.case import RTOL_RANGE, check_rtol
+
+    if isinstance(text, str):
+        try:
+            text = float(text)
+        except ValueError:
+            raise ValueError(f"--rtol must be a number, got {text!r}: a relative error, {RTOL_RANGE[0]:.1e} <= --rtol < 1") from None
+    return check_rtol(text, "--rtol")
 
 
 def _write_example(path, verify) -> None:

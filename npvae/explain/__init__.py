@@ -1,7 +1,8 @@
 """`npvae explain TOPIC`: the classic questions about VAEs answered by experiments with npvae's own code.
 
-Each topic writes PNGs and `<topic>.json` (the numbers it plots) into out_dir; docs/theory.md says what
-each shows. `quick=True` runs in seconds (for tests); the full runs take a minute or two on one core.
+Each topic writes PNGs and `<topic>.json` (the numbers it plots) into out_dir: new, empty, or one explain wrote before,
+never a directory of the user's own files. docs/theory.md says what each shows. `quick=True` runs in seconds (for
+tests); the full runs take a minute or two on one core.
 Every random draw comes from a Generator seeded by `seed`. Nothing is printed: messages (a data set that
 was not found, say) are returned in the result's "notes".
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +37,10 @@ def run(topic: str, out_dir, *, quick: bool = False, seed: int = 0, data_dir=Non
         raise ValueError(f"unknown topic {topic!r}; choose one of {', '.join(TOPICS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..store.run_dir import claim_dir
+
+    # The user's own files are never overwritten: out_dir is new, empty, or one explain wrote before.
+    out_dir = claim_dir(out_dir, ".npvae-explain", "--out", "an npvae explain directory", ours=[f"{t}.json" for t in TOPICS])
     module = importlib.import_module(f".{_TOPICS[topic][0]}", __name__)
     from . import _common
 

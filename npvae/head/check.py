@@ -18,7 +18,7 @@ import numpy as np
 
 from ..checks.gradcheck import rel_err
 from . import reduction as red
-from .case import make_case
+from .case import check_rtol, make_case
 from .hypotheses import FACTORS, conventions, gradient_hypotheses, value_hypotheses
 from .noise import normality, sample_row
 from .reference import reference
@@ -60,6 +60,7 @@ def _tol(rtol, dtype):
 
 def compare(case, rtol=None) -> HeadReport:
     """The rows of the report for a validated HeadCase."""
+    rtol = check_rtol(rtol)
     N, D = case.x.shape
     K = case.z.shape[0]
     notes = list(case.notes)

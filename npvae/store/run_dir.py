@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
 from .atomic import write_bytes, write_json
 
-__all__ = ["RunDirError", "RunLock", "RunLocked", "checkpoint_path", "claim_new", "clean_temporaries", "is_run", "new_default",
+__all__ = ["RunDirError", "RunLock", "RunLocked", "checkpoint_path", "claim_dir", "claim_new", "clean_temporaries", "is_run", "new_default",
            "read_data_source", "repair", "write_data_source", "CHECKPOINTS", "MARKER"]
 
 CHECKPOINTS = ("last", "best")
@@ -62,19 +63,28 @@ def is_run(run_dir) -> bool:
 def claim_new(run_dir) -> Path:
     """Make (or accept) run_dir for a new run: absent, empty, or a run that never finished an epoch; else RunDirError."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} exists and is not a directory: choose another --out")
     if checkpoint_path(run_dir, "last").exists():
         raise RunDirError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose another --out")
-    if run_dir.exists() and not (run_dir / MARKER).exists():
-        held = sorted(p.name for p in run_dir.iterdir())
-        if held:  # the user's own files, maybe a config.json or history.json npvae would overwrite
+    return claim_dir(run_dir, MARKER, "--out", "an npvae run directory")
+
+
+def claim_dir(directory, marker: str, option: str, what: str = "a directory npvae made", ours=()) -> Path:
+    """Make (or accept) a directory a command writes into: absent, empty, or made by npvae (it holds `marker`, or one of
+    the files named in `ours`); else RunDirError, and the user's files are left alone. Marks it with `marker`."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise RunDirError(f"{directory} exists and is not a directory: choose another {option}")
+    if directory.exists() and not any((directory / name).exists() for name in (marker, *ours)):
+        held = sorted(p.name for p in directory.iterdir())
+        if held:  # the user's own files, which npvae would overwrite
             shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
-            raise RunDirError(f"{run_dir} exists and is not an npvae run directory (it holds {shown}); "
-                              "choose a new or empty directory for --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MARKER).touch()
-    return run_dir
+            raise RunDirError(f"{directory} exists and is not {what} (it holds {shown}); "
+                              f"choose a new or empty directory for {option}")
+    directory.mkdir(parents=True, exist_ok=True)
+    mark = directory / marker
+    if mark.is_symlink() or not mark.is_file():
+        write_bytes(mark, b"")  # replaces a planted link, never writes through it
+    return directory
 
 
 def new_default(parent, stem: str) -> Path:
@@ -88,7 +98,7 @@ def new_default(parent, stem: str) -> Path:
             run_dir.mkdir()  # atomic: exactly one of several processes creates a given name
         except FileExistsError:
             continue
-        (run_dir / MARKER).touch()
+        write_bytes(run_dir / MARKER, b"")
         return run_dir
     raise RunDirError(f"could not find a free run name under {parent} for {base}")
 
@@ -104,7 +114,7 @@ class RunLock:
         self.fd = None
 
     def __enter__(self) -> "RunLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_regular(self.path)
         try:
             _lock(fd)
         except OSError:  # BlockingIOError (POSIX) or PermissionError (Windows): someone holds it
@@ -128,6 +138,22 @@ class RunLock:
                 os.ftruncate(self.fd, 0)
             os.close(self.fd)  # closing releases the lock
             self.fd = None
+
+
+def _open_regular(path: Path) -> int:
+    """Open (or create) the lock file for writing without following a link: a `.lock` that is a link, or not a regular
+    file, is refused (RunDirError), since truncating it would truncate whatever it points to."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    except OSError:  # ELOOP: a link (O_NOFOLLOW); EISDIR: a directory
+        if not (path.is_symlink() or path.exists()):
+            raise
+    what = f"a symbolic link (to {os.readlink(path)})" if path.is_symlink() else "not a regular file"
+    raise RunDirError(f"{path} is {what}: npvae locks a run with a plain file there and never writes through a link; "
+                      f"remove it (rm {path}) and try again")
 
 
 def _lock(fd: int) -> None:

@@ -4,6 +4,10 @@ evaluation, seconds, the published value) as Markdown and CSV, and one picture o
 A published NLL is called reproduced when the run's is within 2 standard errors of it plus the published rounding
 (0.005 nats: two decimals), and only at the end of the run's schedule; the standard error is over test points only,
 not over runs. Written to the sweep's out directory: report.md, report.csv, report.png.
+
+A run whose files cannot be read (a damaged evals.json or last checkpoint) is reported with what can be read, and a
+note naming the damage (the `note` column); the other runs are reported as usual. Rows a sweep kept for a locked or
+damaged evals.json (out/.pending, npvae.sweeps.driver) are shown with the run's others.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from pathlib import Path
 
 from ..store import run_dir as rd
 from ..store.atomic import write_figure, write_text
-from .driver import read_evals
-from .spec import Spec, references_for
+from .driver import EVALS, EvalsDamaged, _merged, read_evals, read_pending
+from .spec import Spec, claim_out, references_for
 
 ROUNDING = 0.005
 
@@ -36,8 +40,21 @@ def rows(spec: Spec) -> list[dict]:
     out = []
     for p in spec.points:
         d = spec.out / p.name
-        done, h = _history(d)
-        evals = read_evals(d)
+        notes = []
+        try:
+            done, h = _history(d)
+        except (ValueError, OSError) as e:  # a damaged checkpoint: its message names the file
+            done, h = 0, {"epoch": [], "valid_bound": [], "seconds": []}
+            notes.append(f"last checkpoint damaged: {e}")
+        try:
+            evals = read_evals(d)
+        except EvalsDamaged as e:
+            evals = []
+            notes.append(f"{EVALS} damaged: {e.reason}")
+        try:
+            evals = _merged(evals, read_pending(spec.out, p.name, d))
+        except EvalsDamaged as e:
+            notes.append(f"{e.path.name} in {e.path.parent} damaged: {e.reason}")
         if spec.eval is not None:  # the evaluations the SPEC asks for now (an edited [eval] may have left others)
             want = {k: v for k, v in spec.eval.key(0).items() if k != "epoch"}
             evals = [e for e in evals if all(e.get(k) == v for k, v in want.items())]
@@ -46,7 +63,8 @@ def rows(spec: Spec) -> list[dict]:
         row = {"run": p.name, **{k: p.values[k] for k in spec.varying()}, "epochs_done": done, "epochs": p.config.epochs,
                "best_valid_bound": max(h["valid_bound"]) if h["valid_bound"] else None,
                "train_seconds": float(sum(h["seconds"])), "eval_epoch": None, "nll": None, "nll_se": None, "elbo": None,
-               "kl": None, "active_units": None, "published_nll": refs[0]["nll"] if refs else None, "verdict": ""}
+               "kl": None, "active_units": None, "published_nll": refs[0]["nll"] if refs else None, "verdict": "",
+               "note": "; ".join(notes)}
         if last is not None:
             row.update({k: last[k] for k in ("nll", "nll_se", "elbo", "kl", "active_units")}, eval_epoch=last["epoch"])
             if refs:
@@ -77,6 +95,9 @@ def markdown(spec: Spec, table: list[dict]) -> str:
     head = ["run", *spec.varying(), "epochs", "best valid bound", "eval epoch", nll, "-ELBO", "KL", "active units", "train h"]
     if spec.references:
         head += ["published", "verdict"]
+    notes = any(r["note"] for r in table)
+    if notes:
+        head.append("note")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [r["run"], *(_fmt(r[k]) for k in spec.varying()), f"{r['epochs_done']}/{r['epochs']}",
@@ -86,6 +107,8 @@ def markdown(spec: Spec, table: list[dict]) -> str:
                  f"{r['train_seconds'] / 3600:.2f}"]
         if spec.references:
             cells += [_fmt(r["published_nll"]), r["verdict"]]
+        if notes:
+            cells.append(r["note"].replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -129,14 +152,17 @@ def picture(spec: Spec, table: list[dict], path: Path) -> Path:
     return path
 
 
-def write_report(spec: Spec) -> tuple[str, list[Path]]:
-    """(the Markdown table, the files written: report.md, report.csv, report.png in spec.out)."""
+def write_report(spec: Spec, notes: bool = False) -> tuple:
+    """(the Markdown table, the files written: report.md, report.csv, report.png in spec.out), and with notes, the runs'
+    notes ({run: note} for the runs with a damaged file)."""
     table = rows(spec)
-    spec.out.mkdir(parents=True, exist_ok=True)
+    claim_out(spec)
     md = markdown(spec, table)
     refs = "".join(f"\n- published {r['nll']:.2f} for {json.dumps(r['where'])}: {r['source']}" for r in spec.references)
     paths = [spec.out / "report.md", spec.out / "report.csv", spec.out / "report.png"]
     write_text(paths[0], f"# {spec.path.name}\n\n{md}\n{refs}\n")
     write_text(paths[1], to_csv(spec, table))
     picture(spec, table, paths[2])
+    if notes:
+        return md, paths, {r["run"]: r["note"] for r in table if r["note"]}
     return md, paths

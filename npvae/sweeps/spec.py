@@ -26,8 +26,12 @@
     source = "Burda et al. 2016, App. D"
 
 Each grid point is one run directory under `out`, named by its grid values in grid order (`k-5_objective-iwae`), so
-an edited grid keeps the names of the points it kept. Everything is checked here, before a run is submitted: unknown
-keys and invalid values are refused with the key's name.
+an edited grid keeps the names of the points it kept: `_` separates the pairs and the first `-` of a pair ends its key,
+so a key's own `_` is written `.` (`batch_size = [10]` gives `batch.size-10`) and a value's `_` (an option's value or
+a set's name) `+`, as any character other than letters, digits, `.`, `+` and `-` (an architecture's `:`). Two grid
+keys written alike (`a_b` and `a.b`) are refused, so a name still reads back to one key per pair. A grid of more than
+MAX_RUNS points is refused before it is expanded. Everything is checked here, before a run is submitted: unknown keys
+and invalid values are refused with the key's name.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..store import run_dir as rd
 from ..training.config import TrainConfig
 
 SECTIONS = ("sweep", "base", "grid", "eval", "reference")
@@ -47,6 +52,7 @@ EVAL_KEYS = ("k", "split", "epochs", "checkpoint", "seed", "backend")
 REFERENCE_KEYS = ("where", "nll", "source")
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+MAX_RUNS = 10_000  # the most points a grid may have: counted before it is expanded (docs/sweep.md)
 
 
 class SpecError(ValueError):
@@ -183,11 +189,28 @@ def _value(where: str, key: str, field: str, v):
     return float(v) if kind is float else v
 
 
+def _count(where: str, grid: dict) -> None:
+    """Refuse a grid of more than MAX_RUNS points, counted from its keys' lengths before anything is expanded."""
+    sizes = {k: len(v) for k, v in grid.items() if isinstance(v, (list, dict))}  # other kinds are refused by _grid
+    n = math.prod(sizes.values())
+    if n > MAX_RUNS:
+        shown = " x ".join(f"{k} {m:,}" for k, m in sizes.items())
+        raise SpecError(f"{where}: the grid has {n:,} points ({shown}), more than the {MAX_RUNS:,} a sweep may run "
+                        "(npvae.sweeps.spec.MAX_RUNS): split it into several SPECs or shorten its lists")
+
+
 def _grid(where: str, grid: dict, base: dict) -> dict:
+    _count(where, grid)
     seen = {}  # option -> the grid key that sets it
+    forms = {}  # a key as run names write it -> the key
     out = {}
     for key, values in grid.items():
         _slug_ok(where, f"grid.{key}", key, "a grid key")
+        form = _key_form(key)
+        if form in forms:
+            raise SpecError(f"{where}: grid.{forms[form]} and grid.{key} are both written {form} in run names "
+                            "(a key's _ is written .): rename one")
+        forms[form] = key
         if isinstance(values, list):
             if key not in FIELDS:
                 raise SpecError(f"{where}: unknown option grid.{key}: a list of values needs a TrainConfig field "
@@ -220,12 +243,18 @@ def _grid(where: str, grid: dict, base: dict) -> dict:
     return out
 
 
-SLUG = re.compile(r"[^A-Za-z0-9.+-]")
+SLUG = re.compile(r"[^A-Za-z0-9.+-]")  # what a run name writes as "+" in a value
+NAME_OK = re.compile(r"[A-Za-z0-9._+-]+")  # a grid key or a set's name
 
 
 def _slug_ok(where: str, key: str, name: str, what: str = "a set's name") -> None:
-    if not name or SLUG.search(name):
-        raise SpecError(f"{where}: {key}: {what} is used in run names: letters, digits, '.', '+', '-' only")
+    if not NAME_OK.fullmatch(name):
+        raise SpecError(f"{where}: {key}: {what} is used in run names: letters, digits, '_', '.', '+', '-' only")
+
+
+def _key_form(key: str) -> str:
+    """A grid key as run names write it: its _ as . (run names separate their key-value pairs with _)."""
+    return key.replace("_", ".")
 
 
 def _slug(v) -> str:
@@ -241,7 +270,7 @@ def _points(where: str, base: dict, grid: dict) -> tuple[Point, ...]:
         options = dict(base)
         for key, choice in zip(keys, combo):
             options.update(grid[key][choice] if isinstance(grid[key], dict) else {key: choice})
-        name = "_".join(f"{key}-{_slug(c)}" for key, c in zip(keys, combo)) or "run"
+        name = "_".join(f"{_key_form(key)}-{_slug(c)}" for key, c in zip(keys, combo)) or "run"
         if name.lower() in names:  # lower: one directory on file systems that ignore case
             raise SpecError(f"{where}: grid points {names[name.lower()]} and {combo} have the same run name {name} "
                             "(letter case aside)")
@@ -309,3 +338,14 @@ def _matches(reference: dict, point: Point) -> bool:
 def references_for(spec: Spec, point: Point) -> list[dict]:
     """The references whose `where` the point matches."""
     return [r for r in spec.references if _matches(r, point)]
+
+
+SWEEP_MARKER = ".npvae-sweep"  # in sweep.out: a directory npvae's sweep made
+
+
+def claim_out(spec: Spec) -> Path:
+    """spec.out for a sweep to write into (its runs, lock, pending rows, report): new, empty, or a sweep's (the marker, a
+    report, the sweep's lock or one of its run directories), never a directory of the user's own files (RunDirError)."""
+    ours = ("report.md", "report.csv", "report.png", ".lock", ".pending", *(p.name for p in spec.points))
+    return rd.claim_dir(spec.out, SWEEP_MARKER, "sweep.out", "an npvae sweep directory", ours=ours)
+

@@ -13,7 +13,27 @@ import time
 from pathlib import Path
 
 _datasets: dict = {}
-LOCK_WAIT_S = 300  # how long a chunk waits for a run that another process still writes (npvae.sweeps.driver's docstring)
+LOCK_WAIT_S = 300  # how long a write of the sweep into a run directory (a chunk, an evaluation's row) waits for the
+# run's lock while another process holds it (npvae.sweeps.driver's docstring)
+LOCK_POLL_S = 2.0  # how often it tries again meanwhile
+
+
+def until_unlocked(step):
+    """step()'s value, step tried again every LOCK_POLL_S while it raises RunLocked, for up to LOCK_WAIT_S (then the
+    RunLocked). The driver's own writes into run directories wait the same way without blocking the driver
+    (npvae.sweeps.driver)."""
+    from ..store.run_dir import RunLocked
+
+    deadline = time.time() + LOCK_WAIT_S
+    while True:
+        try:
+            return step()
+        except RunLocked:
+            if time.time() > deadline:
+                raise
+            time.sleep(LOCK_POLL_S)  # an earlier attempt still writes the run: on a worker the scheduler gave up on, a
+            # chunk an earlier sweep left running on an external cluster (Dask does not stop a running task), or a
+            # user's own npvae train --resume
 
 
 def dataset_for(config, data: dict):
@@ -39,19 +59,16 @@ def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
     config = TrainConfig.from_dict(config)
     dataset = dataset_for(config, data)
     run_dir = Path(run_dir)
-    t0, deadline = time.time(), time.time() + LOCK_WAIT_S
-    while True:
+    t0, started = time.time(), []
+
+    def step():
         last = rd.checkpoint_path(run_dir, "last")
-        start = read_meta(last)["epoch"] if last.exists() else 0
-        try:
-            state = train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
-                          data_source={"dataset": config.dataset, "dir": dataset.source})
-            break
-        except rd.RunLocked:
-            if time.time() > deadline:
-                raise
-            time.sleep(2.0)  # an earlier attempt still writes the run: on a worker the scheduler gave up on, or a chunk
-            # an earlier sweep left running on an external cluster (Dask does not stop a running task)
+        started.append(read_meta(last)["epoch"] if last.exists() else 0)
+        return train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
+                     data_source={"dataset": config.dataset, "dir": dataset.source})
+
+    state = until_unlocked(step)
+    start = started[-1]
     h = state.history
     return {"epoch": state.epoch, "started_at": start, "valid_bound": h["valid_bound"][-1] if h["valid_bound"] else None,
             "best_valid": state.best_valid, "seconds": time.time() - t0, "pid": os.getpid(), "host": socket.gethostname()}

@@ -43,7 +43,12 @@ class AbsurdBoundWarning(RuntimeWarning):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: the epoch in progress was abandoned; the message says what is on disk and how to resume."""
+    """Ctrl-C (or a KeyboardInterrupt with a `signum`: SIGTERM, SIGHUP, see npvae.cli) during training: the epoch in
+    progress was abandoned; the message says what is on disk and how to resume; `signum` which signal stopped it."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum
 
 
 def _fixed_valid(config: TrainConfig, dataset: Dataset):
@@ -162,6 +167,10 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
         # The backend changes where the kernels run, not the run (results agree to rounding; bit for bit only on the same one).
         if {**saved_config.to_dict(), "epochs": config.epochs, "backend": config.backend} != config.to_dict():
             raise ValueError("resume: the run's config differs from the one given (only --epochs may change, and --backend)")
+        done = read_meta(last)["epoch"]
+        if config.epochs < done:  # config.json would say fewer epochs than the checkpoints hold
+            raise ValueError(f"resume: {run_dir} has trained {done} epochs, more than the {config.epochs} asked for; "
+                             f"give --epochs {done} or more (the run is left as it is)")
     arch = preflight(config, dataset)
     if not resume:
         rd.claim_new(run_dir)
@@ -184,8 +193,9 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
         try:
             with np.errstate(all="ignore"):  # divergence is detected from the values, and reported once, below
                 _epochs(config, dataset, run_dir, arch, state, progress, log)
-        except KeyboardInterrupt:
-            raise _interrupted(run_dir, state) from None
+        except KeyboardInterrupt as e:
+            rd.clean_temporaries(run_dir)  # still holding the lock: nothing half-written is left for the next writer
+            raise _interrupted(run_dir, state, getattr(e, "signum", 2)) from None
     return state
 
 
@@ -201,16 +211,19 @@ def _convert_legacy(run_dir: Path, log) -> None:
         log(f"note: converted {', '.join(w + rd.LEGACY_SUFFIX for w in olds)} (npvae 0.1) to safetensors checkpoints")
 
 
-def _interrupted(run_dir: Path, state: TrainState) -> TrainingInterrupted:
-    """The message after Ctrl-C: what is on disk (read back: Ctrl-C may land after an epoch ends and before its
-    checkpoint is written), and the command that continues."""
+def _interrupted(run_dir: Path, state: TrainState, signum: int) -> TrainingInterrupted:
+    """The message after Ctrl-C (or SIGTERM, SIGHUP): what is on disk (read back: the signal may land after an epoch ends
+    and before its checkpoint is written), and the command that continues."""
+    import signal
+
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     last = rd.checkpoint_path(run_dir, "last")
     if not last.exists():
-        return TrainingInterrupted(f"interrupted during epoch 1: no epoch was saved; "
-                                   f"start again (the same command, with --out {run_dir})")
+        return TrainingInterrupted(f"{how} during epoch 1: no epoch was saved; "
+                                   f"start again (the same command, with --out {run_dir})", signum)
     held = read_meta(last)["epoch"]
-    return TrainingInterrupted(f"interrupted during epoch {held + 1}; {last} holds epoch {held}; "
-                               f"continue with: npvae train --resume {run_dir}")
+    return TrainingInterrupted(f"{how} during epoch {held + 1}; {last} holds epoch {held}; "
+                               f"continue with: npvae train --resume {run_dir}", signum)
 
 
 def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log) -> None:
