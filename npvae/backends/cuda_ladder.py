@@ -61,11 +61,7 @@ def latent() -> ladder.Latent:
             lp_lq = -kl.copy_to_host().reshape(top.mu.shape[:-1])  # (N,) for L = 1, else (K, N)
         else:
             lp_lq = top.sample_cache[1] - top.sample_cache[0]
-        below = None
-        for layer in f.layers[:-1]:
-            term = layer.log_p - layer.sample_cache[0]
-            below = term if below is None else below + term
-        return np.broadcast_to(lp_lq if below is None else below + lp_lq, top.eps.shape[:2])
+        return ladder.sum_latent_terms(f, lp_lq, lambda layer: layer.sample_cache[0])
 
     def prior_back(l, dz, c, layer):
         res, sd = layer.p_cache

@@ -51,7 +51,6 @@ def latent(ws) -> ladder.Latent:
 
     def log_weights(f, analytic):
         top = f.layers[-1]
-        K, N, _ = top.eps.shape
         if analytic:
             mu = _rows(top.mu)
             kl = buf(0, "kl", (mu.shape[0],), mu.dtype)
@@ -59,11 +58,7 @@ def latent(ws) -> ladder.Latent:
             lp_lq = -kl.reshape(top.mu.shape[:-1])  # (N,) for L = 1, else (K, N)
         else:
             lp_lq = top.sample_cache[2] - top.sample_cache[1]
-        below = None
-        for layer in f.layers[:-1]:
-            term = layer.log_p - layer.sample_cache[1]
-            below = term if below is None else below + term
-        return np.broadcast_to(lp_lq if below is None else below + lp_lq, (K, N))
+        return ladder.sum_latent_terms(f, lp_lq, lambda layer: layer.sample_cache[1])
 
     def prior_back(l, dz, c, layer):
         res, sd = layer.p_cache

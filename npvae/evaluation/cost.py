@@ -14,6 +14,7 @@ import numpy as np
 
 from ..objectives import log_px
 from ..store.data import as_float
+from .evaluate import params_dtype
 
 PROBE_POINTS, PROBE_K = 50, 50
 MAX_SECONDS = 30 * 24 * 3600  # one process for a month: beyond it, a refusal (the README's reliability table)
@@ -21,7 +22,7 @@ MAX_SECONDS = 30 * 24 * 3600  # one process for a month: beyond it, a refusal (t
 
 def seconds_per_pair(params, arch, x, backend: str = "numpy") -> float:
     """The time of one (importance sample, point) pair of log p(x), measured on a probe of x's first points."""
-    xb = as_float(x[:PROBE_POINTS], params[0][0].W.dtype)
+    xb = as_float(x[:PROBE_POINTS], params_dtype(params))
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()

@@ -230,15 +230,20 @@ def latent_log_weights(f: Forward, analytic: bool = False):
     a_k = log p(x|z_1k) + beta lp_lq; with `analytic` the top pair is -KL(q(z_L|z_{L-1,k}) || N(0, I))."""
     top = f.layers[-1]
     if analytic:
-        lp_lq = -kl_std_normal_forward(top.mu, top.lv)  # (K, N): one KL per sample k; (N,) when L = 1
+        top_term = -kl_std_normal_forward(top.mu, top.lv)  # (K, N): one KL per sample k; (N,) when L = 1
     else:
-        lp_lq = log_std_normal(top.z) - log_prob_eps(top.lv, top.eps)
+        top_term = log_std_normal(top.z) - log_prob_eps(top.lv, top.eps)
+    return sum_latent_terms(f, top_term, lambda layer: log_prob_eps(layer.lv, layer.eps))
+
+
+def sum_latent_terms(f: Forward, top_term, log_q):
+    """sum_{l<L} [layer.log_p - log_q(layer)] + top_term, broadcast to (K, N): latent_log_weights' sum, in its order,
+    for a backend whose hooks computed log q (log_q(layer) -> (K, N)) and the top pair (top_term) its own way."""
     below = None
     for layer in f.layers[:-1]:
-        term = layer.log_p - log_prob_eps(layer.lv, layer.eps)
+        term = layer.log_p - log_q(layer)
         below = term if below is None else below + term
-    lp_lq = lp_lq if below is None else below + lp_lq
-    return np.broadcast_to(lp_lq, top.eps.shape[:2])
+    return np.broadcast_to(top_term if below is None else below + top_term, f.layers[-1].eps.shape[:2])
 
 
 def _mlp_back(ops, tag, layers, cache, d, activation, need_dx: bool = True):
