@@ -2,7 +2,7 @@
 
 For "this change is no slower": check the old commit out beside the new one (git worktree add ../old REV), then
 
-    python bench/ab_commits.py --old ../old --new . --data-dir ../shared/data --rounds 5
+    python bench/ab_commits.py --old ../old --new . --data-dir DIR --rounds 5
 
 Each round runs every version once, in alternating order (old first in odd rounds), each in its own
 process with PYTHONPATH at its tree and its own numba cache (compiled before the clock by bench_train's
@@ -43,7 +43,7 @@ def run_version(tree: Path, args, tmp: Path, tag: str) -> dict:
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # benchmark with the library's own kernel choice (see RESULTS.md)
         env.pop(var, None)
     out = tmp / f"{tag}.json"
-    cmd = [sys.executable, str(tree / "bench" / "bench_train.py"), "--data-dir", args.data_dir, "--workloads", args.workloads,
+    cmd = [sys.executable, str(tree / "bench" / "bench_train.py"), *(["--data-dir", args.data_dir] if args.data_dir else []), "--workloads", args.workloads,
            "--backends", args.backends, "--steps", str(args.steps), "--repeats", "1", "--eval-n", str(args.eval_n),
            "--eval-k", str(args.eval_k), "--json", str(out)]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--old", required=True, type=Path)
     p.add_argument("--new", required=True, type=Path)
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
     p.add_argument("--workloads", default="A,B-k1,B-k5,eval")
     p.add_argument("--backends", default="numpy,numba")
     p.add_argument("--steps", type=int, default=20)

@@ -14,7 +14,7 @@ not timed. Each figure is the median of --repeats timed runs of --steps steps, i
 
     python bench/bench_train.py                                # full: ~10 minutes, eval k=5000 on 1000 points
     python bench/bench_train.py --quick                        # < 2 minutes
-    python bench/bench_train.py --data-dir ../shared/data --json runs/bench.json
+    python bench/bench_train.py --data-dir DIR --json runs/bench.json
     python bench/bench_train.py --backends numba,cuda,torch --torch-device cuda   # on an NVIDIA GPU
     taskset -c 0 python bench/bench_train.py --end-to-end --workloads A,B-k1,B-k50 --backends numba,torch,jax   # bench/end_to_end.py
 
@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from npvae import Likelihood, log_px, models, objective
 from npvae.backends import get as get_backend
 from npvae.store.data import subset_indices
-from npvae.store.data import load
+from npvae.store.data import load, user_search_dirs
 from npvae.nn.optim import adam_init
 
 WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
@@ -304,7 +304,7 @@ def table(results, backends) -> str:
 
 def main(argv=None, prog=None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
     p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
     p.add_argument("--backends", default="numpy,numba,torch,jax",
                    help="comma-separated numpy, numba, cuda (device-resident training), torch, jax; torch and jax are skipped when they do not import")
@@ -335,8 +335,8 @@ def main(argv=None, prog=None) -> int:
     backends = [b for b in asked if b not in importable or importable[b]() is not None]
     missing = [b for b in asked if b not in backends]
     info = machine()
-    d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
-    compact = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32, compact=True) if args.end_to_end else None
+    d = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32)
+    compact = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32, compact=True) if args.end_to_end else None
     results, e2e = {}, {}
     for name in args.workloads.split(","):
         if name == "eval":

@@ -1,6 +1,6 @@
 """What a Burda et al. reproduction run costs on this machine: training steps of k = 1, 5, 50 timed side by side.
 
-    python bench/cost_iwae.py --data-dir ../shared/data            # prints ms a step per k and the projected hours
+    python bench/cost_iwae.py --data-dir DIR            # prints ms a step per k and the projected hours
 
 The trainer's own stepper (the backend's `stepper`, as npvae.training.loop builds it: the objective and Adam, batch 20,
 float32, one BLAS thread) runs `--steps` steps for each k in turn, `--repeats` times, interleaved so that a shared machine's
@@ -11,6 +11,7 @@ load falls on every k alike; the median is projected to 3280 epochs of 2500 step
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -21,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from npvae.backends import get as get_backend
 from npvae.backends import resolve
 from npvae.training.config import TrainConfig
-from npvae.store.data import load, subset_indices
+from npvae.store.data import load, subset_indices, user_search_dirs
 from npvae.evaluation.evaluate import evaluate
 from npvae.vae.models import unflatten
 from npvae.training.loop import new_state
@@ -31,7 +32,7 @@ EPOCHS, STEPS_PER_EPOCH, EVALUATIONS = 3280, 2500, 8
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
     p.add_argument("--ks", default="1,5,50")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     threadpool_limits(1)
     backend = resolve(args.backend)
-    data = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
+    data = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32)
     steppers = {}
     for k in (int(s) for s in args.ks.split(",")):
         cfg = TrainConfig(dataset="binarized-mnist", arch="784-200-200-50", bound="iwae" if k > 1 else "elbo", k=k,

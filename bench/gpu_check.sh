@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent NVIDIA GPU (issue 5): the CUDA tests on the real target, then the GPU benchmarks.
 #
-# On the developer's machine, once, so that the data travel with the working tree (../shared does not):
-#     echo /.devdata/ >> .git/info/exclude && mkdir -p .devdata && cp ../shared/data/binarized_mnist.npz .devdata/
+# Once, so that the data travel with the working tree (only tracked and carried files reach the device):
+#     echo /.devdata/ >> .git/info/exclude && mkdir -p .devdata && cp DIR/binarized_mnist.npz .devdata/
 # then, through the device tool:  run(command="bash bench/gpu_check.sh", carry=[".devdata"], timeout_s=600)
 #
 # The device image has python3 with numba, numba-cuda, CuPy, PyTorch, scipy, scikit-learn, matplotlib, pytest
@@ -13,8 +13,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/npvae-gpu}"
 mkdir -p "$OUT"
-DATA=.devdata
-[ -f "$DATA/binarized_mnist.npz" ] || DATA=../shared/data
+DATA="${NPVAE_DATA_DIR:-.devdata}"
 
 stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, and report the exit status and time
   local name=$1 limit=$2

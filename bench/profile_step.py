@@ -10,6 +10,7 @@ what is left (validation, unflatten, allocation). The wrappers add ~1 us per cal
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,17 +24,17 @@ from bench_train import WORKLOADS, npvae_steps, problem  # noqa: E402
 import npvae.backends.binary_input as binary_input  # noqa: E402
 import npvae.backends.kernels as kern  # noqa: E402
 import npvae.backends.numba_cpu as numba_cpu  # noqa: E402
-from npvae.store.data import load  # noqa: E402
+from npvae.store.data import load, user_search_dirs  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workload", choices=list(WORKLOADS), nargs="?", default="A")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
     args = p.parse_args(argv)
     threadpool_limits(1)
-    d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
+    d = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32)
     arch, params, batches, eps, options = problem(args.workload, d.train, args.steps + 5)
     run = npvae_steps("numba", arch, params, batches, eps, options)
     run(0, 5)  # compile and warm up, untimed

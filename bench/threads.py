@@ -6,7 +6,7 @@ samples at once. numba's fused kernels in a training step stay on one thread. Ea
 machine's load falls on both); the same batches, noise and parameters at every thread count, and the results are
 compared: a different number of BLAS threads may only change the rounding of the products' sums.
 
-    python bench/threads.py --data-dir ../shared/data            # 1 vs 2 threads, ~3 minutes
+    python bench/threads.py --data-dir DIR            # 1 vs 2 threads, ~3 minutes
     python bench/threads.py --threads 1,2 --eval-n 200 --eval-k 5000
 """
 
@@ -27,7 +27,7 @@ from bench_train import BATCH, machine, npvae_steps, problem  # noqa: E402
 
 from npvae import log_px  # noqa: E402
 from npvae.backends.workers import set_threads  # noqa: E402
-from npvae.store.data import load, subset_indices  # noqa: E402
+from npvae.store.data import load, subset_indices, user_search_dirs  # noqa: E402
 
 
 def train_runner(name, x_train, steps):
@@ -65,7 +65,7 @@ def eval_runner(x_test, n, k):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts; the first is the reference")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=100, help="timed steps of arch A (B k = 50: a fifth of it)")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="runs/threads.json")
     args = p.parse_args(argv)
     counts = [int(t) for t in args.threads.split(",")]
-    d = load("binarized-mnist", search_dirs=[args.data_dir], dtype=np.float32)
+    d = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32)
     jobs = {"A": train_runner("A", d.train, args.steps), "B-k50": train_runner("B-k50", d.train, max(2, args.steps // 5)),
             "eval": eval_runner(d.test, args.eval_n, args.eval_k)}
     results = {}

@@ -1,7 +1,7 @@
 """Input checks for the public boundary: one clear ValueError instead of a traceback from deep inside.
 
 Public functions call these once on their arguments; private cores and kernels trust their inputs
-(STYLE.md, habit 7). Nothing here reshapes or changes dtype: a wrong input is an error, not a fix.
+Nothing here reshapes or changes dtype: a wrong input is an error, not a fix.
 """
 
 from __future__ import annotations

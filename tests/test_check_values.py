@@ -35,7 +35,7 @@ def test_kl_without_its_half_is_caught(monkeypatch):
 
 
 def test_an_elbo_whose_sampler_reads_log_var_as_log_std_is_caught(monkeypatch):
-    """numpy-ml's bug (STYLE.md): z = mu + exp(log_var) eps. The value rows see it in the MC ELBO against the closed form."""
+    """numpy-ml's VAE bug: z = mu + exp(log_var) eps. The value rows see it in the MC ELBO against the closed form."""
     import npvae.vae.one_layer_objective as obj
     from npvae.maths import gaussian
 

@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from conftest import SHARED_DATA
 from npvae.store import _download, data
 from npvae.store.data import DATASETS, Dataset, binarize_dynamic, default_cache_dir, default_search_dirs, load
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = next((d for d in (REPO.parent / "shared" / "data", Path("/work/shared/data"))
-               if (d / "binarized_mnist.npz").is_file()), None)
-needs_bmnist = pytest.mark.skipif(SHARED is None, reason="binarized_mnist.npz not found in ../shared/data")
+SHARED = SHARED_DATA if (SHARED_DATA / "binarized_mnist.npz").is_file() else None
+needs_bmnist = pytest.mark.skipif(SHARED is None, reason="binarized_mnist.npz not found (set NPVAE_DATA_DIR)")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
                                    reason="Debian package dataset-fashion-mnist not installed")
 
-# The table of /work/shared/data/README.md: rows, mean pixel (6 decimals), sha256 of the unpacked uint8 bytes.
+# The published table of the static binarisation: rows, mean pixel (6 decimals), sha256 of the unpacked uint8 bytes.
 README = {
     "train": (50_000, 0.130562, "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a"),
     "valid": (10_000, 0.131127, "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e"),

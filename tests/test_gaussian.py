@@ -30,8 +30,29 @@ def test_log_prob_matches_scipy_and_eps_form(rng):
     np.testing.assert_allclose(g.log_std_normal(z), stats.norm.logpdf(z).sum(-1), rtol=1e-13)
 
 
+def test_log_std_normal_grad_vs_finite_differences(rng):
+    """d log N(z; 0, I) / dz = -z, against central differences of log_std_normal (docs/maths.md, "The log-densities")."""
+    z, c = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2))
+    f = lambda a: float(np.sum(c * g.log_std_normal(a[0])))
+    np.testing.assert_allclose(c[..., None] * g.log_std_normal_grad(z), elementwise(f, [z], 0, 1e-6), rtol=1e-7, atol=1e-9)
+
+
+def test_log_q_total_derivative_along_the_sample_is_zero_and_minus_half(rng):
+    """sum_k log q(z_k(mu, v); mu, v), z_k = mu + exp(v/2) eps_k, has total derivative 0 in mu and -K/2 in each v_j.
+
+    The density is the z form (log_prob), not the eps form whose structure the claim comes from. |f| ~ 30 and
+    h = 1e-6 give a rounding error of ~1e-16 |f| / h ~ 3e-9 per derivative; a wrong factor (-1 instead of -1/2,
+    or a score term left in) is off by O(1).
+    """
+    K = 4
+    mu, lv, eps = rng.standard_normal((2, 3)), rng.uniform(-1, 1, (2, 3)), rng.standard_normal((K, 2, 3))
+    f = lambda a: float(np.sum(g.log_prob(g.sample_forward(a[0], a[1], eps)[0], a[0], a[1])))
+    np.testing.assert_allclose(elementwise(f, [mu, lv], 0, 1e-6), 0.0, atol=1e-7)
+    np.testing.assert_allclose(elementwise(f, [mu, lv], 1, 1e-6), -K / 2, rtol=0, atol=1e-7)
+
+
 def test_kl_matches_full_covariance_formula(rng):
-    """Diagonal KL to N(0, I) vs the general KL(N(m0, S0) || N(m1, S1)) of MATHS.md, computed with dense matrices."""
+    """Diagonal KL to N(0, I) vs the general KL(N(m0, S0) || N(m1, S1)) (docs/maths.md, "Full covariance"), with dense matrices."""
     mu, log_var = rng.standard_normal((3, 4)), rng.uniform(-3, 3, (3, 4))
     for n in range(3):
         S0 = np.diag(np.exp(log_var[n]))

@@ -1,5 +1,5 @@
 """The linear-Gaussian oracle against independent routes: scipy densities, textbook Gaussian conditioning,
-scikit-learn's PCA, explicit full-covariance formulas, and the identities of MATHS.md ("pPCA")."""
+scikit-learn's PCA, explicit full-covariance formulas, and the identities of pPCA (Tipping & Bishop 1999; docs/maths.md, "The linear-Gaussian model")."""
 
 import math
 

@@ -20,7 +20,7 @@ dims = st.integers(2, 7).flatmap(lambda D: st.tuples(st.just(D), st.integers(1, 
 @settings(max_examples=60, deadline=None)
 @given(dims, st.integers(0, 2**32 - 1), st.floats(0.1, 2.0), st.floats(0.1, 5.0))
 def test_exact_posterior_makes_every_bound_exact_for_every_eps(DZ, seed, sigma2, eps_scale):
-    """At q = p(z|x) each log-weight equals log p(x): MC ELBO and IWAE_K are exact with zero variance (MATHS.md)."""
+    """At q = p(z|x) each log-weight equals log p(x): MC ELBO and IWAE_K are exact with zero variance (docs/maths.md, "At the exact posterior")."""
     D, Z = DZ
     rng = np.random.default_rng(seed)
     model = orthogonal_model(rng, D, Z, sigma2)

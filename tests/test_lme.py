@@ -1,4 +1,4 @@
-"""log-mean-exp: the facts of MATHS.md for ANY finite log-weights (hypothesis), its gradient, and -inf handling."""
+"""log-mean-exp (docs/maths.md, "Log-mean-exp"): its facts for ANY finite log-weights (hypothesis), its gradient, and -inf handling."""
 
 import numpy as np
 import pytest

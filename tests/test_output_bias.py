@@ -99,7 +99,7 @@ def test_default_digits_run_starts_from_a_better_bound(digits, tmp_path):
     assert data[1] > zero[1] and data[2] > zero[2]  # and the first epoch is better for it
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "binarized_mnist.npz").exists(), reason="needs ../shared/data/binarized_mnist.npz")
+@pytest.mark.skipif(not (SHARED_DATA / "binarized_mnist.npz").exists(), reason="needs binarized_mnist.npz (set NPVAE_DATA_DIR)")
 def test_binarized_mnist_run_starts_from_a_better_bound():
     data = load("binarized-mnist", search_dirs=[SHARED_DATA], dtype=np.float32)
     x_valid = data.valid[subset_indices(500, data.valid.shape[0], np.random.default_rng(0))]

@@ -2,7 +2,8 @@
 
 Gradient rows prove that a backward pass matches its forward pass; these prove that the forward passes are
 the right numbers: the ELBO (analytic and MC KL) and the KL against LinearGaussian's closed forms, IWAE values
-against a log-sum-exp of the log-weights and the log-weights against scipy's densities, log p(x) on a
+against a log-sum-exp of the log-weights and the log-weights against scipy's densities (Gaussian and
+Bernoulli VAEs), log p(x) on a
 784-dimensional model against its exact marginal, the likelihoods at extreme outputs against 50-digit decimal
 arithmetic, and the optimisers' first steps against the update rules written out by hand.
 """
@@ -123,6 +124,35 @@ def log_px_rows(rng, D: int = 784, Z: int = 5, N: int = 20, k: int = 400) -> lis
     return rows
 
 
+def bernoulli_vae_rows(rng) -> list[dict]:
+    """A Bernoulli tanh VAE's log-weights (D = 6 pixels) against scipy.stats.bernoulli and norm, its MLPs written out here.
+
+    The likelihood rows below test one pixel at a time, where a mean over pixels equals their sum; this row sums
+    D = 6 of them, so a reconstruction term averaged over pixels (a classic bug) is off by a factor D here.
+    """
+    from ..likelihoods import Likelihood
+    from ..vae.model import Arch, init_params
+
+    arch = Arch(6, (5,), 3, "tanh", Likelihood("bernoulli"))
+    params = init_params(arch, rng)
+    N, K = 4, 5
+    x = (rng.random((N, 6)) < 0.5).astype(np.float64)
+    eps = rng.standard_normal((K, N, 3))
+
+    def mlp(layers, h):  # tanh after every layer but the last, h @ W + b (W: (inputs, outputs))
+        for i, layer in enumerate(layers):
+            h = h @ layer.W + layer.b
+            h = np.tanh(h) if i < len(layers) - 1 else h
+        return h
+
+    enc = mlp(params.encoder, x)
+    mu, sd = enc[:, :3], np.exp(0.5 * enc[:, 3:])
+    z = mu + sd * eps
+    probs = 1.0 / (1.0 + np.exp(-mlp(params.decoder, z)))  # moderate logits here: the plain sigmoid is exact enough
+    ref = (stats.bernoulli.logpmf(x[None], probs).sum(-1) + stats.norm.logpdf(z).sum(-1) - stats.norm.logpdf(z, mu, sd).sum(-1))
+    return [_row("value", "log-weights of a Bernoulli tanh VAE, D=6 pixels, vs scipy.stats.bernoulli and norm", _rel(log_weights(params, arch, x, eps), ref), 1e-12)]
+
+
 def _decimal_bernoulli(logit: float, x: float) -> Decimal:
     """log Bern(x | sigmoid(l)) = x l - log(1 + e^l), at 50 digits."""
     l = Decimal(logit)
@@ -192,4 +222,4 @@ def optimiser_rows() -> list[dict]:
 
 def value_rows(seed: int = 0) -> list[dict]:
     rng = np.random.default_rng([seed, 17])
-    return elbo_and_kl_rows(rng) + iwae_value_rows(rng) + log_px_rows(rng) + likelihood_rows() + optimiser_rows()
+    return elbo_and_kl_rows(rng) + iwae_value_rows(rng) + bernoulli_vae_rows(rng) + log_px_rows(rng) + likelihood_rows() + optimiser_rows()

@@ -97,10 +97,16 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
 
     c = _sub(sub, "check", "finite-difference gradient checks and exact bound checks (float64)",
              "Check npvae's own gradients against central differences (error-model tolerances, away from ReLU kinks) and its "
-             "bounds against closed forms and scipy. Exit 0 if every check passes, 1 if one fails.")
+             "bounds against closed forms and scipy. Exit 0 if every check passes, 1 if one fails. With --break NAME, an "
+             "exercise: the same checks with one classic VAE bug planted for the run, which rows catch it and why; exit 0 "
+             "if they catch it, 1 if not (--break list: the bugs).")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.add_argument("--verbose", action="store_true", help="one row per parameter instead of the worst per objective")
     c.add_argument("--seed", type=int, default=0, help="seed of the random models and noise")
+    # --break stays text here: cmd_check refuses an unknown name in one line, exit 2, before anything runs
+    c.add_argument("--break", dest="break_name", default=None, metavar="NAME",
+                   help="plant the classic bug NAME in npvae's maths for this run only (kl-no-half, logvar-as-logstd, ...; "
+                        "'list' names them all) and show which checks catch it")
     c.set_defaults(func=commands["check"])
 
     v = _sub(sub, "verify", "check someone else's VAE (weights, data, noise, values, gradients in FILE) against npvae",
@@ -166,7 +172,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     x.add_argument("--out", default=None, help="output directory (default runs/explain-TOPIC)")
     x.add_argument("--quick", action="store_true", help="a few seconds, smaller experiment")
     x.add_argument("--seed", type=int, default=0, help="seed of the experiment (default 0)")
-    x.add_argument("--data-dir", action="append", default=None, help="where binarized_mnist.npz is (posterior topic)")
+    _data_options(x)  # binarized_mnist.npz for posterior, gaps and generation (else the embedded digits, with a note)
     x.add_argument("--json", action="store_true", help="print the numbers as JSON")
     x.add_argument("--threads", **threads)
     x.set_defaults(func=commands["explain"])

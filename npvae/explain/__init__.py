@@ -20,6 +20,8 @@ _TOPICS = {
     "iwae": ("iwae", "What do K importance samples buy (IWAE), why sample z from the encoder, and what do they cost the encoder's gradient?"),
     "reparam": ("reparam", "Why the reparameterisation trick? Its gradient variance against the score function's"),
     "joint": ("joint", "The ELBO averaged over data as -KL(q(x) q(z|x) || p(x, z)) - H(q(x))"),
+    "gaps": ("gaps", "How much of log p(x) - ELBO is the Gaussian family's (approximation gap), how much the encoder's (amortisation gap)?"),
+    "generation": ("generation", "What does the decoder do alone, what does the encoder add, and why can a good ELBO give poor samples?"),
 }
 TOPICS = tuple(_TOPICS)
 QUESTIONS = {t: q for t, (_, q) in _TOPICS.items()}

@@ -18,16 +18,33 @@ from ..store import atomic
 from ..oracle.linear_chain import LinearGaussian
 from ..vae.model import VAEParams
 
-# One colour per role, the same in every figure of every topic.
-C_POSTERIOR, C_PRIOR, C_Q, C_BEST = "black", "0.55", "tab:blue", "tab:orange"
-C_REPARAM, C_STL, C_DREG, C_SCORE, C_DECODER = "tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple"
+# One colour per role, the same in every figure of every topic, and no two roles share a colour. A topic that
+# needs a new role adds it here (with its line of comment) rather than writing a colour into its figure.
+C_POSTERIOR = "black"            # the exact posterior p(z|x) and what it fixes: exact log p(x), E KL(q(z|x) || p(z|x))
+C_PRIOR = "0.55"                 # the prior p(z), the prior as a proposal, E KL(q(z|x) || p(z))
+C_Q = "tab:blue"                 # the encoder's q(z|x) and its bounds: the ELBO, IWAE with z ~ q(z|x), I_q(x; z)
+C_BEST = "tab:orange"            # the best attainable: the best diagonal q and its gap, the maximum-likelihood (pPCA) model
+C_AGGREGATE = "tab:olive"        # the aggregate posterior q(z) = E_q(x) q(z|x) and KL(q(z) || p(z))
+C_DATA = "#b8860b"               # the data distribution q(x) and its entropy H(q(x))
+C_JOINT = "tab:pink"             # the KL between joints, KL(q(x) q(z|x) || p(x, z))
+C_FIT = "#3a3a98"                # KL(q(x) || p(x)): how far the model's marginal p(x) is from the data
+C_DECODER = "tab:purple"         # the decoder: E_q log p(x|z) and the decoder's gradient
+C_REPARAM = "tab:cyan"           # the reparameterised gradient with every term sampled (Monte Carlo KL; IWAE's gradient)
+C_REPARAM_ANALYTIC = "#0b5d66"   # the reparameterised gradient with the KL term in closed form
+C_STL = "tab:green"              # sticking the landing, the path derivative only (Roeder et al. 2017; DReG at K = 1)
+C_DREG = "tab:brown"             # the doubly reparameterised IWAE gradient (Tucker et al. 2018)
+C_SCORE = "tab:red"              # the score-function (REINFORCE) gradient without a baseline
+C_SCORE_BASELINE = "#f28e8a"     # the score-function gradient with a baseline
+C_GUIDE = "0.3"                  # guides, not quantities: reference slopes, an estimator's ceiling, arrows
+C_UNRESOLVED = "0.88"            # shading over what a run's draws cannot resolve
+C_EDGE = "white"                 # the edge between adjacent bars (not a quantity)
 
 
 def correlated_model(rng: np.random.Generator, D: int, sigma2: float, cos: float, norms=(2.0, 1.5)) -> LinearGaussian:
     """A LinearGaussian with Z = 2 whose columns of W have lengths `norms` and cosine `cos`, in a random D-dim plane.
 
     M = W^T W + sigma2 I then has off-diagonal norms[0] norms[1] cos, so p(z|x) = N(., sigma2 M^-1) is
-    correlated (a diagonal q cannot match it) whenever cos != 0 (MATHS.md, "The linear-Gaussian model").
+    correlated (a diagonal q cannot match it) whenever cos != 0 (Tipping & Bishop 1999; docs/maths.md, "The linear-Gaussian model").
     """
     Q, _ = np.linalg.qr(rng.standard_normal((D, 2)))  # (D, 2), orthonormal columns
     a1, a2 = norms
@@ -36,7 +53,11 @@ def correlated_model(rng: np.random.Generator, D: int, sigma2: float, cos: float
 
 
 def correlation_gap(model: LinearGaussian) -> float:
-    """1/2 [sum_j log M_jj - log|M|]: log p(x) - ELBO of the best diagonal q, the same for every x (MATHS.md)."""
+    """1/2 [sum_j log M_jj - log|M|]: log p(x) - ELBO of the best diagonal q, the same for every x.
+
+    From the linear-Gaussian posterior N(., sigma2 M^-1) (Tipping & Bishop 1999;
+    docs/maths.md, "The best diagonal q and the correlation gap").
+    """
     M = model.W.T @ model.W + model.sigma2 * np.eye(model.Z)
     return 0.5 * float(np.sum(np.log(np.diag(M))) - np.linalg.slogdet(M)[1])
 
@@ -61,7 +82,10 @@ def read_decoder(params: VAEParams, sigma2: float) -> LinearGaussian:
 
 
 def kl_gauss(m0, S0, m1, S1) -> float:
-    """KL(N(m0, S0) || N(m1, S1)) = 1/2 [tr(S1^-1 S0) + (m1-m0)^T S1^-1 (m1-m0) - n + log|S1| - log|S0|] (MATHS.md)."""
+    """KL(N(m0, S0) || N(m1, S1)) = 1/2 [tr(S1^-1 S0) + (m1-m0)^T S1^-1 (m1-m0) - n + log|S1| - log|S0|].
+
+    docs/theory.md, section 4; docs/maths.md, "The KL between two Gaussians".
+    """
     d = m1 - m0
     return 0.5 * float(np.trace(np.linalg.solve(S1, S0)) + d @ np.linalg.solve(S1, d) - len(m0)
                        + np.linalg.slogdet(S1)[1] - np.linalg.slogdet(S0)[1])
@@ -140,6 +164,35 @@ def legend_below(ax, ncol: int = 1):
     y = ax.transAxes.inverted().transform((0.0, below))[1]
     return ax.legend(fontsize=8, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, y), borderaxespad=0.3,
                      frameon=False)
+
+
+def free_rect(ax, width: float, height: float, pad: float = 0.04):
+    """A corner [x0, y0, width, height] of ax (axes fraction) that no line or band of ax enters, or None if none is free.
+
+    For an inset (`ax.inset_axes(rect)`) that must not cover the panel's own curves; call it after the limits are set.
+    """
+    from matplotlib.path import Path as MplPath
+    from matplotlib.transforms import Bbox
+
+    to_axes = ax.transAxes.inverted()
+    paths = [(to_axes.transform(line.get_transform().transform(line.get_xydata())), False) for line in ax.get_lines()]
+    paths += [(to_axes.transform(coll.get_transform().transform(p.vertices)), True) for coll in ax.collections
+              for p in coll.get_paths()]
+    paths = [(MplPath(xy[np.all(np.isfinite(xy), axis=1)]), filled) for xy, filled in paths]
+    lo_x, lo_y = pad + 0.1, pad + 0.07  # room inside the panel for the inset's own tick labels, left of it and below
+    for x0, y0 in ((1 - pad - width, lo_y), (lo_x, lo_y), (1 - pad - width, 1 - pad - height), (lo_x, 1 - pad - height)):
+        box = Bbox.from_bounds(x0 - 0.1, y0 - 0.07, width + 0.1 + pad / 2, height + 0.07 + pad / 2)  # with its tick labels
+        if not any(len(path.vertices) and path.intersects_bbox(box, filled=filled) for path, filled in paths):
+            return [x0, y0, width, height]
+    return None
+
+
+def text_colour(background) -> str:
+    """Black or white, whichever reads better on `background` (a matplotlib colour): by its luminance."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(background)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
 def to_jsonable(obj):

@@ -79,16 +79,31 @@ def snr(params, arch, x, Ks, R: int, rng) -> dict:
     return out
 
 
+def _relation(value: float, ref: float, se: float) -> str:
+    """How value stands to ref, given its standard error: 'below' or 'above' it, or 'within 3 SE of' it."""
+    if abs(value - ref) <= 3 * se:
+        return "within 3 SE of"
+    return "below" if value < ref else "above"
+
+
 def finding(nb: dict) -> list[str]:
-    """The answer in three lines, with the numbers of this run: bounds at three K for each proposal, the SNR trends."""
+    """The answer in three lines, with the numbers of this run: bounds at three K for each proposal, the SNR trends.
+
+    Every comparison word is chosen from the numbers' signs: 'below' only where the value is below.
+    """
     K = nb["iwae"]["encoder"]["K"]
     at = sorted({0, len(K) // 2, len(K) - 1})  # the first, a middle and the last K
     bound = {p: np.mean(nb["iwae"][p]["mean"], axis=1) for p in ("encoder", "prior")}  # (len(K),): mean over the points
+    se = {p: np.sqrt(np.sum(np.asarray(nb["iwae"][p]["se"]) ** 2, axis=1)) / len(nb["x"]) for p in ("encoder", "prior")}
     ks = lambda p: ", ".join(f"K={K[i]} {bound[p][i]:.3f}" for i in at)  # noqa: E731
+    log_px = float(np.mean(nb["log_px"]))
+    last = _relation(bound["encoder"][-1], log_px, se["encoder"][-1])
+    looser = all(bound["prior"][i] < bound["encoder"][i] for i in at)
     s = nb["snr"]
     trend = lambda v: f"{v[0]:#.3g} -> {v[-1]:#.3g}"  # noqa: E731
-    return [f"z ~ q(z|x): IWAE_K {ks('encoder')}, below log p(x) = {np.mean(nb['log_px']):.3f} (mean of {len(nb['x'])} points).",
-            f"z ~ p(z) instead: {ks('prior')}: a far looser bound for the same K.",
+    return [f"z ~ q(z|x): IWAE_K {ks('encoder')}, the last {last} log p(x) = {log_px:.3f} (mean of {len(nb['x'])} points).",
+            f"z ~ p(z) instead: {ks('prior')}: " + ("a looser bound at each of these K." if looser else
+                                                    "not looser at every one of these K."),
             f"Gradient SNR from K={s['K'][0]} to {s['K'][-1]}: encoder {trend(s['iwae-reparam']['encoder'])} (reparam), "
             f"{trend(s['iwae-dreg']['encoder'])} (DReG); decoder {trend(s['iwae-reparam']['decoder'])}."]
 
@@ -121,35 +136,66 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
 
 
 def _plot(n: dict, out_dir) -> str:
-    """Three panels: the bound against K for two proposals; the gap on log-log axes with the 1/K law; the SNRs."""
-    fig = c.figure(16.5, 4.8)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.86, wspace=0.25)
+    """Write `draw`'s figure to out_dir/iwae.png; return the file name."""
+    return c.save_png(draw(n), out_dir, "iwae.png")
+
+
+def _bound_curves(n: dict, name: str):
+    """K (len(K),), the bound averaged over the points, and its standard error, for proposal `name`."""
+    cur = n["iwae"][name]
+    se = np.asarray(cur["se"])
+    return np.array(cur["K"], dtype=float), np.mean(cur["mean"], axis=1), np.sqrt(np.sum(se**2, axis=1)) / se.shape[1]
+
+
+def draw(n: dict):
+    """Three panels: the bound against K for two proposals (all of both curves, the encoder's enlarged in an inset);
+    the gap on log-log axes with the 1/K law; the gradients' SNRs. n: `run`'s numbers."""
+    proposals = (("encoder", c.C_Q, "z_k ~ q(z|x), the encoder"), ("prior", c.C_PRIOR, "z_k ~ p(z), the prior"))
+    fig = c.figure(16.5, 5.6)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.3, top=0.88, wspace=0.22)
     ax = fig.add_subplot(1, 3, 1)
-    exact = float(np.mean(n["log_px"]))
-    ax.axhline(exact, color=c.C_POSTERIOR, lw=2, label=f"log p(x) (exact) = {exact:.3f}")
-    ax.axhline(float(np.mean(n["elbo_closed_form"])), color=c.C_Q, ls="--", lw=1, label="ELBO of q (closed form)")
-    for name, colour, label in (("encoder", c.C_Q, "z_k ~ q(z|x), the encoder"), ("prior", c.C_PRIOR, "z_k ~ p(z), the prior")):
-        cur = n["iwae"][name]
-        m, se = np.mean(cur["mean"], axis=1), np.sqrt(np.mean(cur["se"] ** 2, axis=1) / cur["se"].shape[1])
-        ax.errorbar(cur["K"], m, yerr=2 * se, fmt="o-", color=colour, ms=4, capsize=2, label=f"IWAE_K, {label}")
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(exact - 1.0, exact + 0.15)
-    c.style(ax, "IWAE_K rises with K towards log p(x)", "K (importance samples)", "nats, average of 4 points")
+    exact, elbo = float(np.mean(n["log_px"])), float(np.mean(n["elbo_closed_form"]))
+
+    def bound_panel(a, names, label=True):
+        a.axhline(exact, color=c.C_POSTERIOR, lw=2, label=f"log p(x) (exact) = {exact:.3f}" if label else None)
+        a.axhline(elbo, color=c.C_Q, ls="--", lw=1, label=f"ELBO of q (closed form) = {elbo:.3f}" if label else None)
+        for name, colour, text in proposals:
+            if name in names:
+                K, m, se = _bound_curves(n, name)
+                a.errorbar(K, m, yerr=2 * se, fmt="o-", color=colour, ms=4 if label else 3, capsize=2,
+                           label=f"IWAE_K, {text} (+- 2 SE)" if label else None)
+        a.set_xscale("log", base=2)
+
+    bound_panel(ax, ("encoder", "prior"))
+    # Limits from every curve: the prior's bound starts tens of nats below log p(x). The encoder's curve, a few
+    # hundredths of a nat below it, is enlarged in an inset where the panel has room.
+    lows = [m - 2 * se for _, m, se in (_bound_curves(n, p) for p, _, _ in proposals)]
+    ax.set_ylim(*c.data_limits(*lows, [exact]))
+    c.style(ax, "IWAE_K rises with K towards log p(x)", "K (importance samples)", "nats, average of 4 points", legend=False)
+    c.legend_below(ax)
+    rect = c.free_rect(ax, 0.55, 0.5)
+    if rect is not None:
+        ins = ax.inset_axes(rect)
+        bound_panel(ins, ("encoder",), label=False)
+        K, m, se = _bound_curves(n, "encoder")
+        ins.set_ylim(*c.data_limits(m - 2 * se, m + 2 * se, [exact, elbo]))
+        ins.tick_params(labelsize=7)
+        ins.grid(alpha=0.3)
+        ins.set_title("enlarged: z ~ q(z|x)", fontsize=8)
     ax = fig.add_subplot(1, 3, 2)
-    for name, colour in (("encoder", c.C_Q), ("prior", c.C_PRIOR)):
-        cur = n["iwae"][name]
-        K = np.array(cur["K"], dtype=float)
-        gap = np.mean(n["log_px"] - cur["mean"], axis=1)
-        se = np.sqrt(np.mean(cur["se"] ** 2, axis=1) / cur["se"].shape[1])
+    for name, colour, _ in proposals:
+        K, m, se = _bound_curves(n, name)
+        gap = exact - m
         ok = gap > 3 * se  # a gap within three standard errors of 0 is not resolved: not drawn on a log axis
         ax.errorbar(K[ok], gap[ok], yerr=2 * se[ok], fmt="o-", color=colour, ms=4, capsize=2,
                     label=f"log p(x) - IWAE_K, proposal {name} (+- 2 SE)")
         a = np.mean(n["asymptote_K_times_gap"][name])
         if np.isfinite(a):
-            ax.plot(K, a / K, ":", color=colour, lw=2, label=f"Var[w] / (2 K p(x)^2) = {a:.2f} / K")
+            ax.plot(K, a / K, ":", color=colour, lw=2, label=f"Var[w] / (2 K p(x)^2) = {a:.2f} / K ({name})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    c.style(ax, "the gap closes like 1/K once K is large enough", "K (importance samples)", "nats")
+    c.style(ax, "the gap closes like 1/K once K is large enough", "K (importance samples)", "nats", legend=False)
+    c.legend_below(ax)
     ax = fig.add_subplot(1, 3, 3)
     s = n["snr"]
     K = np.array(s["K"], dtype=float)
@@ -158,14 +204,17 @@ def _plot(n: dict, out_dir) -> str:
     ax.plot(K, s["elbo-stl"]["encoder"], "^--", color=c.C_STL, lw=1.5, label="encoder, ELBO of K averaged samples, STL")
     ax.plot(K, s["iwae-reparam"]["decoder"], "D-", color=c.C_DECODER, lw=2, label="decoder, IWAE (any estimator)")
     ref = s["iwae-reparam"]["encoder"][0]
-    ax.plot(K, ref / np.sqrt(K), color="0.6", lw=1, ls="--", label="slopes K^(-1/2) and K^(+1/2)")
-    ax.plot(K, ref * np.sqrt(K), color="0.6", lw=1, ls="--")
+    ax.plot(K, ref / np.sqrt(K), color=c.C_GUIDE, lw=1, ls="-.", label="slopes K^(-1/2) and K^(+1/2)")
+    ax.plot(K, ref * np.sqrt(K), color=c.C_GUIDE, lw=1, ls="-.")
     floor = np.sqrt(2 / (np.pi * n["snr_replicates"]))  # E|mean| / std of R draws of a gradient whose true mean is 0
-    ax.axhspan(floor / 10, floor, color="0.85", zorder=0, label=f"not resolved by {n['snr_replicates']} draws")
-    ax.set_ylim(bottom=floor / 2)
+    values = [s[k][part] for k in ("iwae-reparam", "iwae-dreg", "elbo-stl") for part in ("encoder", "decoder")]
+    lo, hi = c.data_limits(*values, ref / np.sqrt(K), ref * np.sqrt(K), [floor], log=True)
+    ax.axhspan(lo, floor, color=c.C_UNRESOLVED, zorder=0, label=f"not resolved by {n['snr_replicates']} draws")
+    ax.set_ylim(lo, hi)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    c.style(ax, f"gradient SNR |E g| / std g (mean over parameters; batch of {n['snr_batch']})", "K", "SNR")
+    c.style(ax, f"gradient SNR |E g| / std g (mean over parameters; batch of {n['snr_batch']})", "K", "SNR", legend=False)
+    c.legend_below(ax)
     fig.suptitle("Importance weighting: a tighter bound with K samples from the encoder, at a price for the encoder's gradient",
                  fontsize=12)
-    return c.save_png(fig, out_dir, "iwae.png")
+    return fig

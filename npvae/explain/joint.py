@@ -1,14 +1,15 @@
 """Topic `joint`: the ELBO averaged over the data is a KL between two joint distributions over (x, z).
 
 With q(x) the data distribution and q(x, z) = q(x) q(z|x), the integrand log p(x, z) - log q(z|x) of the
-ELBO is -(log q(x, z) - log p(x, z)) - (-log q(x)) for every (x, z), so (MATHS.md, "Joint view")
+ELBO is -(log q(x, z) - log p(x, z)) - (-log q(x)) for every (x, z), so (Kingma & Welling 2019, "An Introduction
+to Variational Autoencoders", section 2.8; docs/maths.md, "The joint view")
     E_q(x) ELBO(x) = -KL(q(x) q(z|x) || p(x, z)) - H(q(x)).
 H(q(x)) does not depend on the model: maximising the averaged ELBO over encoder AND decoder is minimising
 one KL between joints. Factorising both joints over x first splits it into the two jobs of a VAE:
     KL(q(x, z) || p(x, z)) = KL(q(x) || p(x)) + E_q(x) KL(q(z|x) || p(z|x))   (fit the data; infer z).
 The encoder only moves the second term, so at best it reaches E_q(x) log p(x) = -H(q(x)) - KL(q(x) || p(x)).
-Checked on the linear-Gaussian model p(x, z) (MATHS.md) with q(x) = N(m, C), a Gaussian of our choosing
-that p does not match, and a linear encoder q(z|x) = N(A x + a, diag(S)): every term is a closed form
+Checked on the linear-Gaussian model p(x, z) (Tipping & Bishop 1999; docs/maths.md, "The linear-Gaussian model")
+with q(x) = N(m, C), a Gaussian of our choosing that p does not match, and a linear encoder q(z|x) = N(A x + a, diag(S)): every term is a closed form
 (expectations of quadratics under q(x); KL between (D+Z)-dimensional Gaussians), and each is also
 estimated by Monte Carlo from pairs (x, z) ~ q(x) q(z|x), the ELBO's integrand coming from npvae.bound_value.
 """
@@ -25,8 +26,9 @@ from . import _common as c
 
 
 def expected_elbo(model: LinearGaussian, A, a, log_S, m, C) -> float:
-    """E_{x ~ N(m, C)} ELBO(x) for q(z|x) = N(A x + a, diag(S)), from MATHS.md's closed-form ELBO.
+    """E_{x ~ N(m, C)} ELBO(x) for q(z|x) = N(A x + a, diag(S)), from the linear-Gaussian model's closed-form ELBO.
 
+    (docs/maths.md, "The linear-Gaussian model")
     ELBO(x) = -D/2 log(2 pi s2) - [||B x - d||^2 + sum_j S_j ||W_:j||^2] / (2 s2) - 1/2 sum_j [S_j + mu_j^2 - 1 - log S_j],
     B = I - W A, d = b + W a, mu = A x + a; E||B x - d||^2 = ||B m - d||^2 + tr(B C B^T), E||mu||^2 = ||A m + a||^2 + tr(A C A^T).
     """
@@ -50,7 +52,7 @@ def joint_gaussians(model: LinearGaussian, A, a, log_S, m, C):
 
 
 def expected_kl_to_posterior(model: LinearGaussian, A, a, log_S, m, C) -> float:
-    """E_{x ~ N(m, C)} KL(N(A x + a, diag S) || N(P (x - b), s2 M^-1)), P = M^-1 W^T (MATHS.md, full-covariance KL).
+    """E_{x ~ N(m, C)} KL(N(A x + a, diag S) || N(P (x - b), s2 M^-1)), P = M^-1 W^T (docs/maths.md, "The KL between two Gaussians").
 
     The mean difference e(x) = (A - P) x + a + P b is linear in x, so E e^T L e = e(m)^T L e(m) + tr(L (A-P) C (A-P)^T).
     """
@@ -130,7 +132,7 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
         path["mc_elbo"].append(mean)
         path["mc_elbo_se"].append(se)
     running = np.cumsum(mc["elbo"]) / np.arange(1, n + 1)
-    at = np.unique(np.geomspace(10, n, 200).astype(int)) - 1
+    at = np.unique(np.geomspace(100, n, 200).astype(int)) - 1  # from 100 pairs on: the first few swing by nats
     numbers = {"model": {"W": model.W, "b": model.b, "sigma2": model.sigma2}, "q_x": {"mean": m, "cov": C},
                "encoder": {"A": A, "a": a, "log_S": log_S}, "closed_form": exact, "n": n,
                "monte_carlo": {k: {"mean": v[0], "se": v[1]} for k, v in mc_summary.items()},
@@ -139,55 +141,80 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
 
 
 def _plot(nb: dict, out_dir) -> str:
-    """Three panels: the three decompositions as waterfalls; the Monte Carlo check; the encoder path."""
-    e = nb["closed_form"]
+    """Write `draw`'s figure to out_dir/joint.png; return the file name."""
+    return c.save_png(draw(nb), out_dir, "joint.png")
+
+
+def _waterfall(ax, e: dict) -> None:
+    """The three splits of E_q(x) ELBO(x) as rows of bars added up from 0; each value in its legend entry, and
+    written on its bar where the bar is long enough to hold it."""
     total = e["expected_elbo"]
-    fig = c.figure(17.0, 4.8)
-    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.12, top=0.86, wspace=0.22)
-    ax = fig.add_subplot(1, 3, 1)
     rows = [("ELBO\nview", [("E_q[log p(x|z)]", total + e["expected_kl_to_prior"], c.C_DECODER),
-                           ("-E KL(q(z|x) || p(z))", -e["expected_kl_to_prior"], c.C_STL)]),
-            ("joint\nview", [("-H(q(x))", -e["entropy_qx"], c.C_PRIOR), ("-KL(q(x,z) || p(x,z))", -e["kl_joint"], c.C_SCORE)]),
-            ("fit p(x) +\ninfer z", [("-H(q(x))", None, c.C_PRIOR), ("-KL(q(x) || p(x))", -e["kl_qx_to_px"], c.C_BEST),
-                                 ("-E KL(q(z|x) || p(z|x))", -e["expected_kl_to_posterior"], c.C_Q)])]
-    width = max(abs(v) for _, terms in rows for _, v, _ in terms if v is not None)
-    for i, (name, terms) in enumerate(rows):
+                            ("-E KL(q(z|x) || p(z))", -e["expected_kl_to_prior"], c.C_PRIOR)]),
+            ("joint\nview", [("-H(q(x))", -e["entropy_qx"], c.C_DATA), ("-KL(q(x,z) || p(x,z))", -e["kl_joint"], c.C_JOINT)]),
+            ("fit p(x) +\ninfer z", [("-H(q(x))", -e["entropy_qx"], c.C_DATA), ("-KL(q(x) || p(x))", -e["kl_qx_to_px"], c.C_FIT),
+                                  ("-E KL(q(z|x) || p(z|x))", -e["expected_kl_to_posterior"], c.C_POSTERIOR)])]
+    edges = [0.0, total]
+    labels, seen = [], set()
+    for i, (_, terms) in enumerate(rows):
         left = 0.0
         for label, v, colour in terms:
-            v = -e["entropy_qx"] if v is None else v  # the same -H(q(x)) bar, labelled once
-            ax.barh(i, v, left=left, color=colour, height=0.6, edgecolor="white", label=label if label not in
-                    ax.get_legend_handles_labels()[1] else None)
-            if abs(v) > 0.08 * width:
-                ax.text(left + v / 2, i, f"{v:.3f}", ha="center", va="center", fontsize=9, color="white", weight="bold")
+            # the same -H(q(x)) bar in two rows, in the legend once
+            bar = ax.barh(i, v, left=left, color=colour, height=0.6, edgecolor=c.C_EDGE,
+                          label=None if label in seen else f"{label} = {v:.3f}")[0]
+            seen.add(label)
+            labels.append((bar, left + v / 2, i, f"{v:.3f}", colour))
             left += v
-    ax.axvline(total, color=c.C_POSTERIOR, lw=2, label=f"E_q(x) ELBO(x) = {total:.3f}")
+            edges.append(left)
+    ax.axvline(total, color=c.C_Q, lw=2, label=f"E_q(x) ELBO(x) = {total:.3f}")
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-    ax.set_ylim(-0.5, len(rows) + 1.3)  # room for the legend above the bars
-    ax.set_xlim(min(total, 0) * 1.08, max(0, total) + 0.5)
+    ax.set_ylim(-0.5, len(rows) - 0.5)
+    lo, hi = min(edges), max(edges)
+    ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    renderer = ax.figure.canvas.get_renderer()
+    for bar, x, y, text, colour in labels:
+        t = ax.text(x, y, text, ha="center", va="center", fontsize=9, color=c.text_colour(colour), weight="bold")
+        if t.get_window_extent(renderer).width > 0.9 * bar.get_window_extent(renderer).width:
+            t.remove()  # too short a bar to hold its value: the legend gives it
+
+
+def draw(nb: dict):
+    """Three panels: the three splits as waterfalls; the Monte Carlo check; the encoder path. nb: `run`'s numbers."""
+    e = nb["closed_form"]
+    fig = c.figure(17.0, 5.6)
+    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.27, top=0.88, wspace=0.22)
+    ax = fig.add_subplot(1, 3, 1)
+    _waterfall(ax, e)
     c.style(ax, "one number, three splits (closed forms)", "nats (bars add up from 0)", legend=False)
-    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    c.legend_below(ax, ncol=2)
     ax = fig.add_subplot(1, 3, 2)
     r = nb["running"]
-    ax.fill_between(r["n"], r["mean"] - 2 * r["sd"], r["mean"] + 2 * r["sd"], color=c.C_Q, alpha=0.2, label="+- 2 SE")
-    ax.plot(r["n"], r["mean"], color=c.C_Q, lw=2, label="Monte Carlo: mean of log p(x,z) - log q(z|x)")
-    ax.axhline(-e["kl_joint"] - e["entropy_qx"], color=c.C_POSTERIOR, ls="--", lw=2, label="-KL(q(x,z) || p(x,z)) - H(q(x))")
+    mean, sd = np.asarray(r["mean"]), np.asarray(r["sd"])
+    exact = -e["kl_joint"] - e["entropy_qx"]
+    ax.fill_between(r["n"], mean - 2 * sd, mean + 2 * sd, color=c.C_Q, alpha=0.2, label="+- 2 SE")
+    ax.plot(r["n"], mean, color=c.C_Q, lw=2, label="running mean of log p(x,z) - log q(z|x)")
+    ax.axhline(exact, color=c.C_JOINT, ls="--", lw=2, label=f"-KL(q(x,z) || p(x,z)) - H(q(x)) = {exact:.3f} (closed forms)")
     ax.set_xscale("log")
-    ax.set_ylim(total - 8 * r["sd"][-1] * np.sqrt(r["n"][-1] / 1000), total + 8 * r["sd"][-1] * np.sqrt(r["n"][-1] / 1000))
-    c.style(ax, "(x, z) ~ q(x) q(z|x): the average converges to the joint KL", "pairs drawn", "nats")
+    ax.set_ylim(*c.data_limits(mean - 2 * sd, mean + 2 * sd, [exact]))
+    c.style(ax, "mean of log p(x,z) - log q(z|x) over n pairs (x, z) ~ q(x) q(z|x)", "pairs drawn n", "nats", legend=False)
+    c.legend_below(ax)
     ax = fig.add_subplot(1, 3, 3)
     p = nb["path"]
     t = np.array(p["t"])
     ax.plot(t, p["expected_elbo"], color=c.C_Q, lw=3, label="E_q(x) ELBO(x)")
-    ax.plot(t, -np.array(p["kl_joint"]) - np.array(p["entropy_qx"]), color=c.C_POSTERIOR, ls="--", lw=1.5,
+    ax.plot(t, -np.array(p["kl_joint"]) - np.array(p["entropy_qx"]), color=c.C_JOINT, ls="--", lw=1.5,
             label="-KL(q(x,z) || p(x,z)) - H(q(x))")
-    ax.errorbar(p["mc_t"], p["mc_elbo"], yerr=2 * np.array(p["mc_elbo_se"]), fmt="o", color=c.C_Q, ms=4, label="Monte Carlo (+- 2 SE)")
+    ax.errorbar(p["mc_t"], p["mc_elbo"], yerr=2 * np.array(p["mc_elbo_se"]), fmt="o", color=c.C_Q, ms=4,
+                label="E_q(x) ELBO(x), Monte Carlo (+- 2 SE)")
     ceiling = -np.array(p["entropy_qx"]) - np.array(p["kl_qx_to_px"])
-    ax.plot(t, ceiling, color=c.C_BEST, lw=1.5, label="E_q(x) log p(x) = -H(q(x)) - KL(q(x) || p(x))")
+    ax.plot(t, ceiling, color=c.C_POSTERIOR, lw=1.5, label="E_q(x) log p(x) = -H(q(x)) - KL(q(x) || p(x))")
     best = int(np.argmax(p["expected_elbo"]))
     ax.annotate(f"gap left at t = {t[best]:.2f}:\nE KL(q(z|x) || p(z|x)) = {p['expected_kl_to_posterior'][best]:.3f}\n"
                 "(a diagonal q, a correlated posterior)", (t[best], p["expected_elbo"][best]),
-                xytext=(0.45, 0.1), textcoords="axes fraction", fontsize=8, arrowprops={"arrowstyle": "->", "color": "0.4"})
-    ax.set_ylim(min(p["expected_elbo"]) - 1, ceiling[0] + 0.3 * (ceiling[0] - min(p["expected_elbo"])))
-    c.style(ax, "encoders q_t: t = 0 is the prior, t = 1 the best diagonal", "t", "nats")
+                xytext=(0.45, 0.08), textcoords="axes fraction", fontsize=8, arrowprops={"arrowstyle": "->", "color": c.C_GUIDE})
+    mc, mc_se = np.array(p["mc_elbo"]), np.array(p["mc_elbo_se"])
+    ax.set_ylim(*c.data_limits(p["expected_elbo"], mc - 2 * mc_se, mc + 2 * mc_se, ceiling))
+    c.style(ax, "encoders q_t: t = 0 is the prior, t = 1 the best diagonal", "t", "nats", legend=False)
+    c.legend_below(ax)
     fig.suptitle("The joint view: E_q(x) ELBO(x) = -KL(q(x) q(z|x) || p(x, z)) - H(q(x))", fontsize=12)
-    return c.save_png(fig, out_dir, "joint.png")
+    return fig

@@ -126,31 +126,63 @@ def reference(truth: LinearGaussian, X) -> dict:
 
 
 def _plot_encoder_run(h: dict, ref: dict, out_dir) -> str:
+    """Write `draw_encoder_run`'s figure to out_dir/posterior_linear.png; return the file name."""
+    return c.save_png(draw_encoder_run(h, ref), out_dir, "posterior_linear.png")
+
+
+def _zoom(ax, step, curves, lines, title: str, after: float):
+    """An inset over a free corner of ax: `curves` [(y, colour, lw)] from step `after` on and the horizontal `lines`
+    [(y, colour, ls)], on limits from those values alone, so that the end of training reads to a hundredth of a nat."""
+    from matplotlib.ticker import NullFormatter
+
+    rect = c.free_rect(ax, 0.5, 0.5)
+    if rect is None:
+        return None
+    ins = ax.inset_axes(rect)
+    keep = step >= after
+    for y, colour, lw in curves:
+        ins.plot(step[keep], np.asarray(y)[keep], color=colour, lw=lw)
+    for y, colour, ls in lines:
+        ins.axhline(y, color=colour, ls=ls, lw=1)
+    ins.set_xscale("log")
+    ins.xaxis.set_minor_formatter(NullFormatter())  # a decade or so: labelled minor ticks would run into each other
+    ins.set_ylim(*c.data_limits(*(np.asarray(y)[keep] for y, _, _ in curves), [y for y, _, _ in lines]))
+    ins.tick_params(labelsize=7)
+    ins.grid(alpha=0.3)
+    ins.set_title(title, fontsize=8)
+    return ins
+
+
+def draw_encoder_run(h: dict, ref: dict):
     """Three panels: the KLs over training, the ELBO against log p(x), and q(z|x0) in the latent plane."""
-    fig = c.figure(17.0, 4.8)
-    fig.subplots_adjust(left=0.045, right=0.83, bottom=0.11, top=0.86, wspace=0.22)
+    fig = c.figure(17.0, 5.9)
+    fig.subplots_adjust(left=0.045, right=0.83, bottom=0.3, top=0.88, wspace=0.22)
     ax = fig.add_subplot(1, 3, 1)
     step = np.maximum(np.array(h["step"]), 0.5)  # step 0 drawn at 0.5 on the log axis
     info, kl_agg = np.array(h["mutual_information"]), np.array(h["kl_aggregate_to_prior"])
     ax.fill_between(step, 0, info, color=c.C_Q, alpha=0.25, label="I_q(x; z)  (surgery, part 1)")
-    ax.fill_between(step, info, info + kl_agg, color=c.C_BEST, alpha=0.35, label="KL(q(z) || p(z))  (surgery, part 2)")
+    ax.fill_between(step, info, info + kl_agg, color=c.C_AGGREGATE, alpha=0.45, label="KL(q(z) || p(z))  (surgery, part 2)")
     ax.plot(step, h["kl_to_prior"], color=c.C_PRIOR, lw=2.5, label="E KL(q(z|x) || p(z))  (to the prior)")
     ax.plot(step, h["kl_to_posterior"], color=c.C_POSTERIOR, lw=2.5, label="E KL(q(z|x) || p(z|x))  (to the posterior)")
-    ax.axhline(ref["correlation_gap"], color=c.C_POSTERIOR, ls="--", lw=1,
+    ax.axhline(ref["correlation_gap"], color=c.C_BEST, ls="--", lw=1.5,
                label=f"best diagonal q: {ref['correlation_gap']:.3f} nats")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=0.1)
-    ax.set_ylim(0, 2 * max(h["kl_to_posterior"]))
-    c.style(ax, "q starts AT the prior and moves AWAY from it", "Adam step", "nats (average over the data)")
+    ax.set_ylim(0, 2 * max(max(h["kl_to_posterior"]), max(h["kl_to_prior"])))
+    c.style(ax, "q starts AT the prior and moves AWAY from it", "Adam step", "nats (average over the data; symlog)",
+            legend=False)
+    c.legend_below(ax)
     ax = fig.add_subplot(1, 3, 2)
+    best = h["log_px"][-1] - ref["correlation_gap"]
     ax.plot(step, h["log_px"], color=c.C_POSTERIOR, lw=2, label="log p(x)  (exact; decoder fixed)")
     ax.plot(step, h["elbo"], color=c.C_Q, lw=2, label="ELBO = log p(x) - KL(q || p(z|x))")
-    ax.axhline(h["log_px"][-1] - ref["correlation_gap"], color=c.C_POSTERIOR, ls="--", lw=1,
-               label="log p(x) - best diagonal gap")
+    ax.axhline(best, color=c.C_BEST, ls="--", lw=1.5, label=f"log p(x) - best diagonal gap = {best:.3f}")
     ax.set_xscale("log")
-    lo = min(h["elbo"][len(h["elbo"]) // 3:])
-    ax.set_ylim(lo - 0.5 * (h["log_px"][-1] - lo) - 0.1, h["log_px"][-1] + 0.3)
-    c.style(ax, "the ELBO climbs to log p(x) minus the diagonal gap", "Adam step", "nats per data point")
+    ax.set_ylim(*c.data_limits(h["log_px"], h["elbo"], [best]))  # from step 0, where q is the prior
+    c.style(ax, "the ELBO climbs to log p(x) minus the diagonal gap", "Adam step", "nats per data point", legend=False)
+    c.legend_below(ax)
+    _zoom(ax, step, [(h["log_px"], c.C_POSTERIOR, 1.5), (h["elbo"], c.C_Q, 1.5)], [(best, c.C_BEST, "--")],
+          "enlarged: the last 90% of the steps", after=0.1 * step[-1])
     ax = fig.add_subplot(1, 3, 3)
     t = np.linspace(0, 2 * np.pi, 100)
     ax.plot(2 * np.cos(t), 2 * np.sin(t), color=c.C_PRIOR, lw=2, label="prior p(z)")
@@ -158,53 +190,68 @@ def _plot_encoder_run(h: dict, ref: dict, out_dir) -> str:
     idx = np.unique(np.linspace(0, len(h["step"]) - 1, 6).round().astype(int))
     from matplotlib import colormaps
 
-    cmap = colormaps["Blues"]
+    cmap = colormaps["Blues"]  # shades of C_Q: the encoder's q at successive steps
     labels = {0: "q(z|x0) at step 0 (= the prior)", 1: "q(z|x0) during training", len(idx) - 1: f"q(z|x0) at step {h['step'][-1]}"}
     for n, i in enumerate(idx):
         ax.plot(*c.ellipse(h["q_mean_x0"][i], np.diag(np.exp(h["q_log_var"][i]))).T, color=cmap(0.35 + 0.65 * n / (len(idx) - 1)),
                 lw=1.3, label=labels.get(n))
     ax.plot(*c.ellipse(ref["best_q_mean_x0"], np.diag(np.exp(ref["best_q_log_var"]))).T, color=c.C_BEST, ls="--", lw=2,
             label="best diagonal q(z|x0)")
-    ax.plot(*c.ellipse(*h["aggregate_posterior_end"]).T, color=c.C_BEST, ls=":", lw=2,
+    ax.plot(*c.ellipse(*h["aggregate_posterior_end"]).T, color=c.C_AGGREGATE, ls=":", lw=2.5,
             label="aggregate q(z) = E_x q(z|x) at the end")
     ax.set_aspect("equal", adjustable="datalim")
-    c.style(ax, "2-sd contours in the latent plane, one data point x0", "z1", "z2")
+    c.style(ax, "2-sd contours in the latent plane, one data point x0", "z1", "z2", legend=False)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Maximising the ELBO over q (decoder fixed): q(z|x) goes to the posterior, not to the prior", fontsize=12)
-    return c.save_png(fig, out_dir, "posterior_linear.png")
+    return fig
 
 
 def _plot_decoder_run(h: dict, max_ll: float, out_dir) -> str:
+    """Write `draw_decoder_run`'s figure to out_dir/posterior_decoder.png; return the file name."""
+    return c.save_png(draw_decoder_run(h, max_ll), out_dir, "posterior_decoder.png")
+
+
+def draw_decoder_run(h: dict, max_ll: float):
     """Two panels: log p(x) and the ELBO against the pPCA maximum; the gap and the decoder's correlation term."""
-    fig = c.figure(11.0, 4.3)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.85, wspace=0.28)
+    fig = c.figure(11.0, 5.2)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.25, top=0.86, wspace=0.28)
     step = np.maximum(np.array(h["step"]), 0.5)
     ax = fig.add_subplot(1, 2, 1)
     ax.plot(step, h["log_px"], color=c.C_POSTERIOR, lw=2, label="log p(x) of the current decoder")
     ax.plot(step, h["elbo"], color=c.C_Q, lw=2, label="ELBO")
-    ax.axhline(max_ll, color=c.C_BEST, ls="--", lw=1.2, label=f"pPCA maximum likelihood {max_ll:.3f}")
+    ax.axhline(max_ll, color=c.C_BEST, ls="--", lw=1.5, label=f"pPCA maximum likelihood {max_ll:.3f}")
     ax.set_xscale("log")
-    ax.set_ylim(max_ll - 3.0, max_ll + 0.5)
-    c.style(ax, "encoder and decoder trained together", "Adam step", "nats per data point")
+    ax.set_ylim(*c.data_limits(h["log_px"], h["elbo"], [max_ll]))
+    c.style(ax, "encoder and decoder trained together", "Adam step", "nats per data point", legend=False)
+    c.legend_below(ax)
+    _zoom(ax, step, [(h["log_px"], c.C_POSTERIOR, 1.5), (h["elbo"], c.C_Q, 1.5)], [(max_ll, c.C_BEST, "--")],
+          "enlarged: the last 90% of the steps", after=0.1 * step[-1])
     ax = fig.add_subplot(1, 2, 2)
     ax.plot(step, h["kl_to_posterior"], color=c.C_POSTERIOR, lw=2, label="E KL(q(z|x) || p(z|x)) = log p(x) - ELBO")
     ax.plot(step, h["decoder_correlation_gap"], color=c.C_BEST, ls="--", lw=2,
-            label="1/2 [sum log M_jj - log|M|] of the current decoder")
+            label="1/2 [sum log M_jj - log|M|] of the current decoder (the best diagonal q's gap)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    c.style(ax, "the decoder turns until its posterior is diagonal", "Adam step", "nats")
+    c.style(ax, "the decoder turns until its posterior is diagonal", "Adam step", "nats", legend=False)
+    c.legend_below(ax)
     fig.suptitle("With a diagonal q the model, too, moves towards what q can represent (Lucas et al. 2019)", fontsize=12)
-    return c.save_png(fig, out_dir, "posterior_decoder.png")
+    return fig
+
+
+def _moves(a: float, b: float) -> str:
+    """'falls' or 'rises', as b stands to a (a number's own change, in words)."""
+    return "falls" if b < a else "rises"
 
 
 def finding(nb: dict) -> list[str]:
-    """The answer in three lines, with the numbers of this run; nb: `run`'s numbers."""
+    """The answer in three lines, with the numbers of this run; nb: `run`'s numbers. The verbs follow the numbers' signs."""
     h, d, gap = nb["encoder_only"], nb["encoder_and_decoder"], nb["reference"]["correlation_gap"]
-    return [f"q goes to the posterior: E KL(q || p(z|x)) falls {h['kl_to_posterior'][0]:.2f} -> {h['kl_to_posterior'][-1]:.3f} nats "
-            f"(best diagonal q: {gap:.3f}); E KL(q || p(z)) rises {h['kl_to_prior'][0]:.2f} -> {h['kl_to_prior'][-1]:.2f}.",
-            f"ELBO surgery at the end: {h['kl_to_prior'][-1]:.3f} = I_q {h['mutual_information'][-1]:.3f} "
-            f"+ KL(q(z) || p(z)) {h['kl_aggregate_to_prior'][-1]:.3f}; training the decoder too, the gap falls to "
-            f"{d['kl_to_posterior'][-1]:.1e}.",
+    post, prior, dec = h["kl_to_posterior"], h["kl_to_prior"], d["kl_to_posterior"]
+    return [f"q goes to the posterior: E KL(q || p(z|x)) {_moves(post[0], post[-1])} {post[0]:.2f} -> {post[-1]:.3f} nats "
+            f"(best diagonal q: {gap:.3f}); E KL(q || p(z)) {_moves(prior[0], prior[-1])} {prior[0]:.2f} -> {prior[-1]:.2f}.",
+            f"ELBO surgery at the end: {prior[-1]:.3f} = I_q {h['mutual_information'][-1]:.3f} "
+            f"+ KL(q(z) || p(z)) {h['kl_aggregate_to_prior'][-1]:.3f}; training the decoder too, the gap "
+            f"{_moves(dec[0], dec[-1])} to {dec[-1]:.1e}.",
             posterior_nonlinear.finding(nb["nonlinear"])]
 
 

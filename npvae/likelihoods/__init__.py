@@ -6,7 +6,7 @@ backward(dlogp (K, N), cache) -> dout (K, N, D_out), side by side; mean(out) for
 output_bias(lik, m) for initialisation; check_constants(lik) and check_data(lik, x) for the public boundary; and, for the
 compiled backends, constants(lik, t) and elem(x, row, d, D, c1, c2, grad), the scalar kernel of one
 element. A new likelihood is one such file and its name in FILES.
-Shapes: out (K, N, D_out), x (N, D). Formulas: MATHS.md, "Decoder likelihoods".
+Shapes: out (K, N, D_out), x (N, D). Formulas: docs/maths.md, "Decoder likelihoods".
 """
 
 from __future__ import annotations

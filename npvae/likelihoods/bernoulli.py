@@ -1,4 +1,4 @@
-"""The Bernoulli likelihood on logits: log Bern(x | sigmoid(l)) = sum_d [x_d l_d - softplus(l_d)] (MATHS.md, "Decoder likelihoods").
+"""The Bernoulli likelihood on logits: log Bern(x | sigmoid(l)) = sum_d [x_d l_d - softplus(l_d)] (docs/maths.md, "Bernoulli on logits").
 
 The decoder outputs logits, never probabilities, so nothing is clipped and |l| = 800 is exact.
 Shapes: out (K, N, D), x (N, D) binary.

@@ -1,4 +1,4 @@
-"""The Gaussian likelihood with a fixed variance: log N(x; m, sigma2 I) (MATHS.md, "Decoder likelihoods").
+"""The Gaussian likelihood with a fixed variance: log N(x; m, sigma2 I) (docs/maths.md, "Gaussian with a fixed variance").
 
 Shapes: out (K, N, D) means, x (N, D).
 """

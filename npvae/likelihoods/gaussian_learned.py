@@ -1,4 +1,4 @@
-"""The Gaussian likelihood with a learned per-pixel variance and a soft floor (MATHS.md, "Decoder likelihoods").
+"""The Gaussian likelihood with a learned per-pixel variance and a soft floor (docs/maths.md, "Gaussian with a learned variance and a soft floor").
 
 log N(x; m, diag(e^s)) with s = s_min + softplus(raw - s_min); the decoder outputs [m, raw] (2 D).
 The floor keeps the likelihood bounded: it is unbounded as a variance goes to 0.

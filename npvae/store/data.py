@@ -10,7 +10,7 @@ a whole split is ever made.
 Where files are looked for: for each directory d of `search_dirs`, then `cache_dir`, then (for
 fashion-mnist only) Debian's /usr/share/datasets/fashion-mnist, first `d/<name>/` then `d/` itself;
 the first directory holding a complete set of files wins. The library never reads the environment
-(STYLE.md, habit 13): the CLI builds `search_dirs` with `default_search_dirs` from --data-dir,
+: the CLI builds `search_dirs` with `default_search_dirs` from --data-dir,
 $NPVAE_DATA_DIR and `default_cache_dir(os.environ)`. With `download=True` missing files are fetched
 into `cache_dir/<name>/` and checked against published SHA-256 sums (see _download.URLS).
 """
@@ -157,6 +157,11 @@ def default_search_dirs(data_dir=None, env_dir=None, cache_dir=None) -> list[Pat
     if cache_dir is not None:
         parts.append(cache_dir)
     return _unique(Path(p).expanduser() for p in parts if str(p) != "")
+
+
+def user_search_dirs(data_dir, env: Mapping[str, str]) -> list[Path]:
+    """The CLI's search order for scripts (bench/): data_dir (None, one path or several), env's $NPVAE_DATA_DIR, its cache."""
+    return default_search_dirs(data_dir, env.get("NPVAE_DATA_DIR"), default_cache_dir(env))
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 SPLITS = ("train", "valid", "test")
 
 # split -> (rows, sha256 of the unpacked (rows, 784) uint8 array's bytes in C order), from
-# /work/shared/data/README.md (the Larochelle & Murray 2011 static binarisation).
+# the unpacked arrays of the Larochelle & Murray 2011 static binarisation (the .amat files of its authors' page).
 BINARIZED_MNIST_SHA256 = {
     "train": (50_000, "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a"),
     "valid": (10_000, "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e"),
