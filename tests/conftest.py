@@ -97,3 +97,27 @@ def _short_switch_interval_on_the_simulator():
     sys.setswitchinterval(1e-4)
     yield
     sys.setswitchinterval(before)
+
+
+# The quick suite and the full one. `python -m pytest -q` (the README's command) leaves out the tests marked slow (the
+# full explain runs the docs quote, Dask clusters, the CUDA simulator's larger cases, the 22 extra seeds of the
+# checker); `--full` (or any -m, e.g. -m "slow or not slow") runs them too, as .ci/run does.
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="the full suite: also the tests marked slow (the same as -m 'slow or not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--full") or config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config._npvae_slow_left_out = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = getattr(config, "_npvae_slow_left_out", 0)
+    if n:
+        terminalreporter.write_line(f"quick suite: {n} slow tests left out; `python -m pytest -q --full` runs them too")

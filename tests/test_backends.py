@@ -266,6 +266,7 @@ print(bad)
 """
 
 
+@pytest.mark.slow
 def test_float32_kernels_do_no_float64_arithmetic(tmp_path):
     """The compiled float32 kernels contain no double-precision arithmetic: every constant is float32.
 

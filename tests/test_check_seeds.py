@@ -13,7 +13,8 @@ from npvae.vae.model import VAEParams, param_names
 from npvae.objectives import objective
 
 
-@pytest.mark.parametrize("seed", range(25))
+# Three seeds in the quick suite, all 25 in the full one (--full).
+@pytest.mark.parametrize("seed", [s if s < 3 else pytest.param(s, marks=pytest.mark.slow) for s in range(25)])
 def test_every_row_passes_and_decides_on_correct_code(seed):
     rows = check_mod.run_all(seed=seed)
     bad = [(r["case"], r["status"], r["error"], r["tol"]) for r in rows if r["status"] != "ok"]
@@ -70,6 +71,7 @@ def test_a_point_on_a_relu_kink_is_inconclusive_not_failed():
     assert rows["decoder.2.W"] == "ok"  # the decoder's last layer moves no encoder pre-activation
 
 
+@pytest.mark.slow
 def test_ladder_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thousand(monkeypatch):
     real = check_mod.objective
 
@@ -85,6 +87,7 @@ def test_ladder_rows_fail_on_a_conditional_prior_bias_off_by_one_part_in_a_thous
         assert failed == {(f"L={L}", f"dec2.{i}.b") for L in (2, 3) for i in (0, 1)}, (seed, failed)
 
 
+@pytest.mark.slow
 def test_ladder_rows_fail_when_stl_holds_the_input_of_q_zl_given_the_layer_below(monkeypatch):
     """A plausible bug: STL/DReG holding all of log q(z_l|z_{l-1}) fixed, its input z_{l-1} too. Only the encoders
     below layer l see it: enc1 at L = 2; enc1 and enc2 at L = 3 (q(z_3|z_2)'s input z_2 is enc2's output)."""

@@ -109,6 +109,7 @@ def _poisoned(case, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case, what", [("finite", None), ("nan gradient", "bound or gradient"),
                                         ("inf gradient", "bound or gradient"), ("parameter overflows", "parameter after the update")])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # planted infinities and overflows: NumPy's RuntimeWarnings are the point
 def test_fused_check_names_what_the_scans_find(case, what, dtype):
     lr = float(np.finfo(dtype).max) / 2 if case == "parameter overflows" else 1e-3
     params, grads = _poisoned(case, dtype)

@@ -54,6 +54,7 @@ def test_bad_arguments_are_refused(model):
         evaluate_chunked(params, arch, data.test, k=2, run_seed=-1)
 
 
+@pytest.mark.slow
 def test_one_two_and_three_dask_workers_give_identical_numbers(model):
     pytest.importorskip("distributed")
     from npvae.evaluation.cluster import connect, dask_runner
@@ -70,6 +71,7 @@ def test_one_two_and_three_dask_workers_give_identical_numbers(model):
         assert sum(seen) == data.train.shape[0] * 20
 
 
+@pytest.mark.slow
 def test_npvae_eval_on_workers_prints_what_it_prints_alone(tmp_path, capsys):
     pytest.importorskip("distributed")
     from npvae.cli import main

@@ -100,6 +100,7 @@ def test_explain_out_refuses_a_directory_of_the_users_files(tmp_path, capsys):
     assert (d / "iwae.png").read_bytes() == b"my picture" and sorted(p.name for p in d.iterdir()) == ["iwae.png"]
 
 
+@pytest.mark.slow
 def test_explain_out_may_be_written_again(tmp_path):
     d = tmp_path / "explain"
     assert main(["explain", "iwae", "--quick", "--out", str(d)]) == 0
@@ -223,6 +224,7 @@ def test_sigterm_and_sighup_stop_training_cleanly_with_128_plus_n(tmp_path, sig)
     assert main(["train", "--resume", str(d), "--epochs", str(epoch + 1), "--no-pictures", "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_sigterm_outside_training_exits_143(run):
     p = subprocess.Popen([sys.executable, "-m", "npvae.cli", "eval", str(run), "--k", "10000000"], env=_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

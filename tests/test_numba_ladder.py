@@ -102,6 +102,7 @@ def test_the_fused_kernels_are_the_ones_that_ran():
         assert kernel.signatures, kernel
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # non-finite noise on purpose: NumPy's RuntimeWarnings are expected
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("spec", SPECS)
 def test_non_finite_noise_gives_non_finite_results_where_the_specification_does(spec, bad):

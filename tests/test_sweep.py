@@ -24,6 +24,8 @@ from npvae.sweeps.driver import run_sweep  # noqa: E402
 from npvae.sweeps.spec import load_spec  # noqa: E402
 from npvae.training.loop import load_state  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Dask clusters and killed workers (a minute): the full suite only, with the sweep extra
+
 DATA = {"search_dirs": [], "cache_dir": None, "download": False}
 TINY = """
 [sweep]
@@ -175,8 +177,11 @@ def _kill_when_processing(client, prefix: str, killed: list, timeout: float = 60
     while time.time() < deadline:
         for addr, keys in client.processing().items():  # only such tasks: processing() lists queued ones too
             if keys and all(str(k).startswith(prefix) for k in keys):
-                pid = client.run(os.getpid, workers=[addr])[addr]
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    pid = client.run(os.getpid, workers=[addr])[addr]
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:  # the worker finished or went away between the two calls (CommClosedError): look again
+                    continue
                 killed.append(pid)
                 return
         time.sleep(0.01)

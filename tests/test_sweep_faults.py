@@ -18,6 +18,8 @@ from npvae.store import run_dir as rd  # noqa: E402
 from npvae.sweeps import driver, tasks  # noqa: E402
 from npvae.training.loop import read_meta  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Dask clusters under planted faults: the full suite only, with the sweep extra
+
 # One tiny run; its grid key has an underscore, so its directory is batch.size-50 (docs/sweep.md)
 ONE = """
 [sweep]

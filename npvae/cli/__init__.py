@@ -36,6 +36,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"npvae: warning: {message}", file=sys.stderr if file is None else file)
 
 
+# What each command expects in the file it was given, said when that file is missing.
+EXPECTED_FILES = {
+    "verify": "an .npz of a VAE's weights, data, noise and values as docs/verify.md describes; "
+              "npvae verify --example FILE writes one",
+    "sweep": "a sweep SPEC in TOML as docs/sweep.md describes (e.g. bench/burda.toml)",
+}
+
+
+def error_message(command: str, e: Exception) -> str:
+    """An error as one line: an operating-system error names its file and what went wrong there (and, for a missing file,
+    what the command expected in it) instead of Python's '[Errno 2] No such file or directory: ...'."""
+    if isinstance(e, OSError) and e.filename is not None and str(e).startswith("[Errno"):
+        why = (e.strerror or "error").lower()
+        expected = EXPECTED_FILES.get(command) if isinstance(e, FileNotFoundError) else None
+        return f"{e.filename}: {why}" + (f" (expected: {expected})" if expected else "")
+    return str(e)
+
+
 def main(argv=None) -> int:
     import signal
     import warnings
@@ -55,7 +73,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input, missing files, a failed download: a clear message, no traceback
-        print(f"npvae {args.command}: error: {e}", file=sys.stderr)
+        print(f"npvae {args.command}: error: {error_message(args.command, e)}", file=sys.stderr)
         return 2
     except MemoryError:  # what the estimates before a command did not foresee: one line, as for a refusal
         print(f"npvae {args.command}: error: out of memory (the estimates before the command allowed it, the machine did "

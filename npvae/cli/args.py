@@ -127,11 +127,12 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
              "pictures in a run directory. Ctrl-C stops cleanly (exit 130); --resume continues bit for bit.")
     _train_options(t)
     _data_options(t)
-    t.add_argument("--out", default=None, help="run directory: new, empty, or a run that never finished an epoch "
-                   "(default runs/<dataset>-<date>-<time>, made unique)")
+    t.add_argument("--out", default=None, help="run directory: new, empty, or a run that never finished an epoch; a directory "
+                   "of your own files is refused untouched (default runs/<dataset>-<date>-<time>, made unique)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs and --backend may change)")
     t.add_argument("--threads", **threads)
     t.add_argument("--quiet", action="store_true", help="no progress bar and no line per epoch")
+    t.add_argument("--verbose", action="store_true", help="a line per epoch on a terminal too (always when the output is not a terminal)")
     t.add_argument("--no-pictures", action="store_true", help="do not draw pictures at the end")
     t.set_defaults(func=commands["train"])
 

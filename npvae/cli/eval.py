@@ -33,7 +33,7 @@ def cmd_eval(args) -> int:
                     "lower --k, or evaluate a subset with --n")
     if seconds > 10 and not (args.quiet or args.json):
         print(f"npvae eval: about {fmt_seconds(seconds)} on one process (k={args.k} x {x.shape[0]} points, the {backend} "
-              "backend, timed on a probe)", file=sys.stderr)
+              f"backend, timed on a probe); faster: {faster(args, backend)}", file=sys.stderr)
     bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)
     if args.scheduler is None and args.workers is None:
         metrics = evaluate_chunked(params, arch, x, runner=local_runner(bar.update), **kw)
@@ -51,17 +51,8 @@ def cmd_eval(args) -> int:
     else:
         print(f"{config.dataset} {args.split} ({points} points), checkpoint {checkpoint} at epoch {state.epoch}")
         print("  nats per point; NLL, -ELBO and the reconstruction cost -E_q[log p(x|z)]: lower is better")
-        print(f"  NLL = -log p(x) (k={args.k})   {metrics['nll']:10.3f} +- {metrics['nll_se']:.3f}")
-        print(f"  -ELBO                    {-metrics['elbo']:10.3f} +- {metrics['elbo_se']:.3f}")
-        print(f"  -E_q[log p(x|z)]         {-metrics['recon']:10.3f}   (reconstruction)")
-        print(f"  KL(q(z|x) || p(z))       {metrics['kl']:10.3f}")
-        print(f"  log p(x) - ELBO          {metrics['gap_log_px_minus_elbo']:10.3f}   (the gap, >= 0)")
-        print(f"  active units             {metrics['active_units']:>6d} / {metrics['latent_dim']}   (on the {metrics['active_units_points']} training points; more is better)")
-        if "active_units_per_layer" in metrics:
-            layers = zip(metrics["active_units_per_layer"], metrics["latent_dims"])
-            print("    per stochastic layer   " + ", ".join(f"{a:>6d} / {z}" if l == 0 else f"{a} / {z}" for l, (a, z) in enumerate(layers)))
-        if "mutual_information" in metrics:
-            print(f"  I(x; z) (aggregate)      {metrics['mutual_information']:10.3f}   (more is better)")
+        for line in table_lines(metrics, args.k):
+            print(line)
     try:  # after the numbers are shown: a run directory that cannot be written (read-only) loses nothing computed
         write_json(run_dir / "metrics.json", metrics)
     except OSError as e:
@@ -71,3 +62,33 @@ def cmd_eval(args) -> int:
     if not args.json:
         print(f"  written to {run_dir / 'metrics.json'}")
     return 0
+
+
+def table_lines(metrics: dict, k: int) -> list[str]:
+    """The eval table: one label column wide enough for every label, the numbers right-aligned in one column after it."""
+    number = lambda v: f"{v:10.3f}"  # noqa: E731
+    rows = [(f"NLL = -log p(x) (k={k})", number(metrics["nll"]), f"+- {metrics['nll_se']:.3f}"),
+            ("-ELBO", number(-metrics["elbo"]), f"+- {metrics['elbo_se']:.3f}"),
+            ("-E_q[log p(x|z)]", number(-metrics["recon"]), "(reconstruction)"),
+            ("KL(q(z|x) || p(z))", number(metrics["kl"]), ""),
+            ("log p(x) - ELBO", number(metrics["gap_log_px_minus_elbo"]), "(the gap, >= 0)"),
+            ("active units", f"{metrics['active_units']:>10d}",
+             f"/ {metrics['latent_dim']} (on the {metrics['active_units_points']} training points; more is better)")]
+    if "active_units_per_layer" in metrics:
+        per = ", ".join(f"{a} / {z}" for a, z in zip(metrics["active_units_per_layer"], metrics["latent_dims"]))
+        rows.append(("  per stochastic layer", per, ""))
+    if "mutual_information" in metrics:
+        rows.append(("I(x; z) (aggregate)", number(metrics["mutual_information"]), "(more is better)"))
+    width = max(len(label) for label, _, _ in rows) + 2
+    return [f"  {label:<{width}}{value:>10}  {note}".rstrip() for label, value, note in rows]
+
+
+def faster(args, backend: str) -> str:
+    """What would shorten an evaluation, as options of this command."""
+    ways = [] if backend != "numpy" else ["--backend numba (the same numbers to 1e-12)"]
+    if args.threads == 1 and args.workers is None and args.scheduler is None:
+        ways.append("--threads N or --workers N (N cores, the same numbers)")
+    if args.n is None:
+        ways.append("--n 1000 (a stratified subset: a quick look, not a paper's protocol)")
+    ways.append("a smaller --k (a looser bound on log p(x))")
+    return "; ".join(ways)

@@ -54,8 +54,10 @@ def cmd_train(args) -> int:
     log = (lambda *a, **k: None) if args.quiet else print
     print(f"npvae train: {config.dataset}, {config.bound} K={config.k}, run directory {run_dir}", flush=True)
     try:
+        # A line per epoch under --verbose or into a log (not a terminal); on a terminal the bar and the summary below.
         state = train(config, dataset, run_dir, resume=bool(args.resume), progress=not args.quiet, log=log,
-                      data_source={"dataset": config.dataset, "dir": dataset.source})
+                      data_source={"dataset": config.dataset, "dir": dataset.source},
+                      epoch_lines=args.verbose or not sys.stdout.isatty())
     except TrainingDiverged as e:
         print(f"npvae train: {e}", file=sys.stderr)
         return 3
@@ -66,4 +68,15 @@ def cmd_train(args) -> int:
         pictures(run_dir, config, dataset, state)
     print(f"npvae train: done, {_plural(state.epoch, 'epoch')}, best validation bound {state.best_valid:.4f} "
           f"(nats per point, higher is better); run in {run_dir}")
+    if not args.quiet:
+        for line in next_steps(run_dir, state.epoch):
+            print(line)
     return 0
+
+
+def next_steps(run_dir: Path, epochs: int) -> list[str]:
+    """The commands that go on from a finished run, with its real path."""
+    return ["next:",
+            f"  npvae sample {run_dir}                            # its pictures again (samples, reconstructions, curves)",
+            f"  npvae eval {run_dir}                              # test NLL by importance sampling, ELBO, KL, active units",
+            f"  npvae train --resume {run_dir} --epochs {2 * epochs}   # more epochs, bit for bit as one longer run"]

@@ -47,6 +47,7 @@ from ..store.data import DataNotFoundError, load, subset_indices
 from ..vae.model import Arch, decode, encode, flatten, init_params, unflatten
 from . import _common as c
 from .iwae import weight_second_moment
+from . import posterior_nonlinear as pn
 from .posterior import train_linear
 from .posterior_nonlinear import _search_dirs
 
@@ -264,7 +265,7 @@ def _nonlinear(quick: bool, rng: np.random.Generator, data_dir) -> tuple[dict, l
         ds = load(name, search_dirs=_search_dirs(data_dir))
     except DataNotFoundError as e:
         notes.append(f"gaps: {name} was not found, so the VAE was trained on the embedded 8x8 digits instead "
-                     f"(pass data_dir=DIR, or --data-dir DIR, where DIR holds binarized_mnist.npz). {str(e).splitlines()[0]}")
+                     f"({pn.get_mnist('gaps')}). {str(e).splitlines()[0]}")
         name, ds = "digits", load("digits")
     cfg = NONLINEAR["quick" if quick else name]
     arch = Arch.parse(cfg["arch"], activation="tanh")

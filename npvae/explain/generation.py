@@ -184,8 +184,8 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
     try:
         ds = load(name, search_dirs=pn._search_dirs(data_dir))
     except DataNotFoundError as e:
-        notes.append(f"generation: {name} was not found, so the embedded 8x8 digits were used instead (pass data_dir=DIR, "
-                     f"or --data-dir DIR, where DIR holds binarized_mnist.npz). {str(e).splitlines()[0]}")
+        notes.append(f"generation: {name} was not found, so the embedded 8x8 digits were used instead ("
+                     f"{pn.get_mnist('generation')}). {str(e).splitlines()[0]}")
         name, spec, n_train, _, n_eval, *_ = pn.QUICK  # digits' sizes; the full run's epochs
         ds = load(name)
     epochs = {"digits": 50 if quick else 150}.get(ds.name, measure_at[-1])  # 13 steps a digits epoch, 100 on MNIST

@@ -51,6 +51,12 @@ def prior_proposal(params):
     return params._replace(encoder=(*body, Dense(np.zeros_like(last.W), np.zeros_like(last.b))))
 
 
+def get_mnist(topic: str) -> str:
+    """How to get binarised MNIST for `topic`'s full run, as command lines (the data are public; the download is checked)."""
+    return (f"to run it on binarised MNIST: npvae explain {topic} --download (about 110 MB of text files into the cache, sha256-checked), "
+            f"or npvae explain {topic} --data-dir DIR where DIR holds binarized_mnist.npz; from Python, data_dir=DIR")
+
+
 def _search_dirs(data_dir) -> list:
     """None -> no directory; one path -> [it]; a list of paths -> the list."""
     if data_dir is None:
@@ -124,7 +130,7 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
         ds = load(name, search_dirs=_search_dirs(data_dir))
     except DataNotFoundError as e:
         note = (f"posterior: the nonlinear part needs {name}, which was not found, so it was skipped "
-                f"(pass data_dir=DIR, or --data-dir DIR, where DIR holds binarized_mnist.npz). {str(e).splitlines()[0]}")
+                f"({get_mnist('posterior')}). {str(e).splitlines()[0]}")
         return {"files": [], "notes": [note], "skipped": note}
     X = ds.train[rng.permutation(ds.train.shape[0])[:n_train]]
     # Seeded random subsets: the test split of binarised MNIST is ordered by class, so a prefix is not a sample of it.

@@ -152,12 +152,13 @@ def check_memory(config: TrainConfig, arch: Arch, available: int | None = None) 
 
 
 def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print,
-          data_source: dict | None = None) -> TrainState:
+          data_source: dict | None = None, epoch_lines: bool = True) -> TrainState:
     """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state.
 
     Everything is checked before run_dir is touched: the data, the architecture, the memory a step needs.
     A new run needs run_dir absent, empty, or made by npvae with no completed epoch (run_dir.claim_new).
     data_source: recorded in data.json, so that eval, sample and --resume find the data again.
+    epoch_lines: log one line per epoch (False: only the progress bar, which then shows the last validation bound).
     Raises TrainingDiverged on a non-finite step and TrainingInterrupted on Ctrl-C.
     """
     run_dir = Path(run_dir)
@@ -192,7 +193,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             rd.write_data_source(run_dir, data_source)
         try:
             with np.errstate(all="ignore"):  # divergence is detected from the values, and reported once, below
-                _epochs(config, dataset, run_dir, arch, state, progress, log)
+                _epochs(config, dataset, run_dir, arch, state, progress, log if epoch_lines else None)
         except KeyboardInterrupt as e:
             rd.clean_temporaries(run_dir)  # still holding the lock: nothing half-written is left for the next writer
             raise _interrupted(run_dir, state, getattr(e, "signum", 2)) from None
@@ -242,6 +243,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         order = rngs["shuffle"].permutation(N)
         stepper.start_epoch(x_epoch, order)
         bar = progress_bar(steps_per_epoch, f"epoch {state.epoch + 1}/{config.epochs}", progress)
+        last_valid = f", valid {state.history['valid_bound'][-1]:.3f} (epoch {state.epoch})" if state.history["valid_bound"] else ""
         running = 0.0
         for i in range(steps_per_epoch):
             lo, hi = i * config.batch_size, min(N, (i + 1) * config.batch_size)
@@ -254,7 +256,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
             state.step += 1
             running += (bound - running) / (i + 1)
             bar.update(1)
-            bar.set_postfix_str(f"bound {running:.3f}", refresh=False)
+            bar.set_postfix_str(f"bound {running:.3f}{last_valid}", refresh=False)
             if not warned and bound < -ABSURD_NATS_PER_DIM * arch.data_dim:
                 warned = True
                 warnings.warn(f"the bound reached {bound:.4g} nats per point at epoch {state.epoch + 1}, step {state.step} "
@@ -277,7 +279,8 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         save_state(run_dir / ("last" + ext), config, arch, state)
         if improved:
             save_state(run_dir / ("best" + ext), config, arch, state)
-        log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
+        if log is not None:  # None: no line per epoch (the bar shows the last validation bound)
+            log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
 
 
 def progress_bar(total: int, desc: str, enabled: bool, **kw):

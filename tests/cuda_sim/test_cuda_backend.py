@@ -167,6 +167,7 @@ def _ladder_problem(likelihood, dtype, seed=8, spec="6-5-3:3-2"):
 
 @pytest.mark.parametrize("likelihood, spec", [("bernoulli", "6-5-3:3-2"), ("gaussian", "6-5-3:3-2"),
                                               ("gaussian-learned", "6-5-3:3-2"), ("bernoulli", "6-5-3:3-2:2-2")])
+@pytest.mark.slow
 def test_stochastic_layers_equal_numpy(likelihood, spec):
     """Every (bound, kl, estimator), the forward-only paths and log p(x) of Burda et al.'s model (L = 2) and of L = 3
     against the specification."""
@@ -230,6 +231,7 @@ LADDER_CASES = [(b, kl, e, 0.6 if b == "elbo" else 1.0) for (b, kl), ests in VAL
 LADDER_ULPS = {np.dtype(np.float64): 32, np.dtype(np.float32): 8}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("spec", ["6-5-3:3-2", "6-5-3:4-2:3-2"])
 def test_fused_latent_kernels_equal_numpy(spec, dtype, monkeypatch):
@@ -269,6 +271,7 @@ def test_fused_latent_kernels_equal_numpy(spec, dtype, monkeypatch):
     assert ran == {clk.sample, clk.kl_rows, clk.prior, clk.prior_backward, clk.layer_backward, clk.first_backward}
 
 
+@pytest.mark.slow
 def test_fused_latent_kernels_keep_a_nan_in_the_noise():
     """No fastmath: a NaN in one eps_l element of one sample shows in the value and gradients element by element as in the
     specification's (the cores check nothing; the public objective refuses non-finite eps)."""

@@ -169,6 +169,7 @@ def test_parameters_stay_on_the_device_during_an_epoch(tmp_path, monkeypatch):
     assert ("in", (P,)) not in log[last + 1 :]
 
 
+@pytest.mark.slow
 def test_cli_train_and_eval_on_cuda(tmp_path, monkeypatch, capsys):
     import npvae.store.data
 
