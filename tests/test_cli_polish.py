@@ -67,3 +67,13 @@ def test_a_missing_file_is_named_with_what_was_expected_there(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"npvae verify: error: {missing}: no such file or directory (expected: an .npz") and "Errno" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_long_training_run_is_announced_after_its_first_epoch():
+    from npvae.cli.train import estimate_line
+    from npvae.training.config import TrainConfig
+
+    line = estimate_line(TrainConfig(epochs=3280), 1, 15.0)  # 3279 epochs x 15 s = 49185 s
+    assert "the 3279 left will take about 13.7 h" in line and "--backend numba" in line and "--resume" in line
+    assert "--backend numba" not in estimate_line(TrainConfig(epochs=3280, backend="numba"), 1, 15.0)
+    assert estimate_line(TrainConfig(epochs=100), 1, 0.5) is None  # 49.5 s left: nothing to announce

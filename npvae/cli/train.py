@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
         # A line per epoch under --verbose or into a log (not a terminal); on a terminal the bar and the summary below.
         state = train(config, dataset, run_dir, resume=bool(args.resume), progress=not args.quiet, log=log,
                       data_source={"dataset": config.dataset, "dir": dataset.source},
-                      epoch_lines=args.verbose or not sys.stdout.isatty())
+                      epoch_lines=args.verbose or not sys.stdout.isatty(), on_epoch=None if args.quiet else announce(config))
     except TrainingDiverged as e:
         print(f"npvae train: {e}", file=sys.stderr)
         return 3
@@ -80,3 +80,31 @@ def next_steps(run_dir: Path, epochs: int) -> list[str]:
             f"  npvae sample {run_dir}                            # its pictures again (samples, reconstructions, curves)",
             f"  npvae eval {run_dir}                              # test NLL by importance sampling, ELBO, KL, active units",
             f"  npvae train --resume {run_dir} --epochs {2 * epochs}   # more epochs, bit for bit as one longer run"]
+
+
+ANNOUNCE_ABOVE = 60.0  # seconds left after the first epoch: above this, the estimate is printed
+
+
+def estimate_line(config, epoch: int, seconds: float) -> str | None:
+    """After the first epoch a process trains: what the rest will take, and what would shorten it; None when it is short."""
+    from ..evaluation.cost import fmt_seconds
+
+    left = (config.epochs - epoch) * seconds
+    if left <= ANNOUNCE_ABOVE:
+        return None
+    faster = " (faster: --backend numba, the same computation in fused CPU kernels)" if config.backend in (None, "numpy") else ""
+    return (f"npvae train: epoch {epoch} took {seconds:.3g} s; the {config.epochs - epoch} left will take about "
+            f"{fmt_seconds(left)} here{faster}; Ctrl-C stops cleanly and --resume continues")
+
+
+def announce(config):
+    """on_epoch for train(): prints estimate_line once, after the first epoch of this process."""
+    done = []
+
+    def on_epoch(state, seconds):
+        if not done:
+            done.append(True)
+            line = estimate_line(config, state.epoch, seconds)
+            if line:
+                print(line, file=sys.stderr, flush=True)
+    return on_epoch

@@ -152,13 +152,14 @@ def check_memory(config: TrainConfig, arch: Arch, available: int | None = None) 
 
 
 def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print,
-          data_source: dict | None = None, epoch_lines: bool = True) -> TrainState:
+          data_source: dict | None = None, epoch_lines: bool = True, on_epoch=None) -> TrainState:
     """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state.
 
     Everything is checked before run_dir is touched: the data, the architecture, the memory a step needs.
     A new run needs run_dir absent, empty, or made by npvae with no completed epoch (run_dir.claim_new).
     data_source: recorded in data.json, so that eval, sample and --resume find the data again.
     epoch_lines: log one line per epoch (False: only the progress bar, which then shows the last validation bound).
+    on_epoch: called as on_epoch(state, seconds) after each epoch is saved (the CLI's time estimate).
     Raises TrainingDiverged on a non-finite step and TrainingInterrupted on Ctrl-C.
     """
     run_dir = Path(run_dir)
@@ -193,7 +194,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
             rd.write_data_source(run_dir, data_source)
         try:
             with np.errstate(all="ignore"):  # divergence is detected from the values, and reported once, below
-                _epochs(config, dataset, run_dir, arch, state, progress, log if epoch_lines else None)
+                _epochs(config, dataset, run_dir, arch, state, progress, log if epoch_lines else None, on_epoch)
         except KeyboardInterrupt as e:
             rd.clean_temporaries(run_dir)  # still holding the lock: nothing half-written is left for the next writer
             raise _interrupted(run_dir, state, getattr(e, "signum", 2)) from None
@@ -227,7 +228,8 @@ def _interrupted(run_dir: Path, state: TrainState, signum: int) -> TrainingInter
                                f"continue with: npvae train --resume {run_dir}", signum)
 
 
-def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log) -> None:
+def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log,
+            on_epoch=None) -> None:
     """The loop over epochs; every epoch ends with history.json, then last, then best (the order run_dir relies on)."""
     x_valid = _fixed_valid(config, dataset)
     N = dataset.train.shape[0]
@@ -281,6 +283,8 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
             save_state(run_dir / ("best" + ext), config, arch, state)
         if log is not None:  # None: no line per epoch (the bar shows the last validation bound)
             log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
+        if on_epoch is not None:
+            on_epoch(state, h["seconds"][-1])
 
 
 def progress_bar(total: int, desc: str, enabled: bool, **kw):
