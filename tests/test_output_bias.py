@@ -152,7 +152,7 @@ def test_eval_subset_says_so_and_counts_active_units_on_training_points(tmp_path
     capsys.readouterr()
     assert cli.main(["eval", str(run_dir), "--k", "5", "--n", "40"]) == 0
     out = capsys.readouterr().out
-    assert "40 of 250, a seeded random subset stratified by class" in out
+    assert "digits test (40 of 250 points, a seeded random subset stratified by class (--seed 0))" in out
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n_points"] == 40 and m["active_units_points"] == digits.train.shape[0]
     assert cli.main(["eval", str(run_dir), "--k", "5", "--json"]) == 0

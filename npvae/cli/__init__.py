@@ -72,6 +72,11 @@ def main(argv=None) -> int:
     replaced = stop_signals()
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`npvae eval RUN | head -1`): not an error of the command's, say nothing
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush does not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a command that wrote into a closed pipe
     except (ValueError, OSError) as e:  # bad input, missing files, a failed download: a clear message, no traceback
         print(f"npvae {args.command}: error: {error_message(args.command, e)}", file=sys.stderr)
         return 2

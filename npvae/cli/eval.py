@@ -49,7 +49,8 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(metrics, indent=1))
     else:
-        print(f"{config.dataset} {args.split} ({points} points), checkpoint {checkpoint} at epoch {state.epoch}")
+        count, comma, how = points.partition(",")  # "all 250", or "40 of 250, a seeded random subset ... (--seed 0)"
+        print(f"{config.dataset} {args.split} ({count} points{comma}{how}), checkpoint {checkpoint} at epoch {state.epoch}")
         print("  nats per point; NLL, -ELBO and the reconstruction cost -E_q[log p(x|z)]: lower is better")
         for line in table_lines(metrics, args.k):
             print(line)
