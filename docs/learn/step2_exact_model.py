@@ -20,6 +20,7 @@ import numpy as np
 import scipy.stats
 
 import npvae
+from npvae.oracle.linear_vae import linear_arch, linear_vae_params
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10                   # closed forms agree to float64 rounding (terms of order 10, a few dozen of them)
@@ -121,11 +122,7 @@ print("with orthogonal columns the best diagonal q is the posterior: ELBO = log 
 # %%
 def linear_vae(model, V, log_S):
     """(arch, params) of the linear VAE: q(z|x) = N(V (x - b), diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    D, Z = model.W.shape
-    enc = npvae.Dense(np.concatenate([V.T, np.zeros((D, Z))], axis=1), np.concatenate([-V @ model.b, log_S]))
-    dec = npvae.Dense(model.W.T.copy(), model.b.copy())
-    arch = npvae.Arch(D, (), Z, "identity", npvae.Likelihood("gaussian", sigma2=float(model.sigma2)))
-    return arch, npvae.VAEParams((enc,), (dec,))
+    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S)
 
 
 V = np.linalg.solve(M, W.T)                                 # the posterior mean is M^-1 W^T (x - b), linear in x

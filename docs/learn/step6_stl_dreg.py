@@ -18,6 +18,7 @@
 import numpy as np
 
 import npvae
+from npvae.oracle.linear_vae import linear_arch, linear_vae_params
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
@@ -27,11 +28,7 @@ D, Z, s2 = 5, 2, 0.5
 
 def linear_vae(model, V, c, log_S):
     """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    D, Z = model.W.shape
-    enc = npvae.Dense(np.concatenate([V.T, np.zeros((D, Z))], axis=1), np.concatenate([c, log_S]))
-    dec = npvae.Dense(model.W.T.copy(), model.b.copy())
-    arch = npvae.Arch(D, (), Z, "identity", npvae.Likelihood("gaussian", sigma2=float(model.sigma2)))
-    return arch, npvae.VAEParams((enc,), (dec,))
+    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
 
 
 def best_encoder(model, shift=0.0, var_factor=1.0):

@@ -24,12 +24,13 @@ def linear_arch(D: int, Z: int, sigma2: float) -> Arch:
     return Arch(D, (), Z, "identity", Likelihood("gaussian", sigma2=float(sigma2)))
 
 
-def linear_vae_params(model: LinearGaussian, V, log_S) -> VAEParams:
-    """Params with decoder (W, b) from `model` and encoder mean V (x - b), V: (Z, D), constant log-variance log_S: (Z,)."""
+def linear_vae_params(model: LinearGaussian, V, log_S, c=None) -> VAEParams:
+    """Params with decoder (W, b) from `model` and encoder mean V x + c, V: (Z, D), c: (Z,) (default -V b: the mean
+    V (x - b)), constant log-variance log_S: (Z,)."""
     W, b = model.W, model.b
     Z = W.shape[1]
     enc_W = np.concatenate([V.T, np.zeros((W.shape[0], Z), dtype=W.dtype)], axis=1)  # (D, 2Z)
-    enc_b = np.concatenate([-(V @ b), log_S]).astype(W.dtype)
+    enc_b = np.concatenate([-(V @ b) if c is None else c, log_S]).astype(W.dtype)
     return VAEParams((Dense(enc_W, enc_b),), (Dense(W.T.copy(), b.copy()),))
 
 
