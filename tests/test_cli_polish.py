@@ -1,6 +1,9 @@
-"""The command line's small promises: the version agrees everywhere, the eval table's columns line up."""
+"""The command line's small promises: the version agrees everywhere, the eval table's columns line up, a refusal names the
+command's options, a reader gone ends it quietly."""
 
 import re
+
+import pytest
 
 from conftest import REPO
 
@@ -77,3 +80,141 @@ def test_a_long_training_run_is_announced_after_its_first_epoch():
     assert "the 3279 left will take about 13.7 h" in line and "--backend numba" in line and "--resume" in line
     assert "--backend numba" not in estimate_line(TrainConfig(epochs=3280, backend="numba"), 1, 15.0)
     assert estimate_line(TrainConfig(epochs=100), 1, 0.5) is None  # 49.5 s left: nothing to announce
+
+
+def _train_error(capsys, tmp_path, *options) -> str:
+    """The one line `npvae train OPTIONS` says on stderr when it refuses them (exit 2)."""
+    from npvae.cli import main
+
+    assert main(["train", *options, "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet", "--no-pictures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("npvae train: error: "), err
+    return err[len("npvae train: error: "):]
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--bound", "iwae"], "the IWAE bound has no analytic-KL form: use --kl mc"),
+    (["--estimator", "dreg"], "estimator 'dreg' is not defined for --bound elbo, --kl analytic (valid: elbo/analytic: reparam; "),
+    (["--kl", "mc", "--free-bits", "1"], "free bits need the analytic KL (--kl analytic): "),
+    (["--arch", "64-10-4:10-2", "--free-bits", "0.5"], "is a ladder of 2 (use --free-bits 0)"),
+    (["--bound", "iwae", "--kl", "mc", "--kl-weight", "0.5"], "--kl-weight must be 1 for the IWAE bound"),
+    (["--kl-weight", "-1"], "--kl-weight must be a finite number >= 0, got -1.0"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["-k", "0"], "--k must be an integer >= 1, got 0"),
+])
+def test_a_refused_training_option_is_named_as_the_command_line_spells_it(capsys, tmp_path, options, said):
+    err = _train_error(capsys, tmp_path, *options)
+    assert said in err and not re.search(r"(?<![\w-])(kl|bound|free_bits|kl_weight|batch_size|k)(=| must)", err), err
+
+
+def test_a_missing_numba_names_the_backend_options(capsys, tmp_path, monkeypatch):
+    import npvae.backends
+
+    monkeypatch.setattr(npvae.backends, "numba_available", lambda: False)
+    err = _train_error(capsys, tmp_path, "--backend", "numba")
+    assert err == "--backend numba needs the numba package (pip install numba); or use --backend numpy"
+
+
+def test_the_python_api_keeps_the_keyword_phrasing():
+    from npvae.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"^the IWAE bound has no analytic-KL form: use kl='mc'$"):
+        TrainConfig(bound="iwae")
+    with pytest.raises(ValueError, match=r"\(kl='analytic'\)"):
+        TrainConfig(kl="mc", free_bits=1.0)
+
+
+@pytest.fixture(scope="module")
+def npvae_parser():
+    from npvae.cli import build_parser
+
+    return build_parser()
+
+
+@pytest.mark.parametrize("command, message, said", [
+    ("train", "use kl='mc'", "use --kl mc"),  # quoted
+    ("train", 'use kl="mc" here', "use --kl mc here"),  # double-quoted
+    ("train", "(use free_bits=0)", "(use --free-bits 0)"),  # a bare number
+    ("train", "or use free_bits=0.", "or use --free-bits 0."),  # the sentence's full stop is not the value's
+    ("train", "got free_bits=0.25 for 784-200-50", "got --free-bits 0.25 for 784-200-50"),
+    ("train", "set lr=-1e-3 or so", "set --lr -1e-3 or so"),
+    ("train", "bound=elbo, kl=analytic", "--bound elbo, --kl analytic"),  # bare words
+    ("train", "k=5", "--k 5"),  # -k/--k: the long spelling
+    ("train", "use backend='numba' or 'numpy', or 'auto' to take", "use --backend numba or numpy, or auto to take"),
+    ("train", "data_dir='my data'", "--data-dir 'my data'"),  # a value the shell would split, quoted for it
+    ("check", "break_name='list'", "--break list"),  # the dest is not the option's name
+    ("explain", "quick=True runs in seconds", "--quick runs in seconds"),  # a flag
+    ("explain", "quick=False", "quick=False"),  # a flag has no spelling for False
+    ("train", "seed must be an integer >= 0, got -1", "--seed must be an integer >= 0, got -1"),
+    ("train", "sigma2 = 1e-50 is not a positive finite float32 number", "--sigma2 1e-50 is not a positive finite float32 number"),
+])
+def test_keywords_of_the_commands_options_become_the_options(npvae_parser, command, message, said):
+    from npvae.cli import phrasing
+
+    assert phrasing.as_options(message, phrasing.options_of(npvae_parser, command)) == said
+
+
+@pytest.mark.parametrize("command, message", [
+    ("train", "use frobnicate='x'"),  # no such option
+    ("train", "x must be (N, D), got shape (3,)"),
+    ("eval", "use kl='mc'"),  # an option of train's, not eval's
+    ("sample", "k=5"),  # eval's --k, not sample's
+    ("verify", "free_bits floors each dimension's analytic KL: it needs kl='analytic'"),  # a head file's options entry
+    ("verify", "kl_weight must be 1 for the IWAE bound"),
+    ("train", "run_dir='x'"),  # positionals have no option spelling
+    ("train", "output_kl='mc', arch.kl='mc', --kl=mc, kl == 'mc'"),  # longer names, attributes, options, comparisons
+    ("train", "NUMBA_ENABLE_CUDASIM=1, D=784"),
+    ("train", "checkpoint c: its config is unusable (seed must be an integer >= 0, got -1)"),  # only at the opening
+    ("explain", "npvae explain gaps --data-dir DIR where DIR holds it; from Python, data_dir=DIR"),  # both already given
+])
+def test_other_names_stay_as_the_library_wrote_them(npvae_parser, command, message):
+    from npvae.cli import phrasing
+
+    assert phrasing.as_options(message, phrasing.options_of(npvae_parser, command)) == message
+
+
+@pytest.mark.parametrize("argv, unbuffered", [
+    (["check", "--break", "list"], False),  # block-buffered into a pipe: the write is the flush at the end
+    (["check", "--break", "list"], True),  # each print writes: the first one fails inside the command
+    (["train", "--help"], False),  # argparse's help, printed while parsing
+])
+def test_a_reader_gone_ends_the_command_quietly_with_141(argv, unbuffered):
+    """`npvae eval RUN | head -1`: the pipe's read end is closed before the child starts, so its first write gets EPIPE
+    (Python ignores SIGPIPE: a BrokenPipeError); the shell's 128 + SIGPIPE, and nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "npvae.cli", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=REPO, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_a_command_started_with_stdout_closed_still_ends_cleanly():
+    """`npvae check --break list >&-`: Python starts with sys.stdout None and print writes nothing; main's flush copes."""
+    import shlex
+    import subprocess
+    import sys
+
+    line = f"exec {shlex.quote(sys.executable)} -m npvae.cli check --break list >&-"
+    done = subprocess.run(["sh", "-c", line], stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["eval", "RUN"], ["sample", "RUN"], ["check"],
+                                     ["explain", "iwae", "--quick"]])
+def test_a_negative_seed_is_refused_by_every_command_as_an_option(command, capsys):
+    """--seed -1 reached NumPy's bare 'expected non-negative integer' from eval, sample and check: now argparse says it."""
+    from npvae.cli import main
+
+    assert main(command + ["--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --seed: must be an integer >= 0, got -1" in err and "non-negative" not in err

@@ -2,7 +2,7 @@
 
 One module a command: train, eval, sample, check, verify, explain, bench, sweep (each `cmd_<name>(args)`, returning the
 exit code); args holds every command's options, data where data are looked for, runs what train, eval and sample share,
-signals SIGTERM and SIGHUP as Ctrl-C.
+signals SIGTERM and SIGHUP as Ctrl-C, phrasing the library's errors as the command's options.
 This module dispatches.
 """
 
@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from . import args as cli_args
+from . import phrasing
 from .bench import cmd_bench
 from .check import cmd_check
 from .eval import cmd_eval
@@ -44,14 +45,35 @@ EXPECTED_FILES = {
 }
 
 
-def error_message(command: str, e: Exception) -> str:
+def error_message(command: str, e: Exception, parser: argparse.ArgumentParser | None = None) -> str:
     """An error as one line: an operating-system error names its file and what went wrong there (and, for a missing file,
-    what the command expected in it) instead of Python's '[Errno 2] No such file or directory: ...'."""
+    what the command expected in it) instead of Python's '[Errno 2] No such file or directory: ...'; given the parser,
+    the library's `kl='mc'` for an option of `command` reads `--kl mc` (npvae.cli.phrasing)."""
     if isinstance(e, OSError) and e.filename is not None and str(e).startswith("[Errno"):
         why = (e.strerror or "error").lower()
         expected = EXPECTED_FILES.get(command) if isinstance(e, FileNotFoundError) else None
         return f"{e.filename}: {why}" + (f" (expected: {expected})" if expected else "")
-    return str(e)
+    return str(e) if parser is None else phrasing.as_options(str(e), phrasing.options_of(parser, command))
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`npvae eval RUN | head -1`): not an error of the command's, so nothing is said."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there at exit, instead of failing again
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a command that wrote into a closed pipe
+
+
+def _flushed(code: int) -> int:
+    """`code`, once stdout is flushed: into a pipe, output is buffered, and a reader gone shows here, not at exit."""
+    try:
+        if sys.stdout is not None:  # None when started with stdout closed (`npvae ... >&-`), where print writes nothing
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
 
 
 def main(argv=None) -> int:
@@ -68,26 +90,24 @@ def main(argv=None) -> int:
         else:
             args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (2, message printed) or --help/--version (0): a return code, as for the rest
-        return e.code if isinstance(e.code, int) else 2
+        return _flushed(e.code if isinstance(e.code, int) else 2)
     replaced = stop_signals()
     try:
-        return args.func(args)
-    except BrokenPipeError:  # the reader went away (`npvae eval RUN | head -1`): not an error of the command's, say nothing
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush does not fail again
-        return 141  # 128 + SIGPIPE, what a shell reports for a command that wrote into a closed pipe
+        code = args.func(args)
+    except BrokenPipeError:  # the reader went away while the command wrote
+        return _reader_gone()
     except (ValueError, OSError) as e:  # bad input, missing files, a failed download: a clear message, no traceback
-        print(f"npvae {args.command}: error: {error_message(args.command, e)}", file=sys.stderr)
-        return 2
+        print(f"npvae {args.command}: error: {error_message(args.command, e, parser)}", file=sys.stderr)
+        code = 2
     except MemoryError:  # what the estimates before a command did not foresee: one line, as for a refusal
         print(f"npvae {args.command}: error: out of memory (the estimates before the command allowed it, the machine did "
               "not): use smaller --batch-size, --k or --n, or free memory", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt as e:  # outside training (which says how to resume): nothing half-written to report
         name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
         print(f"\nnpvae {args.command}: interrupted ({name})", file=sys.stderr)
-        return exit_code(e)
+        code = exit_code(e)
     finally:
         for s, handler in replaced.items():
             signal.signal(s, handler)
+    return _flushed(code)

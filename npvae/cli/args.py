@@ -28,6 +28,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer >= 0 (what np.random.SeedSequence takes)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+    return v
+
+
 def _train_options(t) -> None:
     from ..training.config import OUTPUT_BIASES, TrainConfig
     from ..store.data import DATASETS
@@ -63,7 +74,7 @@ def _train_options(t) -> None:
     t.add_argument("--beta2", type=float, default=None, help=f"Adam's second-moment decay (default {d.beta2})")
     t.add_argument("--adam-eps", dest="adam_eps", type=float, default=None, help=f"default {d.adam_eps}")
     t.add_argument("--dtype", choices=("float32", "float64"), default=None, help=f"default {d.dtype}")
-    t.add_argument("--seed", type=int, default=None, help="seed of every random stream of the run (default 0)")
+    t.add_argument("--seed", type=_seed, default=None, help="seed of every random stream of the run (default 0)")
     t.add_argument("--valid-k", dest="valid_k", type=int, default=None, help="K of the per-epoch validation bound (default: training K)")
     t.add_argument("--output-bias", dest="output_bias", choices=OUTPUT_BIASES, default=None,
                    help="the decoder's output bias at the start: data (default: the logit of the mean training pixel, clipped "
@@ -102,7 +113,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
              "if they catch it, 1 if not (--break list: the bugs).")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.add_argument("--verbose", action="store_true", help="one row per parameter instead of the worst per objective")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random models and noise")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the random models and noise")
     # --break stays text here: cmd_check refuses an unknown name in one line, exit 2, before anything runs
     c.add_argument("--break", dest="break_name", default=None, metavar="NAME",
                    help="plant the classic bug NAME in npvae's maths for this run only (kl-no-half, logvar-as-logstd, ...; "
@@ -147,7 +158,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int, default=None, help="evaluate a seeded random subset of N points, stratified by class where "
                    "the data have labels (default: the whole split; a prefix of a split is not a sample of it)")
     e.add_argument("--checkpoint", **checkpoint)
-    e.add_argument("--seed", type=int, default=0, help="seed of the subset, the importance samples (with the run's seed: "
+    e.add_argument("--seed", type=_seed, default=0, help="seed of the subset, the importance samples (with the run's seed: "
                    "npvae.evaluation.chunks) and any binarisation (default 0)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--threads", **threads)
@@ -161,7 +172,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
              "Draw a run's pictures again (samples.png, reconstructions.png, curves.png and, for Z = 2, manifold.png and latent.png).")
     s.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by npvae train")
     s.add_argument("--checkpoint", **checkpoint)
-    s.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the prior samples (default 0)")
     _data_options(s)
     s.set_defaults(func=commands["sample"])
 
@@ -172,7 +183,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     x.add_argument("topic", choices=TOPICS, help="which question")
     x.add_argument("--out", default=None, help="output directory (default runs/explain-TOPIC)")
     x.add_argument("--quick", action="store_true", help="a few seconds, smaller experiment")
-    x.add_argument("--seed", type=int, default=0, help="seed of the experiment (default 0)")
+    x.add_argument("--seed", type=_seed, default=0, help="seed of the experiment (default 0)")
     _data_options(x)  # binarized_mnist.npz for posterior, gaps and generation (else the embedded digits, with a note)
     x.add_argument("--json", action="store_true", help="print the numbers as JSON")
     x.add_argument("--threads", **threads)

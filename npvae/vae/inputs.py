@@ -79,7 +79,7 @@ def check_options(bound: str, kl: str, estimator: str, kl_weight: float, free_bi
     _validate.choice("kl", kl, KL_MODES)
     _validate.choice("estimator", estimator, tuple(ESTIMATORS))
     if bound == "iwae" and kl != "mc":
-        raise ValueError("the IWAE bound has no analytic-KL form: use kl='mc' (on the command line: --kl mc)")
+        raise ValueError("the IWAE bound has no analytic-KL form: use kl='mc'")
     if estimator not in VALID[(bound, kl)]:
         table = "; ".join(f"{b}/{k}: {', '.join(e)}" for (b, k), e in VALID.items())
         raise ValueError(f"estimator {estimator!r} is not defined for bound={bound!r}, kl={kl!r} (valid: {table})")
