@@ -20,7 +20,7 @@ import numpy as np
 import scipy.stats
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import linear_vae   # (arch, params) of the linear VAE of a LinearGaussian
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10                   # closed forms agree to float64 rounding (terms of order 10, a few dozen of them)
@@ -120,13 +120,8 @@ print("with orthogonal columns the best diagonal q is the posterior: ELBO = log 
 # gives its expectation exactly: `npvae.bound_value` must then equal `model.elbo` to rounding.
 
 # %%
-def linear_vae(model, V, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V (x - b), diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S)
-
-
 V = np.linalg.solve(M, W.T)                                 # the posterior mean is M^-1 W^T (x - b), linear in x
-arch, params = linear_vae(model, V, np.log(s2 / np.diag(M)))
+arch, params = linear_vae(model, V, np.log(s2 / np.diag(M)))   # q(z|x) = N(V (x - b), diag(S)), p(x|z) = N(Wz + b, s2 I)
 assert np.max(np.abs(npvae.models.encoder_mean(params, arch, x) - best_mean)) < EXACT
 
 sigma_points = np.concatenate([np.eye(Z), -np.eye(Z)])[:, None, :] * np.sqrt(Z)   # (2Z, 1, Z)

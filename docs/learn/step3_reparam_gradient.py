@@ -21,7 +21,7 @@
 import numpy as np
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import linear_vae   # q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(Wz + b, s2 I)
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
@@ -31,14 +31,9 @@ D, Z = 5, 2
 model = npvae.LinearGaussian.random(rng, D, (Z,), sigma2=0.5)
 W, b, s2 = model.W, model.b, float(model.sigma2)
 
-
-def linear_vae(model, V, c, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
-
-
 # an encoder that is not the best one: a random linear map and variances
-arch, params = linear_vae(model, 0.3 * rng.standard_normal((Z, D)), 0.3 * rng.standard_normal(Z), rng.uniform(-2, 0, Z))
+arch, params = linear_vae(model, 0.3 * rng.standard_normal((Z, D)), c=0.3 * rng.standard_normal(Z),
+                          log_S=rng.uniform(-2, 0, Z))
 
 # %% [markdown]
 # ## The chain rule by hand

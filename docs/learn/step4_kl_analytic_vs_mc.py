@@ -19,7 +19,7 @@
 import numpy as np
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import linear_vae   # q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(Wz + b, s2 I)
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
@@ -28,11 +28,6 @@ n = 20_000                      # one-sample estimates per estimator
 
 D, Z = 5, 2
 model = npvae.LinearGaussian.random(rng, D, (Z,), sigma2=0.5)
-
-
-def linear_vae(model, V, c, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
 
 
 def closed_form_variances(model, x0, m, log_S):
@@ -71,7 +66,7 @@ best_m, best_lv = (a[0] for a in model.best_diagonal_q(x0[None]))
 candidates = {"best diagonal q": (best_m, best_lv), "mean shifted by 0.5": (best_m + 0.5, best_lv),
               "variances / 4": (best_m, best_lv - np.log(4))}
 for name, (m, log_S) in candidates.items():
-    arch, params = linear_vae(model, np.zeros((Z, D)), m, log_S)   # an encoder that outputs this q for every x
+    arch, params = linear_vae(model, np.zeros((Z, D)), log_S, c=m)   # an encoder that outputs this q for every x
     exact_elbo = model.elbo(x0[None], m[None], log_S[None])[0]
     var_an_exact, var_mc_exact = closed_form_variances(model, x0, m, log_S)
     print(f"{name}: exact ELBO {exact_elbo:.4f}; the analytic KL needs {var_an_exact / var_mc_exact:.2f} times the samples "
@@ -88,7 +83,7 @@ for name, (m, log_S) in candidates.items():
 # At $q = p(z)$ the two are the same estimate: $\log p(z) - \log q(z|x) = 0$ for every draw, and the KL is 0.
 
 # %%
-arch, params = linear_vae(model, np.zeros((Z, D)), np.zeros(Z), np.zeros(Z))
+arch, params = linear_vae(model, np.zeros((Z, D)), np.zeros(Z), c=np.zeros(Z))
 eps = rng.standard_normal((1, 1000, Z))
 xs = np.repeat(x0[None], 1000, axis=0)
 assert np.max(np.abs(npvae.bound_value(params, arch, xs, eps, kl="mc") - npvae.bound_value(params, arch, xs, eps, kl="analytic"))) < EXACT
@@ -104,7 +99,7 @@ assert np.max(np.abs(npvae.bound_value(params, arch, xs, eps, kl="mc") - npvae.b
 orth = npvae.LinearGaussian.with_posterior_in_family(rng, D, (Z,), sigma2=0.5)
 xo = orth.sample(1, rng)[0][0]
 pm, plv = (a[0] for a in orth.best_diagonal_q(xo[None]))
-arch_o, params_o = linear_vae(orth, np.zeros((Z, D)), pm, plv)
+arch_o, params_o = linear_vae(orth, np.zeros((Z, D)), plv, c=pm)
 var_an_post, var_mc_post = closed_form_variances(orth, xo, pm, plv)
 
 f_mc = one_sample_estimates(params_o, arch_o, xo, "mc")

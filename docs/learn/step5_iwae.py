@@ -18,31 +18,11 @@
 import numpy as np
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import best_linear_vae, cosine_model
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 N_SE = 5                        # Monte Carlo statements hold to 5 standard errors
 D, Z, s2 = 5, 2, 0.5
-
-
-def model_with_column_cosine(rng, cosine):
-    """A LinearGaussian whose two columns of W have length 1.5 and the given cosine (so a correlated posterior)."""
-    Q, _ = np.linalg.qr(rng.standard_normal((D, Z)))
-    W = 1.5 * np.stack([Q[:, 0], cosine * Q[:, 0] + np.sqrt(1 - cosine**2) * Q[:, 1]], axis=1)
-    return npvae.LinearGaussian(W, rng.standard_normal(D), s2)
-
-
-def linear_vae(model, V, c, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
-
-
-def best_encoder(model, shift=0.0, var_factor=1.0):
-    """The linear VAE whose q is the best diagonal one, its mean moved by `shift`, its variances times `var_factor`."""
-    W, b, s2 = model.W, model.b, float(model.sigma2)
-    M = W.T @ W + s2 * np.eye(W.shape[1])
-    V = np.linalg.solve(M, W.T)                              # posterior mean M^-1 W^T (x - b)
-    return linear_vae(model, V, shift - V @ b, np.log(var_factor * s2 / np.diag(M)))
 
 
 def weight_chi2(post_mean, post_cov, q_mean, q_var):
@@ -62,8 +42,8 @@ def weight_chi2(post_mean, post_cov, q_mean, q_var):
 # of $\mathcal{L}_K$ (4096 copies of the point, each with its own $K$ samples) give the mean and its standard error.
 
 # %%
-model = model_with_column_cosine(rng, 0.5)
-arch, params = best_encoder(model)
+model = cosine_model(rng, D, 0.5, s2)             # Z = 2, columns of length 1.5 at cosine 0.5: a correlated posterior
+arch, params = best_linear_vae(model)            # q = the best diagonal Gaussian, V = M^-1 W^T, S = s2 / diag(M)
 x0 = model.sample(1, rng)[0]
 log_px = model.log_marginal(x0)[0]
 elbo = model.elbo(x0, *model.best_diagonal_q(x0))[0]
@@ -110,7 +90,7 @@ def snr_and_se(g):
 
 
 orth = npvae.LinearGaussian.with_posterior_in_family(rng, D, (Z,), sigma2=s2)
-arch_o, params_o = best_encoder(orth, shift=-0.3, var_factor=1.35)
+arch_o, params_o = best_linear_vae(orth, shift=-0.3, var_factor=1.35)   # q's mean 0.3 low, its variances 35% high
 xb = orth.sample(16, rng)[0]
 snr = {}
 for K in (1, 16, 256):

@@ -18,25 +18,12 @@
 import numpy as np
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import best_linear_vae, linear_vae
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
 N_SE = 5                        # Monte Carlo statements hold to 5 standard errors
 D, Z, s2 = 5, 2, 0.5
-
-
-def linear_vae(model, V, c, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
-
-
-def best_encoder(model, shift=0.0, var_factor=1.0):
-    """The linear VAE whose q is the best diagonal one, its mean moved by `shift`, its variances times `var_factor`."""
-    W, b, s2 = model.W, model.b, float(model.sigma2)
-    M = W.T @ W + s2 * np.eye(W.shape[1])
-    V = np.linalg.solve(M, W.T)
-    return linear_vae(model, V, shift - V @ b, np.log(var_factor * s2 / np.diag(M)))
 
 
 def encoder_grads(g):
@@ -50,7 +37,7 @@ def encoder_grads(g):
 
 # %%
 orth = npvae.LinearGaussian.with_posterior_in_family(rng, D, (Z,), sigma2=s2)
-arch, params = best_encoder(orth)
+arch, params = best_linear_vae(orth)              # the encoder that outputs p(z|x)
 xb = orth.sample(16, rng)[0]
 worst = {}
 for bound, estimator, K in (("elbo", "reparam", 1), ("elbo", "stl", 1), ("iwae", "reparam", 16), ("iwae", "dreg", 16)):
@@ -68,7 +55,8 @@ assert worst[("elbo", "reparam")] > 1e-3 and worst[("iwae", "reparam")] > 1e-3
 
 # %%
 model = npvae.LinearGaussian.random(rng, D, (Z,), sigma2=s2)      # a correlated posterior this time
-arch, params = linear_vae(model, 0.3 * rng.standard_normal((Z, D)), 0.3 * rng.standard_normal(Z), rng.uniform(-2, 0, Z))
+arch, params = linear_vae(model, 0.3 * rng.standard_normal((Z, D)), c=0.3 * rng.standard_normal(Z),
+                          log_S=rng.uniform(-2, 0, Z))
 x = model.sample(8, rng)[0]
 for bound, K, names in (("elbo", 4, ("reparam", "stl")), ("iwae", 4, ("reparam", "dreg"))):
     eps = rng.standard_normal((K, 8, Z))
@@ -131,7 +119,7 @@ def snr_and_se(g):
     return snr, np.sqrt(np.maximum(1 - snr * np.sign(m) * skew + snr**2 * (kurt - 1) / 4, 0) / n)
 
 
-arch_o, params_o = best_encoder(orth, shift=-0.3, var_factor=1.35)
+arch_o, params_o = best_linear_vae(orth, shift=-0.3, var_factor=1.35)
 snr = {}
 for K in (1, 16, 256):
     draws = {"reparam": [], "dreg": []}

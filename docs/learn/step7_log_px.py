@@ -14,24 +14,12 @@
 import numpy as np
 
 import npvae
-from npvae.oracle.linear_vae import linear_arch, linear_vae_params
+from npvae.oracle.linear_vae import best_linear_vae, cosine_model, linear_vae
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
 N_SE = 5                        # Monte Carlo statements hold to 5 standard errors
 D, Z, s2, N = 5, 2, 0.5, 200
-
-
-def model_with_column_cosine(rng, cosine):
-    """A LinearGaussian whose two columns of W have length 1.5 and the given cosine (so a correlated posterior)."""
-    Q, _ = np.linalg.qr(rng.standard_normal((D, Z)))
-    W = 1.5 * np.stack([Q[:, 0], cosine * Q[:, 0] + np.sqrt(1 - cosine**2) * Q[:, 1]], axis=1)
-    return npvae.LinearGaussian(W, rng.standard_normal(D), s2)
-
-
-def linear_vae(model, V, c, log_S):
-    """(arch, params) of the linear VAE: q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I)."""
-    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
 
 
 def weight_chi2(post_mean, post_cov, q_mean, q_var):
@@ -45,11 +33,10 @@ def weight_chi2(post_mean, post_cov, q_mean, q_var):
     return np.expm1(log_m2)
 
 
-model = model_with_column_cosine(rng, 0.5)
+model = cosine_model(rng, D, 0.5, s2)                                     # Z = 2, columns at cosine 0.5: correlated
 W, b = model.W, model.b
 M = W.T @ W + s2 * np.eye(Z)
-V = np.linalg.solve(M, W.T)
-arch, params = linear_vae(model, V, -V @ b, np.log(s2 / np.diag(M)))      # the best diagonal encoder
+arch, params = best_linear_vae(model)                  # the best diagonal encoder: V = M^-1 W^T, variances s2 / M_jj
 x = model.sample(N, rng)[0]                                               # a "test split" of 200 points
 exact = model.log_marginal(x)
 post_mean, post_cov = model.posterior(x)
@@ -87,7 +74,7 @@ for k in (1, 10, 100, 1000, 5000):
 # %%
 chi2_prior = np.array([weight_chi2(m, post_cov, np.zeros(Z), np.ones(Z)) for m in post_mean])
 assert np.all(chi2_prior > chi2)
-prior_arch, prior_params = linear_vae(model, np.zeros((Z, D)), np.zeros(Z), np.zeros(Z))
+prior_arch, prior_params = linear_vae(model, np.zeros((Z, D)), np.zeros(Z), c=np.zeros(Z))
 err_p = npvae.log_px(prior_params, prior_arch, x, 100, rng) - exact
 err_q = npvae.log_px(params, arch, x, 100, rng) - exact
 print(f"chi^2 of the prior: median {np.median(chi2_prior):.2f}, max {chi2_prior.max():.1f} (the encoder's: {chi2:.3f}); "

@@ -12,20 +12,13 @@
 import numpy as np
 
 import npvae
+from npvae.oracle.linear_vae import cosine_model
 
 rng = np.random.default_rng(0)  # change the seed: every assert below holds for every seed
 EXACT = 1e-10
 D, Z, s2, N = 5, 2, 0.3, 2000
 
-
-def model_with_column_cosine(rng, cosine):
-    """A LinearGaussian whose two columns of W have length 1.5 and the given cosine (so a correlated posterior)."""
-    Q, _ = np.linalg.qr(rng.standard_normal((D, Z)))
-    W = 1.5 * np.stack([Q[:, 0], cosine * Q[:, 0] + np.sqrt(1 - cosine**2) * Q[:, 1]], axis=1)
-    return npvae.LinearGaussian(W, rng.standard_normal(D), s2)
-
-
-model = model_with_column_cosine(rng, 0.8)                 # columns at cosine 0.8: a strongly correlated posterior
+model = cosine_model(rng, D, 0.8, s2)                      # Z = 2, columns of length 1.5 at cosine 0.8: strongly correlated
 W, b = model.W, model.b
 x = model.sample(N, rng)[0]
 log_px = model.log_marginal(x).mean()

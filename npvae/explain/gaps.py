@@ -5,258 +5,48 @@ Cremer, Li & Duvenaud 2018 split the gap of an amortised q(z|x) (the encoder's o
 the approximation gap (= KL(q* || p(z|x)): the family cannot do better) and the amortisation gap (the one encoder
 shared by all x does not give each x its own best q). Both are >= 0; the family is N(m, diag(exp(v))).
 
-1. Linear-Gaussian model (docs/theory.md, section 4), every term exact. p(z|x) = N(mu(x), Lam^-1), Lam = M / sigma2,
-   M = W^T W + sigma2 I, mu(x) = V (x - b), V = M^-1 W^T. For q = N(m, diag(s)),
-       KL(q || p(z|x)) = 1/2 [sum_j Lam_jj s_j - Z - sum_j log s_j - log|Lam| + (m - mu)^T Lam (m - mu)];
-   d/dm = Lam (m - mu) = 0 and d/ds_j = (Lam_jj - 1/s_j) / 2 = 0 give q*: m = mu(x), 1/s_j = Lam_jj (the posterior mean,
-   precisions the diagonal of the posterior precision). Left at q*: 1/2 [sum_j log Lam_jj - log|Lam|] = 1/2 [sum_j log M_jj
-   - log|M|], the approximation gap, the same at every x. An encoder's amortisation gap is the rest of its KL,
-       1/2 [sum_j (e^u_j - 1 - u_j) + (m - mu)^T Lam (m - mu)],   u_j = log s_j + log Lam_jj.
-   q*(x) is affine in x and its variance does not depend on x, so a linear encoder with a shared log-variance CAN be q*
-   at every x: an amortisation gap here comes from an encoder trained too briefly, or from one whose mean map A has rank
-   r < Z. The best rank-r encoder for data of mean xbar and covariance Sx is reduced-rank regression in the posterior's
-   metric: with Lam = L L^T, Sx = R R^T and C = L^T V R = sum_i sigma_i u_i w_i^T (SVD), A = L^-T C_r R^-1 (C_r: the r
-   leading terms, Eckart & Young 1936), a = V (xbar - b) - A xbar, s = 1 / diag(Lam); its amortisation gap averaged over
-   the data is 1/2 sum_{i > r} sigma_i^2, where sigma_i^2 are the eigenvalues of Lam Cov_x[mu(x)]: how far the posterior
-   mean moves across the data, in posterior standard deviations, along the directions the encoder cannot follow.
+1. Linear-Gaussian model (docs/theory.md, section 4), every term exact (npvae.explain.gaps_linear, whose docstring
+   derives them): q* in closed form, the approximation gap 1/2 [sum_j log M_jj - log|M|] at every x, and the
+   amortisation gaps of three encoders: trained briefly, trained long, and the best of rank 1.
 2. A tanh VAE trained on binarised MNIST (the embedded 8x8 digits in quick mode, or when the file is not found): q* by
    Adam on each point's reparameterised ELBO, started at the encoder's output, through the package's decoder forward and
    backward (`latent_grads`: the backward without the encoder); log p(x) by importance sampling with k samples from q*;
-   each ELBO from n samples (analytic KL) with its standard error. The same estimators run on the linear model first,
-   where the exact values check them. There the weights p(x, z) / q*(z) have infinite variance (q* is narrower than
-   p(z|x) across its correlation: 2 Lam - diag(Lam) is not positive definite, see npvae.explain.iwae), so log p^ sits
-   slightly below log p(x), by more than its delta-method standard error: the approximation gap comes out a little low.
+   each ELBO from n samples (analytic KL) with its standard error (npvae.explain.gaps_estimators). The same estimators
+   run on the linear model first, where the exact values check them. There the weights p(x, z) / q*(z) have infinite
+   variance (q* is narrower than p(z|x) across its correlation: 2 Lam - diag(Lam) is not positive definite, see
+   npvae.explain.iwae), so log p^ sits slightly below log p(x), by more than its delta-method standard error: the
+   approximation gap comes out a little low.
+The public names of gaps_linear and gaps_estimators are exported here too, where they were defined before the split.
 Shapes: x (N, D), mu/log_var (N, Z), eps (S, N, Z).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.special import logsumexp
 
-from .. import likelihoods as lik
-from ..maths.gaussian import kl_std_normal_forward, log_prob_eps, log_std_normal, sample_forward
-from ..nn.optim import adam_init, adam_update
-from ..objectives import Forward, latent_grads, objective
-from ..oracle.linear_chain import LinearGaussian
-from ..oracle.linear_vae import linear_arch
 from ..store.data import DataNotFoundError, load, subset_indices
-from ..vae.model import Arch, decode, encode, flatten, init_params, unflatten
+from ..vae.model import Arch, encode
 from . import _common as c
-from .iwae import weight_second_moment
 from . import posterior_nonlinear as pn
-from .posterior import train_linear
+from ._training import train_vae
+from .gaps_estimators import (LR, ROWS, elbo_grad_q, elbo_q, estimate_gaps, log_px_q, log_weights_q, optimise_q,
+                              summarise)
+from .gaps_linear import (LINEAR, amortisation_gap_exact, best_rank_r_encoder, diagonal_q_star, linear_part,
+                          posterior_precision)
 from .posterior_nonlinear import _search_dirs
 
-# The linear part: data points, Adam steps of the "brief" and the "long" encoder, points and steps of the per-point optimiser.
-LINEAR = {"quick": dict(n=2000, brief=100, long=1000, n_opt=200, steps=500, k=2000, n_elbo=2000),
-          "full": dict(n=2000, brief=100, long=3000, n_opt=500, steps=500, k=5000, n_elbo=5000)}
+__all__ = ["LINEAR", "LR", "NONLINEAR", "ROWS", "amortisation_gap_exact", "best_rank_r_encoder", "diagonal_q_star",
+           "draw", "elbo_grad_q", "elbo_q", "estimate_gaps", "finding", "log_px_q", "log_weights_q", "optimise_q",
+           "posterior_precision", "run", "summarise"]
+
 # The VAE: arch, training points, epochs, test points, per-point Adam steps and samples per step, k for log p(x), n per ELBO.
 NONLINEAR = {"quick": dict(arch="64-64-4", n_train=1297, epochs=8, n_points=50, steps=200, samples=8, k=1000, n_elbo=500),
              "digits": dict(arch="64-64-4", n_train=1297, epochs=40, n_points=250, steps=500, samples=8, k=5000, n_elbo=2000),
              "binarized-mnist": dict(arch="784-200-20", n_train=10_000, epochs=20, n_points=100, steps=500, samples=8, k=5000,
                                      n_elbo=1000)}
-LR = (0.05, 0.0005)  # the per-point optimiser's learning rate, decaying geometrically over its steps
-ROWS = 1000  # (sample, point) pairs decoded at a time: larger chunks run slower (the elementwise work leaves the cache)
-
-
-# ---- the per-point optimiser and the estimators (any decoder of the one-layer family) ----
-
-def elbo_grad_q(params, arch: Arch, x, mu, log_var, eps):
-    """Each point's ELBO (analytic KL, reparameterised with eps (S, N, Z)) at q = N(mu, diag(exp(log_var))), and its gradient.
-
-    -> value (N,), dmu, dlog_var (N, Z) = d value_n / d (mu_n, log_var_n). The package's sampler, decoder and likelihood
-    forward, then `latent_grads` (the backward up to the encoder's output); no checking.
-    """
-    z, sample_cache = sample_forward(mu, log_var, eps)
-    out, dec_cache = decode(params, arch, z)  # (S, N, D_out)
-    log_px_z, lik_cache = lik.forward(arch.likelihood, out, x)
-    f = Forward(mu, log_var, z, log_px_z, eps, None, sample_cache, dec_cache, lik_cache)
-    value, dmu, dlog_var, _ = latent_grads(f, arch, "elbo", "analytic", "reparam", 1.0)
-    n = mu.dtype.type(x.shape[0])  # latent_grads differentiates the batch mean; point n's q moves only its own term
-    return value, n * dmu, n * dlog_var
-
-
-def optimise_q(params, arch: Arch, x, mu, log_var, rng: np.random.Generator, *, steps: int, samples: int, lr=LR, record=()):
-    """q*(x) per point: Adam on each point's ELBO from (mu, log_var) (N, Z), `samples` fresh eps a step, lr decaying lr[0] -> lr[1].
-
-    Returns (mu, log_var) after `steps` steps, trace (steps,): the mean over the points of each step's sample ELBO, and
-    snapshots {i: (mu, log_var)} before step i for i in `record` (i = steps: the end).
-    """
-    q, state = [mu.copy(), log_var.copy()], adam_init([mu, log_var])
-    trace, snaps = np.empty(steps), {}
-    for i in range(steps + 1):
-        if i in record:
-            snaps[i] = (q[0].copy(), q[1].copy())
-        if i == steps:
-            break
-        value, dmu, dlog_var = elbo_grad_q(params, arch, x, q[0], q[1], rng.standard_normal((samples, *mu.shape)))
-        trace[i] = value.mean()
-        rate = lr[0] * (lr[1] / lr[0]) ** (i / max(steps - 1, 1))
-        q, state = adam_update(q, [-dmu, -dlog_var], state, lr=rate)  # Adam descends: minus the ELBO's gradient
-    return q[0], q[1], trace, snaps
-
-
-def _chunks(n: int, N: int):
-    """Sizes of the sample chunks: at most ROWS (sample, point) pairs each, n samples in all."""
-    step = max(1, ROWS // N)
-    return [min(step, n - j) for j in range(0, n, step)]
-
-
-def log_weights_q(params, arch: Arch, x, mu, log_var, eps):
-    """a_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) at z_k = mu + sigma eps_k: (K, N); no checking."""
-    z, _ = sample_forward(mu, log_var, eps)
-    log_px_z, _ = lik.forward(arch.likelihood, decode(params, arch, z)[0], x)
-    return log_px_z + log_std_normal(z) - log_prob_eps(log_var, eps)
-
-
-def log_px_q(params, arch: Arch, x, mu, log_var, k: int, rng: np.random.Generator):
-    """log p(x) by importance sampling with proposal q (Burda et al. 2016): estimate (N,) and its standard error (N,).
-
-    SE by the delta method, Var log p^ ~ Var(w) / (k p(x)^2), estimated as sum w^2 / (sum w)^2 - 1/k = 1/ESS - 1/k.
-    """
-    s1 = s2 = np.full(x.shape[0], -np.inf)
-    for size in _chunks(k, x.shape[0]):
-        a = log_weights_q(params, arch, x, mu, log_var, rng.standard_normal((size, *mu.shape)))
-        s1, s2 = np.logaddexp(s1, logsumexp(a, axis=0)), np.logaddexp(s2, logsumexp(2 * a, axis=0))
-    return s1 - math.log(k), np.sqrt(np.maximum(np.exp(s2 - 2 * s1) - 1.0 / k, 0.0))
-
-
-def elbo_q(params, arch: Arch, x, mu, log_var, n: int, rng: np.random.Generator):
-    """ELBO of q = mean of n draws of log p(x|z) - KL(q || p(z)) (analytic KL): estimate (N,) and its standard error (N,)."""
-    parts = []
-    for size in _chunks(n, x.shape[0]):
-        z, _ = sample_forward(mu, log_var, rng.standard_normal((size, *mu.shape)))
-        parts.append(lik.forward(arch.likelihood, decode(params, arch, z)[0], x)[0])  # (size, N)
-    m, se = c.mean_se(np.concatenate(parts))
-    return m - kl_std_normal_forward(mu, log_var), se
-
-
-def estimate_gaps(params, arch: Arch, x, q_enc, q_opt, rng: np.random.Generator, *, k: int, n_elbo: int) -> dict:
-    """Per-point estimates (N,) and standard errors of log p(x) (proposal q_opt), both ELBOs and the two gaps.
-
-    The draws of the three estimates are independent, so the SE of a difference is the root sum of squares.
-    """
-    lp, lp_se = log_px_q(params, arch, x, *q_opt, k, rng)
-    eo, eo_se = elbo_q(params, arch, x, *q_opt, n_elbo, rng)
-    ee, ee_se = elbo_q(params, arch, x, *q_enc, n_elbo, rng)
-    return {"log_px": lp, "log_px_se": lp_se, "elbo_opt": eo, "elbo_opt_se": eo_se, "elbo_enc": ee, "elbo_enc_se": ee_se,
-            "approximation": lp - eo, "approximation_se": np.hypot(lp_se, eo_se),
-            "amortisation": eo - ee, "amortisation_se": np.hypot(eo_se, ee_se)}
-
-
-def summarise(est: dict) -> dict:
-    """Mean of each gap over the points, its SE over the points (test-set sampling and Monte Carlo) and its Monte Carlo SE alone."""
-    out = {}
-    for g in ("approximation", "amortisation"):
-        m, se = c.mean_se(est[g])
-        out[g] = {"mean": float(m), "se": float(se), "mc_se": float(np.sqrt(np.sum(est[f"{g}_se"] ** 2)) / len(est[g]))}
-    out["total"] = float(np.mean(est["log_px"] - est["elbo_enc"]))
-    out["log_px"], out["elbo_opt"], out["elbo_enc"] = (float(np.mean(est[key])) for key in ("log_px", "elbo_opt", "elbo_enc"))
-    # E log p^ ~ log p(x) - Var(log p^) / 2: the estimate's own bias, which lowers the approximation gap by about this much
-    out["log_px_bias_estimate"] = float(np.mean(est["log_px_se"] ** 2) / 2)
-    return out
-
-
-# ---- the linear-Gaussian model: closed forms ----
-
-def posterior_precision(model: LinearGaussian):
-    """Lam = M / sigma2 = (W^T W + sigma2 I) / sigma2, the precision of p(z|x) (the same for every x): (Z, Z)."""
-    s2 = float(model.sigma2)
-    return (model.W.T @ model.W + s2 * np.eye(model.Z)) / s2
-
-
-def diagonal_q_star(model: LinearGaussian, x):
-    """q* of the diagonal family in closed form (module docstring): (posterior mean (N, Z), log-variances -log diag(Lam) (N, Z))."""
-    mean, _ = model.posterior(x)
-    return mean, np.broadcast_to(-np.log(np.diag(posterior_precision(model))), mean.shape).copy()
-
-
-def best_rank_r_encoder(model: LinearGaussian, xbar, Sx, r: int):
-    """The encoder N(A x + a, diag(s)), rank(A) <= r, of the highest ELBO averaged over data with moments xbar (D,), Sx (D, D).
-
-    Returns (A (Z, D), a (Z,), log_S (Z,), its data-averaged amortisation gap 1/2 sum_{i>r} sigma_i^2, sigma (Z,)): the
-    reduced-rank regression of the module docstring. Sx must be positive definite.
-    """
-    Lam = posterior_precision(model)
-    V = np.linalg.solve(Lam * float(model.sigma2), model.W.T)  # (Z, D): mu(x) = V (x - b)
-    L, R = np.linalg.cholesky(Lam), np.linalg.cholesky(Sx)
-    U, sigma, Wt = np.linalg.svd(L.T @ V @ R, full_matrices=False)  # C = L^T V R, (Z, D)
-    Cr = (U[:, :r] * sigma[:r]) @ Wt[:r]
-    A = solve_triangular(R, solve_triangular(L, Cr, trans="T", lower=True).T, trans="T", lower=True).T  # L^-T C_r R^-1
-    a = V @ (xbar - model.b) - A @ xbar
-    return A, a, -np.log(np.diag(Lam)), 0.5 * float(np.sum(sigma[r:] ** 2)), sigma
-
-
-def amortisation_gap_exact(model: LinearGaussian, x, mu, log_var):
-    """ELBO(q*) - ELBO(q) per point (N,) from the oracle: KL(q || p(z|x)) minus the approximation gap."""
-    return model.kl_to_posterior(x, mu, log_var) - c.correlation_gap(model)
-
-
-def _linear(cfg: dict, rng: np.random.Generator) -> dict:
-    """The linear part: exact gaps of three encoders, the per-point optimiser against q*, the estimators against the exact gaps."""
-    truth = c.correlated_model(rng, D=5, sigma2=0.3, cos=0.8)
-    X, _ = truth.sample(cfg["n"], rng)
-    xbar, Sx = X.mean(axis=0), np.cov(X.T, bias=True)  # 1/N: the moments of these data
-    approx = c.correlation_gap(truth)
-    q_star = diagonal_q_star(truth, X)
-    encoders = {}
-    for steps in (cfg["brief"], cfg["long"]):
-        history = train_linear(truth, X, rng, steps=steps, train_decoder=False, sigma2=float(truth.sigma2))
-        encoders[f"full rank, {steps} Adam steps"] = history["encoder_end"]
-    A, a, log_S, rank1_gap, sigma = best_rank_r_encoder(truth, xbar, Sx, 1)
-    encoders["best rank-1 encoder"] = {"A": A, "a": a, "log_S": log_S}
-    per_point = {}
-    for name, e in encoders.items():
-        mu = X @ e["A"].T + e["a"]
-        per_point[name] = amortisation_gap_exact(truth, X, mu, np.broadcast_to(e["log_S"], mu.shape).copy())
-    curve = {"step": history["step"], "amortisation": np.array(history["kl_to_posterior"]) - approx}  # the long run's
-    # Per-point q* by Adam on the reparameterised ELBO, from the rank-1 encoder's output, on n_opt of the points.
-    x = X[: cfg["n_opt"]]
-    arch, params = linear_arch(truth.D, truth.Z, float(truth.sigma2)), c.encoder_params(truth, A, a, log_S)
-    q_enc = (x @ A.T + a, np.broadcast_to(log_S, (len(x), truth.Z)).copy())
-    record = sorted({0} | set(np.geomspace(1, cfg["steps"], 30).astype(int).tolist()))
-    mu_o, lv_o, trace, snaps = optimise_q(params, arch, x, *q_enc, rng, steps=cfg["steps"], samples=8, record=record)
-    elbo_star = truth.elbo(x, *diagonal_q_star(truth, x))
-    shortfall = {"step": record, "mean": [float(np.mean(elbo_star - truth.elbo(x, *snaps[i]))) for i in record]}
-    lam_sd = np.sqrt(np.diag(posterior_precision(truth)))  # 1 / sd of q*: distances in q*'s standard deviations
-    est = estimate_gaps(params, arch, x, q_enc, (mu_o, lv_o), rng, k=cfg["k"], n_elbo=cfg["n_elbo"])
-    # E_q*[(p(z|x) / q*(z))^2]: infinite unless 2 Lam - diag(Lam) is positive definite, and then log p^ (proposal q*) has
-    # no finite-variance error: it converges slowly from below and its delta-method SE understates its error.
-    post_mean, post_cov = truth.posterior(x[:1])
-    second_moment = weight_second_moment(post_mean[0], post_cov, q_star[0][0], np.diag(np.exp(q_star[1][0])))
-    return {"model": {"W": truth.W, "b": truth.b, "sigma2": truth.sigma2}, "data_moments": {"xbar": xbar, "Sx": Sx},
-            "log_px": float(truth.log_marginal(X).mean()), "elbo_q_star": float(truth.elbo(X, *q_star).mean()),
-            "approximation_gap": approx, "encoders": encoders,
-            "amortisation_gap": {k: float(v.mean()) for k, v in per_point.items()},
-            "amortisation_gap_sd_over_points": {k: float(v.std()) for k, v in per_point.items()},
-            "rank1": {"closed_form_gap": rank1_gap, "singular_values": sigma}, "training_curve": curve,
-            "optimiser": {"n_points": len(x), "steps": cfg["steps"], "samples": 8, "lr": LR, "shortfall": shortfall,
-                          "max_shortfall": float(np.max(elbo_star - truth.elbo(x, mu_o, lv_o))),
-                          "max_mean_error_sd": float(np.max(np.abs(mu_o - diagonal_q_star(truth, x)[0]) * lam_sd)),
-                          "max_log_var_error": float(np.max(np.abs(lv_o - diagonal_q_star(truth, x)[1]))),
-                          "trace": trace},
-            "estimated": {"summary": summarise(est), "exact_amortisation": float(np.mean(amortisation_gap_exact(truth, x, *q_enc))),
-                          "k": cfg["k"], "n_elbo": cfg["n_elbo"], "proposal_weight_second_moment": second_moment}}
 
 
 # ---- the trained VAE ----
-
-def train_vae(X, arch: Arch, epochs: int, rng: np.random.Generator, batch: int = 100, lr: float = 1e-3):
-    """Adam on minus the ELBO (analytic KL, one sample) of a fresh VAE over X (N, D), as npvae.explain.posterior_nonlinear does."""
-    flat = flatten(init_params(arch, rng))
-    state = adam_init(flat)
-    for _ in range(epochs):
-        order = rng.permutation(X.shape[0])
-        for j in range(0, X.shape[0], batch):
-            xb = X[order[j : j + batch]]
-            _, grads = objective(unflatten(arch, flat), arch, xb, rng.standard_normal((1, xb.shape[0], arch.latent_dim)))
-            flat, state = adam_update(flat, [-g for g in flatten(grads)], state, lr=lr)
-    return unflatten(arch, flat)
-
 
 def _nonlinear(quick: bool, rng: np.random.Generator, data_dir) -> tuple[dict, list]:
     """Train the VAE, optimise q per test point from the encoder's output, estimate both gaps; returns (numbers, notes)."""
@@ -271,7 +61,7 @@ def _nonlinear(quick: bool, rng: np.random.Generator, data_dir) -> tuple[dict, l
     arch = Arch.parse(cfg["arch"], activation="tanh")
     X = ds.train[rng.permutation(ds.train.shape[0])[: cfg["n_train"]]]
     x = ds.test[subset_indices(cfg["n_points"], ds.test.shape[0], rng)]  # a seeded subset: MNIST's test split is sorted by class
-    params = train_vae(X, arch, cfg["epochs"], rng)
+    params = train_vae(arch, X, cfg["epochs"], rng)
     q_enc = encode(params, arch, x)[:2]
     mu_o, lv_o, trace, _ = optimise_q(params, arch, x, *q_enc, rng, steps=cfg["steps"], samples=cfg["samples"])
     est = estimate_gaps(params, arch, x, q_enc, (mu_o, lv_o), rng, k=cfg["k"], n_elbo=cfg["n_elbo"])
@@ -297,7 +87,7 @@ def finding(nb: dict) -> list[str]:
 
 def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dict:
     """The linear-Gaussian model, then the trained VAE; returns the numbers plotted, and writes gaps.png."""
-    linear = _linear(LINEAR["quick" if quick else "full"], rng)
+    linear = linear_part(LINEAR["quick" if quick else "full"], rng)
     nonlinear, notes = _nonlinear(quick, rng, data_dir)
     numbers = {"linear": linear, "nonlinear": nonlinear}
     return {"files": [c.save_png(draw(numbers), out_dir, "gaps.png")], "numbers": numbers, "notes": notes,

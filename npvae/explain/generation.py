@@ -7,7 +7,8 @@ z ~ p(z) = N(0, I), then the decoder's mean E[x|z], or pixels x ~ p(x|z); a reco
 The ELBO trains the decoder only at z ~ q(z|x) for training x, i.e. on the aggregate posterior
 q(z) = (1/M) sum_m q(z|x_m), and E_x ELBO = E_x E_q log p(x|z) - I_q(x; z) - KL(q(z) || p(z)) (Hoffman & Johnson
 2016): the last term may stay large, and a prior sample in a region q(z) barely covers (a "hole", Rosca,
-Lakshminarayanan & Mohamed 2018) reaches a decoder that was never trained there. Measured here:
+Lakshminarayanan & Mohamed 2018) reaches a decoder that was never trained there. Measured here (the estimators are
+npvae.explain.generation_estimators):
 - KL(q_M || p) by Monte Carlo over z ~ q_M, with q_M the mixture over M training encodings. KL is convex, so
   E KL(q_M || p) >= KL(q || p): an over-estimate, badly so once I_q(x; z) nears log M, the most M points can hold
   (KL(q_M || p) >= E KL(q(z|x) || p) - log M). A lower bound: KL(N(m, C) || p), m and C q's moments (p is Gaussian, so the
@@ -24,93 +25,27 @@ import numpy as np
 
 from .. import likelihoods as lik
 from ..evaluation.evaluate import encoder_stats, evaluate
-from ..maths.gaussian import kl_std_normal_forward, log_std_normal, sample_forward
-from ..maths.lme import log_mean_exp_core
-from ..maths.stable import sigmoid, softplus
-from ..nn.optim import adam_init, adam_update
-from ..objectives import objective
+from ..maths.gaussian import kl_std_normal_forward, sample_forward
+from ..maths.stable import sigmoid
 from ..store.data import DataNotFoundError, load, subset_indices
-from ..vae.model import Arch, decode, encode, flatten, init_params, unflatten
+from ..vae.model import Arch, decode, encode
 from . import _common as c
 from . import posterior_nonlinear as pn
+from ._training import train_vae
+from .generation_estimators import (HOLE_QUANTILE, hole_fraction, kl_aggregate, log_aggregate, moment_bound,
+                                    pixel_entropy, round_trip)
 
-HOLE_QUANTILE = 0.05  # a prior sample is "in a hole" if q(z) there is below q's own 5% quantile
+# The estimators' names are exported here too, where they were defined before generation_estimators was split off.
+__all__ = ["FULL", "HOLE_QUANTILE", "QUICK", "SHOW", "draw", "finding", "hole_fraction", "kl_aggregate", "log_aggregate",
+           "moment_bound", "pixel_entropy", "round_trip", "run", "tile"]
+
 # held-out training points probing q (as many prior samples), k for log p(x), the latent plane's grid side
 QUICK = {"probe": 300, "k": 64, "grid": 60}
 FULL = {"probe": 2000, "k": 200, "grid": 120}
 SHOW = {"samples": 25, "pairs": 15, "steps": 10}
 
 
-# ---- the estimators (no checking: the experiment builds its own inputs; the tests check them on Gaussians) ----
-
-def log_aggregate(z, mu, log_var, max_elements: int = 1 << 22):
-    """log q_M(z) = log (1/M) sum_m N(z; mu_m, diag(exp(log_var_m))): z (N, Z), mu and log_var (M, Z) -> (N,).
-
-    The squares expanded, sum_j (z_j - mu_mj)^2 / v_mj = z^2 . (1/v_m) - 2 z . (mu_m / v_m) + mu_m^2 . (1/v_m), so that
-    the (N, M) block is two matrix products instead of an (N, M, Z) array: 20 times faster at Z = 20. What the expansion
-    cancels is of the size of z^2 / v, so the result's absolute error stays below 1e-9 nats while sd >= 1e-3 |z|.
-    """
-    iv = np.exp(-log_var)  # (M, Z) 1 / v
-    const = -0.5 * (log_var.sum(axis=1) + (mu * mu * iv).sum(axis=1) + mu.shape[1] * np.log(2.0 * np.pi))  # (M,)
-    rows = max(1, max_elements // mu.shape[0])  # an (rows, M) block at a time
-    out = []
-    for s in range(0, z.shape[0], rows):
-        zs = z[s : s + rows]
-        log_n = const - 0.5 * (zs * zs) @ iv.T + zs @ (mu * iv).T  # (rows, M): log N(z_n; mu_m, v_m)
-        out.append(log_mean_exp_core(log_n, axis=1))
-    return np.concatenate(out)
-
-
-def kl_aggregate(mu, log_var, rng: np.random.Generator, n: int) -> tuple[float, float]:
-    """(estimate, standard error) of KL(q_M || N(0, I)) = E_{z~q_M}[log q_M(z) - log p(z)] from n draws of q_M."""
-    m = rng.integers(0, mu.shape[0], n)
-    z = sample_forward(mu[m], log_var[m], rng.standard_normal((1, n, mu.shape[1])))[0][0]  # (n, Z)
-    t = log_aggregate(z, mu, log_var) - log_std_normal(z)
-    return float(t.mean()), float(t.std(ddof=1) / np.sqrt(n))
-
-
-def moment_bound(mu, log_var) -> float:
-    """KL(N(m, C) || N(0, I)) <= KL(q_M || N(0, I)); m = mean of mu, C = Cov(mu) + mean diag(exp(log_var))."""
-    m = mu.mean(axis=0)
-    C = np.atleast_2d(np.cov(mu.T, bias=True)) + np.diag(np.exp(log_var).mean(axis=0))
-    return c.kl_gauss(m, C, np.zeros_like(m), np.eye(len(m)))
-
-
-def hole_fraction(log_q_prior, log_q_own, quantile: float = HOLE_QUANTILE) -> tuple[float, float]:
-    """(fraction of prior samples whose log q is below q's own samples' `quantile`, that threshold)."""
-    thr = float(np.quantile(log_q_own, quantile))
-    return float(np.mean(log_q_prior < thr)), thr
-
-
-def pixel_entropy(logits):
-    """H[p(x|z)] of independent Bernoulli pixels, sum_d [softplus(-|l_d|) + |l_d| sigmoid(-|l_d|)]: (..., D) -> (...).
-
-    Written in |l| (H is even in l), so that no term is a difference of two large numbers.
-    """
-    a = np.abs(logits)
-    return (softplus(-a) + a * sigmoid(-a)).sum(axis=-1)
-
-
-def round_trip(params, arch: Arch, z):
-    """|E_q[z | x = E[x|z]] - z|: decode z (N, Z) to its mean image, encode that, and measure how far z moved -> (N,)."""
-    x = lik.mean(arch.likelihood, decode(params, arch, z)[0])
-    return np.linalg.norm(encode(params, arch, x)[0] - z, axis=1)
-
-
 # ---- the experiment ----
-
-def train(arch: Arch, X, epochs: int, rng: np.random.Generator):
-    """Adam (lr 1e-3, batches of 100) on minus the ELBO, analytic KL, one sample: posterior_nonlinear's training."""
-    flat = flatten(init_params(arch, rng))
-    state = adam_init(flat)
-    for _ in range(epochs):
-        order = rng.permutation(X.shape[0])
-        for j in range(0, X.shape[0], 100):
-            xb = X[order[j : j + 100]]
-            _, grads = objective(unflatten(arch, flat), arch, xb, rng.standard_normal((1, xb.shape[0], arch.latent_dim)))
-            flat, state = adam_update(flat, [-g for g in flatten(grads)], state, lr=1e-3)
-    return unflatten(arch, flat)
-
 
 def _images(params, arch, z):
     """(decoder means (N, D), the logits) at z (N, Z)."""
@@ -196,7 +131,7 @@ def run(out_dir, *, quick: bool, rng: np.random.Generator, data_dir=None) -> dic
     out = {"dataset": ds.name, "image_shape": ds.image_shape, "n_train": X.shape[0], "epochs": epochs}
     for key, s in (("two_d", spec.rsplit("-", 1)[0] + "-2"), ("high_d", spec)):
         arch = Arch.parse(s, activation="tanh")
-        out[key] = _measure(train(arch, X, epochs, rng), arch, X_mix, X_probe, x_eval, ds.test, cfg, rng)
+        out[key] = _measure(train_vae(arch, X, epochs, rng), arch, X_mix, X_probe, x_eval, ds.test, cfg, rng)
     return {"finding": finding(out), "files": [c.save_png(draw(out), out_dir, "generation.png")], "numbers": out,
             "notes": notes}
 

@@ -34,16 +34,24 @@ def linear_vae_params(model: LinearGaussian, V, log_S, c=None) -> VAEParams:
     return VAEParams((Dense(enc_W, enc_b),), (Dense(W.T.copy(), b.copy()),))
 
 
-def best_linear_vae(model: LinearGaussian):
+def linear_vae(model: LinearGaussian, V, log_S, c=None) -> tuple[Arch, VAEParams]:
+    """(arch, params) of the linear VAE q(z|x) = N(V x + c, diag(exp(log_S))), p(x|z) = N(W z + b, sigma2 I) of `model`.
+
+    linear_arch and linear_vae_params together; c defaults to -V b (the mean V (x - b))."""
+    return linear_arch(*model.W.shape, model.sigma2), linear_vae_params(model, V, log_S, c=c)
+
+
+def best_linear_vae(model: LinearGaussian, shift=None, var_factor=None):
     """(arch, params) of the linear VAE whose q is the best diagonal Gaussian: V = M^-1 W^T, S = sigma2 / diag(M).
 
-    docs/theory.md, section 4: with W of orthogonal columns this q IS p(z|x).
+    docs/theory.md, section 4: with W of orthogonal columns this q IS p(z|x). A q near the best one instead: shift (a
+    number or (Z,)) moves its mean, var_factor multiplies its variances; None leaves each as it is.
     """
     W, s2 = model.W, model.sigma2
     M = W.T @ W + s2 * np.eye(W.shape[1], dtype=W.dtype)
     V = np.linalg.solve(M, W.T)
-    log_S = np.log(W.dtype.type(s2) / np.diag(M))
-    return linear_arch(W.shape[0], W.shape[1], s2), linear_vae_params(model, V, log_S)
+    log_S = np.log(W.dtype.type(s2 if var_factor is None else var_factor * s2) / np.diag(M))
+    return linear_vae(model, V, log_S, c=None if shift is None else shift - V @ model.b)
 
 
 def orthogonal_model(rng: np.random.Generator, D: int, Z: int, sigma2: float, dtype=np.float64) -> LinearGaussian:
@@ -51,6 +59,15 @@ def orthogonal_model(rng: np.random.Generator, D: int, Z: int, sigma2: float, dt
     Q, _ = np.linalg.qr(rng.standard_normal((D, Z)))
     scales = rng.uniform(0.5, 2.0, size=Z)
     return LinearGaussian((Q * scales).astype(dtype), rng.standard_normal(D).astype(dtype), sigma2)
+
+
+def cosine_model(rng: np.random.Generator, D: int, cosine: float, sigma2: float, length: float = 1.5) -> LinearGaussian:
+    """A LinearGaussian with Z = 2 whose columns of W have length `length` and cosine `cosine`, in a random plane of R^D.
+
+    M = W^T W + sigma2 I has off-diagonal length^2 cosine, so p(z|x) is correlated unless cosine = 0."""
+    Q, _ = np.linalg.qr(rng.standard_normal((D, 2)))
+    W = length * np.stack([Q[:, 0], cosine * Q[:, 0] + np.sqrt(1 - cosine**2) * Q[:, 1]], axis=1)
+    return LinearGaussian(W, rng.standard_normal(D), sigma2)
 
 
 def linear_ladder_arch(model: LinearChain) -> LadderArch:
