@@ -15,7 +15,7 @@ def cmd_eval(args) -> int:
     from ..backends import resolve
     from ..store.data import load
     from ..evaluation.chunks import eval_inputs, evaluate_chunked, local_runner
-    from ..evaluation.cost import check_eval_cost, fmt_seconds, seconds_per_pair
+    from ..evaluation.cost import ANNOUNCE_ABOVE, check_eval_cost, fmt_seconds, seconds_per_pair
     from ..vae.models import unflatten
     from ..training.loop import progress_bar
 
@@ -31,7 +31,7 @@ def cmd_eval(args) -> int:
     seconds = seconds_per_pair(params, arch, x, backend) * x.shape[0] * args.k
     check_eval_cost(f"evaluating k={args.k} importance samples on {x.shape[0]} points", seconds,
                     "lower --k, or evaluate a subset with --n")
-    if seconds > 10 and not (args.quiet or args.json):
+    if seconds > ANNOUNCE_ABOVE and not (args.quiet or args.json):
         print(f"npvae eval: about {fmt_seconds(seconds)} on one process (k={args.k} x {x.shape[0]} points, the {backend} "
               f"backend, timed on a probe); faster: {faster(args, backend)}", file=sys.stderr)
     bar = progress_bar(x.shape[0] * args.k, f"eval k={args.k}", not (args.quiet or args.json), unit="sample", unit_scale=True)

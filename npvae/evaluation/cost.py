@@ -18,6 +18,7 @@ from .evaluate import params_dtype
 
 PROBE_POINTS, PROBE_K = 50, 50
 MAX_SECONDS = 30 * 24 * 3600  # one process for a month: beyond it, a refusal (the README's reliability table)
+ANNOUNCE_ABOVE = 10.0  # seconds: a command estimated to take longer says so before it starts (eval, explain)
 
 
 def seconds_per_pair(params, arch, x, backend: str = "numpy") -> float:

@@ -2,7 +2,7 @@
 
 Each topic writes PNGs and `<topic>.json` (the numbers it plots) into out_dir: new, empty, or one explain wrote before,
 never a directory of the user's own files. docs/theory.md says what each shows. `quick=True` runs in seconds (for
-tests); the full runs take a minute or two on one core.
+tests); the full runs take up to a minute or two on one core (npvae.explain.cost estimates one before it starts).
 Every random draw comes from a Generator seeded by `seed`. Nothing is printed: messages (a data set that
 was not found, say) are returned in the result's "notes".
 """

@@ -201,13 +201,7 @@ def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, d
             raise ValueError("synthetic data are Gaussian (not in [0, 1]) and cannot be binarised")
         return _synthetic(dtype, int(seed))
 
-    if isinstance(search_dirs, (str, os.PathLike)):  # one directory, not a string of one-letter ones
-        search_dirs = [search_dirs]
-    extra = [FASHION_MNIST_SYSTEM_DIR] if name == "fashion-mnist" else []
-    roots = _unique([Path(d).expanduser() for d in search_dirs]
-                    + ([Path(cache_dir).expanduser()] if cache_dir is not None else []) + extra)
-    dirs = _unique(p for d in roots for p in (d / name, d))
-    paths, report = _locate(name, dirs)
+    paths, report = _locate(name, _search_order(name, search_dirs, cache_dir))
     if paths is None and download:
         _fetch_all(name, Path(cache_dir).expanduser() / name)
         paths, _ = _locate(name, [Path(cache_dir).expanduser() / name])
@@ -222,6 +216,28 @@ def load(name: str, *, search_dirs=(), cache_dir=None, download: bool = False, d
 
 
 # ---- finding and fetching files ------------------------------------------------------------------
+
+def find(name: str, *, search_dirs=(), cache_dir=None) -> list[Path] | None:
+    """The files load(name, search_dirs=..., cache_dir=...) would read, found the same way and not read; None if absent.
+
+    For the data sets kept in files (binarized-mnist, mnist, fashion-mnist): what a command can say before it starts
+    (`npvae explain` estimates a full run by whether binarised MNIST will be found).
+    """
+    _validate.choice("name", name, tuple(_FILE_SETS))
+    return _locate(name, _search_order(name, search_dirs, cache_dir))[0]
+
+
+def _search_order(name: str, search_dirs, cache_dir) -> list[Path]:
+    """Each search dir, then the cache (then Debian's folder for fashion-mnist), each as DIR/<name>/ then DIR/."""
+    if search_dirs is None:
+        search_dirs = []
+    elif isinstance(search_dirs, (str, os.PathLike)):  # one directory, not a string of one-letter ones
+        search_dirs = [search_dirs]
+    extra = [FASHION_MNIST_SYSTEM_DIR] if name == "fashion-mnist" else []
+    roots = _unique([Path(d).expanduser() for d in search_dirs]
+                    + ([Path(cache_dir).expanduser()] if cache_dir is not None else []) + extra)
+    return _unique(p for d in roots for p in (d / name, d))
+
 
 def _unique(paths) -> list[Path]:
     out: list[Path] = []
