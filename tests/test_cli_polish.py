@@ -218,3 +218,14 @@ def test_a_negative_seed_is_refused_by_every_command_as_an_option(command, capsy
     assert main(command + ["--seed", "-1"]) == 2
     err = capsys.readouterr().err
     assert "argument --seed: must be an integer >= 0, got -1" in err and "non-negative" not in err
+
+
+def test_a_file_written_into_a_missing_directory_is_named_not_its_temporary(tmp_path, capsys):
+    """`verify --example runs/ours.npz` before runs/ exists named '.ours.npz.<hex>.tmp' and what verify expects to read."""
+    from npvae.cli import main
+
+    target = tmp_path / "runs" / "ours.npz"
+    assert main(["verify", "--example", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"npvae verify: error: {target}: cannot be written, its directory does not exist", err
+    assert not (tmp_path / "runs").exists()

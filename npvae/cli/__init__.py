@@ -9,6 +9,8 @@ This module dispatches.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from . import args as cli_args
@@ -51,7 +53,8 @@ def error_message(command: str, e: Exception, parser: argparse.ArgumentParser | 
     the library's `kl='mc'` for an option of `command` reads `--kl mc` (npvae.cli.phrasing)."""
     if isinstance(e, OSError) and e.filename is not None and str(e).startswith("[Errno"):
         why = (e.strerror or "error").lower()
-        expected = EXPECTED_FILES.get(command) if isinstance(e, FileNotFoundError) else None
+        missing = isinstance(e, FileNotFoundError) and e.strerror == os.strerror(errno.ENOENT)  # not a file npvae writes
+        expected = EXPECTED_FILES.get(command) if missing else None
         return f"{e.filename}: {why}" + (f" (expected: {expected})" if expected else "")
     return str(e) if parser is None else phrasing.as_options(str(e), phrasing.options_of(parser, command))
 

@@ -7,6 +7,7 @@ temporary file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -23,7 +24,10 @@ def write_bytes(path, data: bytes) -> None:
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(tmp, flags, 0o600)
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # the target's directory: name the target, not the temporary file
+            raise FileNotFoundError(errno.ENOENT, "cannot be written, its directory does not exist", path) from None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
