@@ -39,7 +39,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from npvae import Likelihood, log_px, models, objective
 from npvae.backends import get as get_backend
 from npvae.store.data import subset_indices
-from npvae.store.data import load, user_search_dirs
+from npvae.cli.data import search as data_search
+from npvae.store.data import load
 from npvae.nn.optim import adam_init
 
 WORKLOADS = {  # name: (arch spec, activation, bound, kl, K)
@@ -302,9 +303,20 @@ def table(results, backends) -> str:
     return "\n".join(lines)
 
 
+def described_as(doc: str, prog: str | None) -> str:
+    """The module docstring for --help, its examples run as `prog` (npvae bench) when given, and what `prog` runs."""
+    if prog is None:
+        return doc
+    return doc.replace("python bench/bench_train.py", prog) + f"\n{prog} runs bench/bench_train.py of the source checkout.\n"
+
+
 def main(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="directory of binarized_mnist.npz (default: $NPVAE_DATA_DIR, then the user cache, as npvae looks)")
+    p = argparse.ArgumentParser(prog=prog, description=described_as(__doc__, prog),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", action="append", default=None, metavar="DIR",
+                   help="where binarized_mnist.npz (or the three .amat files) is looked for first (repeatable); then "
+                        "$NPVAE_DATA_DIR, then the user cache, as npvae train looks")
+    p.add_argument("--download", action="store_true", help="fetch missing public files into the cache (sha256-verified), as npvae train does")
     p.add_argument("--workloads", default="A,B-k1,B-k5,B-k50,eval", help="comma-separated subset of A, B-k1, B-k5, B-k50, eval")
     p.add_argument("--backends", default="numpy,numba,torch,jax",
                    help="comma-separated numpy, numba, cuda (device-resident training), torch, jax; torch and jax are skipped when they do not import")
@@ -335,8 +347,9 @@ def main(argv=None, prog=None) -> int:
     backends = [b for b in asked if b not in importable or importable[b]() is not None]
     missing = [b for b in asked if b not in backends]
     info = machine()
-    d = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32)
-    compact = load("binarized-mnist", search_dirs=user_search_dirs(args.data_dir, os.environ), dtype=np.float32, compact=True) if args.end_to_end else None
+    where = data_search(args)  # --data-dir, $NPVAE_DATA_DIR, the cache, and --download: what npvae train does
+    d = load("binarized-mnist", dtype=np.float32, **where)
+    compact = load("binarized-mnist", dtype=np.float32, compact=True, **where) if args.end_to_end else None
     results, e2e = {}, {}
     for name in args.workloads.split(","):
         if name == "eval":

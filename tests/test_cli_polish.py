@@ -56,9 +56,9 @@ def test_a_long_evaluation_names_the_options_that_would_shorten_it():
 
     from npvae.cli.eval import faster
 
-    plain = faster(Namespace(threads=1, workers=None, scheduler=None, n=None), "numpy")
+    plain = faster(Namespace(threads=1, workers=None, scheduler=None, n=None), "numpy", 10_000)
     assert all(opt in plain for opt in ("--backend numba", "--threads N", "--n 1000", "--k"))
-    done = faster(Namespace(threads=2, workers=None, scheduler=None, n=500), "numba")
+    done = faster(Namespace(threads=2, workers=None, scheduler=None, n=500), "numba", 10_000)
     assert not any(opt in done for opt in ("--backend", "--threads", "--n ")) and "--k" in done
 
 

@@ -79,6 +79,55 @@ def _flushed(code: int) -> int:
     return code
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict:
+    """{command: its parser}, in the order the commands were added."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _unrecognized(sub: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's 'unrecognized arguments' with the option each misspelt one is close to, and where the options are listed."""
+    import difflib
+
+    options = [s for a in sub._actions for s in a.option_strings]
+    near = {}
+    for word in extras:
+        name = word.partition("=")[0]
+        if name.startswith("-") and name not in near:
+            match = difflib.get_close_matches(name, options, n=1)
+            if match:
+                near[name] = match[0]
+    if len(near) == 1:
+        hint = f"did you mean {next(iter(near.values()))}? "
+    else:
+        hint = "".join(f"{o} for {w}, " for w, o in near.items()).removesuffix(", ")
+        hint = f"did you mean {hint}? " if hint else ""
+    return f"unrecognized arguments: {' '.join(extras)} ({hint}{sub.prog} --help lists the options)"
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parser's arguments, with a usage error said by the command it concerns: `npvae train --epcohs 5` is train's error,
+    with train's usage and the option meant, and `npvae trian` names the command meant (argparse 3.11 does neither)."""
+    import difflib
+
+    commands = _subparsers(parser)
+    if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option (`npvae bench --quick`): pass it all on
+        args = parser.parse_args(["bench"])
+        args.bench_args = argv[1:]
+        return args
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        match = difflib.get_close_matches(argv[0], commands, n=1)
+        if match:
+            parser.error(f"argument COMMAND: invalid choice: {argv[0]!r} (did you mean {match[0]}? choose from "
+                         + ", ".join(map(repr, commands)) + ")")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if extras[0] in argv and argv.index(extras[0]) < argv.index(args.command):  # `npvae --verbose train`
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        sub = commands[args.command]
+        sub.error(_unrecognized(sub, extras))
+    return args
+
+
 def main(argv=None) -> int:
     import signal
     import warnings
@@ -87,11 +136,7 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     try:
-        if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option (`npvae bench --quick`): pass it all on
-            args = parser.parse_args(["bench"])
-            args.bench_args = argv[1:]
-        else:
-            args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as e:  # a usage error (2, message printed) or --help/--version (0): a return code, as for the rest
         return _flushed(e.code if isinstance(e.code, int) else 2)
     replaced = stop_signals()

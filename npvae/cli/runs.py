@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,6 +45,8 @@ def open_run(run_dir: Path, checkpoint: str | None):
     from ..store import run_dir as rd
     from ..training.loop import load_state, read_meta
 
+    if not run_dir.exists():
+        raise ValueError(absent_run(run_dir))
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a directory (give the run directory that npvae train printed)")
     which = checkpoint or "best"
@@ -57,3 +61,25 @@ def open_run(run_dir: Path, checkpoint: str | None):
     if not path.exists():
         raise ValueError(f"{run_dir} holds no checkpoint {path.name}" + ("" if rd.is_run(run_dir) else " (is it a run directory?)"))
     return (*load_state(path), which)
+
+
+def absent_run(run_dir: Path) -> str:
+    """What to say of a run directory that does not exist: the run it was probably meant to be, if its parent holds one by a
+    near name (`runs/digit` for runs/digits; `runs/digits` for the newest runs/digits-<date>-<time>), else how to make one."""
+    from ..store import run_dir as rd
+
+    near = None
+    parent = run_dir.parent
+    if run_dir.name and parent.is_dir():
+        try:
+            runs = sorted(p.name for p in parent.iterdir() if p.is_dir() and rd.is_run(p))
+        except OSError:  # a parent that cannot be listed: nothing to suggest
+            runs = []
+        close = difflib.get_close_matches(run_dir.name, runs, n=1)
+        longer = [name for name in runs if name.startswith(run_dir.name)]  # default names end in -<date>-<time>: newest last
+        near = close[0] if close else (longer[-1] if longer else None)
+    if near is not None:
+        return (f"{run_dir} does not exist: did you mean {parent / near}? (else give the run directory that npvae train "
+                "printed)")
+    return (f"{run_dir} does not exist: train a run first (npvae train --out {shlex.quote(str(run_dir))}), or give the run "
+            "directory that npvae train printed")

@@ -55,6 +55,10 @@ URLS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+class DownloadError(OSError):
+    """A file could not be fetched (no connection, a server down or refusing): the message names the URL."""
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -69,7 +73,7 @@ def fetch(url: str, dest: Path, sha256: str, *, verify: Callable[[Path], None] |
     """Download `url` to `dest` if its SHA-256 is `sha256` and `verify(tmp_path)` raises nothing.
 
     On any failure the partial file is deleted and nothing is left at `dest`; a checksum mismatch
-    raises ValueError, a network failure OSError (both naming the URL).
+    raises ValueError, a network failure DownloadError (an OSError; both naming the URL).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,7 @@ def fetch(url: str, dest: Path, sha256: str, *, verify: Callable[[Path], None] |
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     shutil.copyfileobj(response, out)
             except OSError as e:  # urllib.error.URLError is an OSError
-                raise OSError(f"could not download {url}: {e}") from e
+                raise DownloadError(f"could not download {url}: {e}") from e
         got = sha256_file(tmp)
         if got != sha256:
             raise ValueError(f"{url}: sha256 of the downloaded file is {got}, expected {sha256}; "

@@ -272,15 +272,41 @@ def _locate(name: str, dirs: list[Path]) -> tuple[list[Path] | None, list[str]]:
 
 
 def _fetch_all(name: str, target: Path) -> None:
-    """Download every file of `name` not already in `target`; binarized MNIST is also checked after parsing."""
-    for filename, (url, sha256) in _download.URLS[name].items():
-        if (target / filename).is_file():  # a file only gets its final name once verified
-            continue
-        verify = None
-        if name == "binarized-mnist":
-            split = SPLITS[_AMAT.index(filename)]
-            verify = lambda p, split=split: _check_binarized(split, _parse_amat(p), p)  # noqa: E731
-        _download.fetch(url, target / filename, sha256, verify=verify)
+    """Download every file of `name` not already in `target`; binarized MNIST is also checked after parsing.
+
+    A failure leaves no empty directory behind that this call made (target, and any above it that did not exist); a
+    failed fetch says how to get the files without a connection.
+    """
+    made = [d for d in (target, *target.parents) if not d.exists()]  # innermost first: the folders fetch will create
+    try:
+        for filename, (url, sha256) in _download.URLS[name].items():
+            if (target / filename).is_file():  # a file only gets its final name once verified
+                continue
+            verify = None
+            if name == "binarized-mnist":
+                split = SPLITS[_AMAT.index(filename)]
+                verify = lambda p, split=split: _check_binarized(split, _parse_amat(p), p)  # noqa: E731
+            try:
+                _download.fetch(url, target / filename, sha256, verify=verify)
+            except _download.DownloadError as e:
+                raise _download.DownloadError(f"{e} ({_by_hand(name)})") from e
+    except BaseException:
+        for d in made:
+            try:
+                d.rmdir()  # only if still empty: files already verified stay for the next try
+            except OSError:
+                break
+        raise
+
+
+def _by_hand(name: str) -> str:
+    """How to get `name`'s files without downloading them here: where they are served, and how to point load at them."""
+    urls = [url for url, _ in _download.URLS[name].values()]
+    base = os.path.commonprefix(urls).rpartition("/")[0] + "/"
+    files = [url.rpartition("/")[2] for url in urls]
+    listed = ", ".join(files[:-1]) + " and " + files[-1]
+    return (f"no connection? fetch {listed} from {base} elsewhere, put them in a directory DIR and pass --data-dir DIR; "
+            f"from Python: load({name!r}, search_dirs=[DIR])")
 
 
 # ---- binarized MNIST -----------------------------------------------------------------------------
