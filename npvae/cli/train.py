@@ -52,11 +52,14 @@ def cmd_train(args) -> int:
         preflight(config, dataset)  # bad --arch, data or sizes: refused before any directory is made
         run_dir = Path(args.out) if args.out else rd.new_default("runs", config.dataset)
     log = (lambda *a, **k: None) if args.quiet else print
-    print(f"npvae train: {config.dataset}, {config.bound} K={config.k}, run directory {run_dir}", flush=True)
+
+    def header():  # once the directory is claimed and locked: a refused --out (a finished run, the user's files) prints none
+        print(f"npvae train: {config.dataset}, {config.bound} K={config.k}, run directory {run_dir}", flush=True)
+
     try:
         # A line per epoch under --verbose or into a log (not a terminal); on a terminal the bar and the summary below.
         state = train(config, dataset, run_dir, resume=bool(args.resume), progress=not args.quiet, log=log,
-                      data_source={"dataset": config.dataset, "dir": dataset.source},
+                      data_source={"dataset": config.dataset, "dir": dataset.source}, on_start=header,
                       epoch_lines=args.verbose or not sys.stdout.isatty(), on_epoch=None if args.quiet else announce(config))
     except TrainingDiverged as e:
         print(f"npvae train: {e}", file=sys.stderr)
@@ -69,24 +72,38 @@ def cmd_train(args) -> int:
     print(f"npvae train: done, {_plural(state.epoch, 'epoch')}, best validation bound {state.best_valid:.4f} "
           f"(nats per point, higher is better); run in {run_dir}")
     if not args.quiet:
-        for line in next_steps(run_dir, state.epoch):
+        for line in next_steps(run_dir, state.epoch, drawn_pictures(config, dataset)):
             print(line)
     return 0
 
 
-def next_steps(run_dir: Path, epochs: int) -> list[str]:
-    """The commands that go on from a finished run, with its real path."""
-    return ["next:",
-            f"  npvae sample {run_dir}                            # its pictures again (samples, reconstructions, curves)",
-            f"  npvae eval {run_dir}                              # test NLL by importance sampling, ELBO, KL, active units",
-            f"  npvae train --resume {run_dir} --epochs {2 * epochs}   # more epochs, bit for bit as one longer run"]
+PICTURES = ("samples.png", "reconstructions.png", "curves.png", "manifold.png", "latent.png")  # run_pictures' order
 
 
-ANNOUNCE_ABOVE = 60.0  # seconds left after the first epoch: above this, the estimate is printed
+def drawn_pictures(config, dataset) -> list[str]:
+    """The pictures `npvae sample` draws for this run (npvae.pictures.plots.run_pictures, with the run's history)."""
+    from ..pictures.plots import skipped_pictures
+
+    skipped = skipped_pictures(config.make_arch(dataset.train.shape[1]), dataset.image_shape, history={})
+    return [name for name in PICTURES if name not in skipped]
+
+
+def next_steps(run_dir: Path, epochs: int, pictures: list[str]) -> list[str]:
+    """The commands that go on from a finished run, with its real path; the comments aligned on the longest command."""
+    shown = ", ".join(p.removesuffix(".png") for p in pictures)
+    steps = [(f"npvae sample {run_dir}", f"its pictures again ({shown})"),
+             (f"npvae eval {run_dir}", "test NLL by importance sampling, ELBO, KL, active units"),
+             (f"npvae train --resume {run_dir} --epochs {2 * epochs}", "more epochs, bit for bit as one longer run")]
+    width = max(len(command) for command, _ in steps)
+    return ["next:"] + [f"  {command.ljust(width)}   # {comment}" for command, comment in steps]
+
+
+ANNOUNCE_ABOVE = 60.0  # seconds left after the epoch timed (announce): above this, the estimate is printed
+TIMED_EPOCH = 2  # of this process: its first compiles the kernels (numba, cuda), warms the caches, validates first
 
 
 def estimate_line(config, epoch: int, seconds: float) -> str | None:
-    """After the first epoch a process trains: what the rest will take, and what would shorten it; None when it is short."""
+    """After the timed epoch of a process: what the rest will take, and what would shorten it; None when it is short."""
     from ..evaluation.cost import fmt_seconds
 
     left = (config.epochs - epoch) * seconds
@@ -98,12 +115,16 @@ def estimate_line(config, epoch: int, seconds: float) -> str | None:
 
 
 def announce(config):
-    """on_epoch for train(): prints estimate_line once, after the first epoch of this process."""
-    done = []
+    """on_epoch for train(): prints estimate_line once, after the second epoch of this process, from that epoch's time.
+
+    Not the first: with a cold numba cache it is mostly compilation (6 to 7 s, against 0.06 s for the next ones on digits),
+    so an estimate from it is off a hundredfold. A process that trains one epoch has nothing left to announce.
+    """
+    seen = []
 
     def on_epoch(state, seconds):
-        if not done:
-            done.append(True)
+        seen.append(state.epoch)
+        if len(seen) == TIMED_EPOCH:
             line = estimate_line(config, state.epoch, seconds)
             if line:
                 print(line, file=sys.stderr, flush=True)

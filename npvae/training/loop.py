@@ -11,12 +11,15 @@ The loop reaches the backend through its stepper (npvae.backends.get(name).stepp
 numba, npvae.backends.host_stepper.HostStepper runs the backend's bound and Adam on host arrays; for
 cuda, npvae.backends.cuda_train.DeviceTrainer keeps parameters, Adam's state and the epoch's data on
 the device, and only eps and a few scalars cross per step. The data is checked once per epoch.
+
+Where stderr is a terminal, one tqdm bar counts the run's batches (run_bar), with the last validation bound.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -152,14 +155,17 @@ def check_memory(config: TrainConfig, arch: Arch, available: int | None = None) 
 
 
 def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = False, progress: bool = True, log=print,
-          data_source: dict | None = None, epoch_lines: bool = True, on_epoch=None) -> TrainState:
+          data_source: dict | None = None, epoch_lines: bool = True, on_epoch=None, on_start=None) -> TrainState:
     """Train (or continue) a run in `run_dir` until `config.epochs` epochs are done; returns the final state.
 
     Everything is checked before run_dir is touched: the data, the architecture, the memory a step needs.
     A new run needs run_dir absent, empty, or made by npvae with no completed epoch (run_dir.claim_new).
     data_source: recorded in data.json, so that eval, sample and --resume find the data again.
-    epoch_lines: log one line per epoch (False: only the progress bar, which then shows the last validation bound).
-    on_epoch: called as on_epoch(state, seconds) after each epoch is saved (the CLI's time estimate).
+    progress: a bar on stderr over all the batches of the run (run_bar), where stderr is a terminal.
+    epoch_lines: log one line per epoch (False: only the progress bar, which shows the last validation bound too).
+    on_start: called as on_start() once run_dir is claimed and locked, before training writes into it (the CLI's header).
+    on_epoch: called as on_epoch(state, seconds) after each epoch is saved, seconds its wall time, saving included (the
+        CLI's time estimate).
     Raises TrainingDiverged on a non-finite step and TrainingInterrupted on Ctrl-C.
     """
     run_dir = Path(run_dir)
@@ -177,6 +183,8 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
     if not resume:
         rd.claim_new(run_dir)
     with rd.RunLock(run_dir):
+        if on_start is not None:
+            on_start()
         rd.clean_temporaries(run_dir)
         if resume:
             _convert_legacy(run_dir, log)
@@ -231,9 +239,18 @@ def _interrupted(run_dir: Path, state: TrainState, signum: int) -> TrainingInter
 def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, progress: bool, log,
             on_epoch=None) -> None:
     """The loop over epochs; every epoch ends with history.json, then last, then best (the order run_dir relies on)."""
-    x_valid = _fixed_valid(config, dataset)
+    if state.epoch >= config.epochs:
+        return
     N = dataset.train.shape[0]
     steps_per_epoch = -(-N // config.batch_size)
+    with run_bar(config, state, steps_per_epoch, progress) as bar:
+        _epochs_in(config, dataset, run_dir, arch, state, bar, log, on_epoch, N, steps_per_epoch)
+
+
+def _epochs_in(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, state: TrainState, bar, log, on_epoch,
+               N: int, steps_per_epoch: int) -> None:
+    """_epochs' body, with its bar open: its count moves with each batch, its text with each epoch."""
+    x_valid = _fixed_valid(config, dataset)
     dtype = np.dtype(config.dtype)
     backend = resolve_training(config.backend, arch)
     stepper = _stepper(config, arch, backend, state)
@@ -244,8 +261,7 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         x_epoch = binarize_dynamic(dataset.train, rngs["binarize"]) if dataset.dynamic_binarize else dataset.train
         order = rngs["shuffle"].permutation(N)
         stepper.start_epoch(x_epoch, order)
-        bar = progress_bar(steps_per_epoch, f"epoch {state.epoch + 1}/{config.epochs}", progress)
-        last_valid = f", valid {state.history['valid_bound'][-1]:.3f} (epoch {state.epoch})" if state.history["valid_bound"] else ""
+        bar.set_description_str(bar_text(state.epoch + 1, config.epochs, state.history["valid_bound"]), refresh=False)
         running = 0.0
         for i in range(steps_per_epoch):
             lo, hi = i * config.batch_size, min(N, (i + 1) * config.batch_size)
@@ -253,18 +269,17 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
             beta = config.kl_weight_at(state.epoch, i, steps_per_epoch)
             bound, nonfinite = stepper.step(lo, hi, eps, beta, config.lr_at(state.epoch))
             if nonfinite:  # training stops; the checkpoints on disk are from the last completed epoch
-                bar.close()
                 raise _diverged(run_dir, arch, state, nonfinite, *stepper.failed_step())
             state.step += 1
             running += (bound - running) / (i + 1)
-            bar.update(1)
-            bar.set_postfix_str(f"bound {running:.3f}{last_valid}", refresh=False)
+            bar.set_postfix_str(f"train {running:.3f}", refresh=False)
+            bar.update(1)  # redraws at most every mininterval (0.1 s): cheap however short the steps
             if not warned and bound < -ABSURD_NATS_PER_DIM * arch.data_dim:
                 warned = True
-                warnings.warn(f"the bound reached {bound:.4g} nats per point at epoch {state.epoch + 1}, step {state.step} "
-                              f"(below -{ABSURD_NATS_PER_DIM:g} nats per data dimension): training is blowing up; "
-                              "try a smaller --lr", AbsurdBoundWarning, stacklevel=3)
-        bar.close()
+                with above(bar):
+                    warnings.warn(f"the bound reached {bound:.4g} nats per point at epoch {state.epoch + 1}, step {state.step} "
+                                  f"(below -{ABSURD_NATS_PER_DIM:g} nats per data dimension): training is blowing up; "
+                                  "try a smaller --lr", AbsurdBoundWarning, stacklevel=4)
         state.params, state.adam = stepper.state()
         valid = validation_bound(unflatten(arch, state.params), arch, config, x_valid, rngs["valid"], backend)
         if not np.isfinite(valid):
@@ -281,15 +296,39 @@ def _epochs(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch, st
         save_state(run_dir / ("last" + ext), config, arch, state)
         if improved:
             save_state(run_dir / ("best" + ext), config, arch, state)
-        if log is not None:  # None: no line per epoch (the bar shows the last validation bound)
-            log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
-        if on_epoch is not None:
-            on_epoch(state, h["seconds"][-1])
+        bar.set_description_str(bar_text(state.epoch, config.epochs, h["valid_bound"]), refresh=False)
+        with above(bar):  # drawn again when it ends, whatever the time since the last draw: the count and bound move here
+            if log is not None:  # None: no line per epoch (the bar shows the last validation bound)
+                log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
+            if on_epoch is not None:  # the wall time the user waits for: the checkpoints' writes too
+                on_epoch(state, time.perf_counter() - t0)
 
 
-def progress_bar(total: int, desc: str, enabled: bool, **kw):
+def bar_text(epoch: int, epochs: int, valid_bounds) -> str:
+    """The bar's text: the epoch being trained (the last one, once done) and the last validation bound, first, so that a
+    narrow terminal cuts the counts and the running training bound (at the end of the line), not these."""
+    return f"epoch {epoch}/{epochs}" + (f", last valid {valid_bounds[-1]:.3f}" if valid_bounds else "")
+
+
+def run_bar(config: TrainConfig, state: TrainState, steps_per_epoch: int, enabled: bool):
+    """One bar for the whole run, counting batches: it moves epoch after epoch on short epochs (digits: 13 batches in
+    0.05 s), within the epoch on long ones (binarised MNIST: 500), with an ETA for the run; on resume it starts at the
+    batches done. Left on screen at the end, above the summary."""
+    return progress_bar(config.epochs * steps_per_epoch, bar_text(state.epoch + 1, config.epochs, state.history["valid_bound"]),
+                        enabled, leave=True, initial=state.epoch * steps_per_epoch, unit="batch")
+
+
+@contextmanager
+def above(bar):
+    """Lines written inside (an epoch line, the time estimate, a warning) go above the bar: it is cleared, then drawn again."""
+    bar.clear()
+    yield
+    bar.refresh()
+
+
+def progress_bar(total: int, desc: str, enabled: bool, leave: bool = False, **kw):
     """A tqdm bar on stderr, or a silent stand-in."""
     from tqdm.auto import tqdm
 
     # disable=None: tqdm switches itself off when stderr is not a terminal (logs, CI).
-    return tqdm(total=total, desc=desc, leave=False, disable=None if enabled else True, dynamic_ncols=True, **kw)
+    return tqdm(total=total, desc=desc, leave=leave, disable=None if enabled else True, dynamic_ncols=True, **kw)
