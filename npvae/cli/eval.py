@@ -17,7 +17,7 @@ def cmd_eval(args) -> int:
     from ..evaluation.chunks import eval_inputs, evaluate_chunked, local_runner
     from ..evaluation.cost import ANNOUNCE_ABOVE, check_eval_cost, fmt_seconds, seconds_per_pair
     from ..vae.models import unflatten
-    from ..training.loop import progress_bar
+    from ..training.progress import progress_bar
 
     limit_threads(args.threads)
     backend = resolve(args.backend)

@@ -12,14 +12,13 @@ numba, npvae.backends.host_stepper.HostStepper runs the backend's bound and Adam
 cuda, npvae.backends.cuda_train.DeviceTrainer keeps parameters, Adam's state and the epoch's data on
 the device, and only eps and a few scalars cross per step. The data is checked once per epoch.
 
-Where stderr is a terminal, one tqdm bar counts the run's batches (run_bar), with the last validation bound.
+Where stderr is a terminal, one tqdm bar counts the run's batches (npvae.training.progress), with the last validation bound.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..vae.memory import check_fits, eval_chunk_bytes, step_bytes
 from ..backends import get as get_backend
 from ..backends import resolve_training
 from .config import TrainConfig
+from .progress import above, bar_text, run_bar
 from ..store.data import Dataset, as_float, binarize_dynamic
 from ..vae.model import Arch
 from ..vae.inputs import check_x_storage
@@ -161,7 +161,7 @@ def train(config: TrainConfig, dataset: Dataset, run_dir, *, resume: bool = Fals
     Everything is checked before run_dir is touched: the data, the architecture, the memory a step needs.
     A new run needs run_dir absent, empty, or made by npvae with no completed epoch (run_dir.claim_new).
     data_source: recorded in data.json, so that eval, sample and --resume find the data again.
-    progress: a bar on stderr over all the batches of the run (run_bar), where stderr is a terminal.
+    progress: a bar on stderr over all the batches of the run (progress.run_bar), where stderr is a terminal.
     epoch_lines: log one line per epoch (False: only the progress bar, which shows the last validation bound too).
     on_start: called as on_start() once run_dir is claimed and locked, before training writes into it (the CLI's header).
     on_epoch: called as on_epoch(state, seconds) after each epoch is saved, seconds its wall time, saving included (the
@@ -302,33 +302,3 @@ def _epochs_in(config: TrainConfig, dataset: Dataset, run_dir: Path, arch: Arch,
                 log(f"epoch {state.epoch:>4}  train {running:10.4f}  valid {valid:10.4f}{'  *best' if improved else ''}  ({h['seconds'][-1]:.1f} s)")
             if on_epoch is not None:  # the wall time the user waits for: the checkpoints' writes too
                 on_epoch(state, time.perf_counter() - t0)
-
-
-def bar_text(epoch: int, epochs: int, valid_bounds) -> str:
-    """The bar's text: the epoch being trained (the last one, once done) and the last validation bound, first, so that a
-    narrow terminal cuts the counts and the running training bound (at the end of the line), not these."""
-    return f"epoch {epoch}/{epochs}" + (f", last valid {valid_bounds[-1]:.3f}" if valid_bounds else "")
-
-
-def run_bar(config: TrainConfig, state: TrainState, steps_per_epoch: int, enabled: bool):
-    """One bar for the whole run, counting batches: it moves epoch after epoch on short epochs (digits: 13 batches in
-    0.05 s), within the epoch on long ones (binarised MNIST: 500), with an ETA for the run; on resume it starts at the
-    batches done. Left on screen at the end, above the summary."""
-    return progress_bar(config.epochs * steps_per_epoch, bar_text(state.epoch + 1, config.epochs, state.history["valid_bound"]),
-                        enabled, leave=True, initial=state.epoch * steps_per_epoch, unit="batch")
-
-
-@contextmanager
-def above(bar):
-    """Lines written inside (an epoch line, the time estimate, a warning) go above the bar: it is cleared, then drawn again."""
-    bar.clear()
-    yield
-    bar.refresh()
-
-
-def progress_bar(total: int, desc: str, enabled: bool, leave: bool = False, **kw):
-    """A tqdm bar on stderr, or a silent stand-in."""
-    from tqdm.auto import tqdm
-
-    # disable=None: tqdm switches itself off when stderr is not a terminal (logs, CI).
-    return tqdm(total=total, desc=desc, leave=leave, disable=None if enabled else True, dynamic_ncols=True, **kw)
