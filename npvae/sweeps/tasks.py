@@ -63,12 +63,16 @@ def train_chunk(run_dir: str, config: dict, data: dict) -> dict:
 
     def step():
         last = rd.checkpoint_path(run_dir, "last")
-        started.append(read_meta(last)["epoch"] if last.exists() else 0)
-        return train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
-                     data_source={"dataset": config.dataset, "dir": dataset.source})
+        meta = read_meta(last) if last.exists() else None
+        started.append(meta["epoch"] if meta else 0)
+        if meta is not None and meta["epoch"] >= config.epochs:
+            # Trained already: this chunk was computed again after the run went on (Dask recomputes a finished task
+            # whose result was lost with a worker it gave up on, while the sweep's next chunk ran). Nothing to do.
+            return meta["epoch"], meta["history"], meta["best_valid"]
+        state = train(config, dataset, run_dir, resume=last.exists(), progress=False, log=lambda *a, **k: None,
+                      data_source={"dataset": config.dataset, "dir": dataset.source})
+        return state.epoch, state.history, state.best_valid
 
-    state = until_unlocked(step)
-    start = started[-1]
-    h = state.history
-    return {"epoch": state.epoch, "started_at": start, "valid_bound": h["valid_bound"][-1] if h["valid_bound"] else None,
-            "best_valid": state.best_valid, "seconds": time.time() - t0, "pid": os.getpid(), "host": socket.gethostname()}
+    epoch, h, best_valid = until_unlocked(step)
+    return {"epoch": epoch, "started_at": started[-1], "valid_bound": h["valid_bound"][-1] if h["valid_bound"] else None,
+            "best_valid": best_valid, "seconds": time.time() - t0, "pid": os.getpid(), "host": socket.gethostname()}
