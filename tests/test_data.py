@@ -417,3 +417,21 @@ def test_synthetic_truth_builds_the_linear_gaussian_oracle():
     model = LinearGaussian(**ds.truth)
     want = multivariate_normal(b, W @ W.T + s2 * np.eye(16)).logpdf(ds.test[:50])
     np.testing.assert_allclose(model.log_marginal(ds.test[:50]), want, rtol=1e-10)
+
+
+def test_the_digits_are_sklearns_read_without_importing_it():
+    """The digits are read from the file scikit-learn ships (importing sklearn costs ~1.6 s of the first command):
+    the same pixels and labels as sklearn.datasets.load_digits, and sklearn not imported by loading them."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from npvae.store.data import _digits_arrays
+
+    pixels, target = _digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(pixels, bunch.data) and np.array_equal(target, bunch.target)
+    code = ("import sys; from npvae.store.data import load; load('digits'); "
+            "print(sorted(m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

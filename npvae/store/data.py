@@ -353,16 +353,36 @@ def _digits(dtype: np.dtype, seed: int) -> Dataset:
 
     Split 1297 / 250 / 250 by the permutation np.random.default_rng(seed).permutation(1797).
     """
-    from sklearn.datasets import load_digits  # imported here so that importing npvae.store.data stays cheap
-
-    bunch = load_digits()
-    x = (bunch.data / 16.0 >= 0.5).astype(dtype)  # (1797, 64)
-    y = bunch.target.astype(np.int64)
+    pixels, target = _digits_arrays()
+    x = (pixels / 16.0 >= 0.5).astype(dtype)  # (1797, 64)
+    y = target.astype(np.int64)
     perm = np.random.default_rng(seed).permutation(len(x))
     a, b = DIGITS_SPLIT[0], DIGITS_SPLIT[0] + DIGITS_SPLIT[1]
     idx = perm[:a], perm[a:b], perm[b:]
     return Dataset("digits", *(x[i] for i in idx), image_shape=(8, 8), binary=True,
                    train_labels=y[idx[0]], valid_labels=y[idx[1]], test_labels=y[idx[2]])
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as (pixels (1797, 64) in 0..16, labels (1797,)), read from the file scikit-learn ships.
+
+    `sklearn.datasets.load_digits` reads the same file with np.loadtxt; importing scikit-learn (and the scipy.stats it
+    pulls in) takes about 1.6 s, a quarter of the README's first command, so the file is read directly where it is
+    found in the installed package, and through load_digits where it is not (a layout of another scikit-learn version).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")  # (1797, 65): 64 pixels, then the label
+            if table.shape == (1797, 65):
+                return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data, bunch.target
 
 
 def _synthetic(dtype: np.dtype, seed: int) -> Dataset:
