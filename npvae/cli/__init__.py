@@ -79,11 +79,6 @@ def _flushed(code: int) -> int:
     return code
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict:
-    """{command: its parser}, in the order the commands were added."""
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-
-
 def _unrecognized(sub: argparse.ArgumentParser, extras: list[str]) -> str:
     """argparse's 'unrecognized arguments' with the option each misspelt one is close to, and where the options are listed."""
     import difflib
@@ -109,7 +104,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     with train's usage and the option meant, and `npvae trian` names the command meant (argparse 3.11 does neither)."""
     import difflib
 
-    commands = _subparsers(parser)
+    commands = cli_args.subcommands(parser)
     if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option (`npvae bench --quick`): pass it all on
         args = parser.parse_args(["bench"])
         args.bench_args = argv[1:]

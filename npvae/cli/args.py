@@ -95,6 +95,11 @@ def _sub(sub, name: str, help: str, description: str | None = None, **kw):
     return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".", **kw)
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict:
+    """{command: its parser} of a parser build_parser made, in the order the commands were added."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     """The parser; commands maps each subcommand's name to its handler (npvae.cli's cmd_* functions)."""
     from .._version import __version__

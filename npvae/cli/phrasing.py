@@ -25,8 +25,9 @@ _OPENING = re.compile(rf"^(?P<name>[A-Za-z_]\w*)(?:(?= must ) | = (?P<value>{_VA
 
 def options_of(parser: argparse.ArgumentParser, command: str) -> dict:
     """{dest: action} of the options (not the positionals, not --help) of `command`, a subcommand of `parser`."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"}
+    from .args import subcommands
+
+    return {a.dest: a for a in subcommands(parser)[command]._actions if a.option_strings and a.dest != "help"}
 
 
 def spelling(action: argparse.Action) -> str:

@@ -77,15 +77,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-PICTURES = ("samples.png", "reconstructions.png", "curves.png", "manifold.png", "latent.png")  # run_pictures' order
-
-
 def drawn_pictures(config, dataset) -> list[str]:
     """The pictures `npvae sample` draws for this run (npvae.pictures.plots.run_pictures, with the run's history)."""
-    from ..pictures.plots import skipped_pictures
+    from ..pictures.plots import RUN_PICTURES, skipped_pictures
 
     skipped = skipped_pictures(config.make_arch(dataset.train.shape[1]), dataset.image_shape, history={})
-    return [name for name in PICTURES if name not in skipped]
+    return [name for name in RUN_PICTURES if name not in skipped]
 
 
 def next_steps(run_dir: Path, epochs: int, pictures: list[str]) -> list[str]:

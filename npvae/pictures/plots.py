@@ -277,6 +277,10 @@ def latent_scatter(params: VAEParams, arch: Arch, x, labels, path) -> Path:
 
 # ---- a run's set of pictures -------------------------------------------------------------------
 
+# The pictures run_pictures draws into a run directory, in its order (skipped_pictures says which it leaves out).
+RUN_PICTURES = ("samples.png", "reconstructions.png", "curves.png", "manifold.png", "latent.png")
+
+
 def skipped_pictures(arch: Arch, image_shape, history: dict | None = None) -> dict[str, str]:
     """File name -> why run_pictures does not draw it, for this model, data shape and history."""
     reasons = {}
