@@ -212,3 +212,13 @@ def test_eval_suggests_a_subset_only_of_a_split_larger_than_it(slow_eval, capsys
     err = capsys.readouterr().err
     estimate = next(line for line in err.splitlines() if line.startswith("npvae eval: about 5 min"))
     assert "x 1297 points" in estimate and "--n 1000 (a stratified subset" in estimate
+
+
+def test_resume_of_a_run_directory_that_does_not_exist_says_what_eval_says(tmp_path, monkeypatch, capsys):
+    """--resume of a missing directory said 'is not a directory, so there is no run to continue'."""
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "digits")
+    assert main(["train", "--resume", "runs/digit"]) == 2
+    _, last = _error(capsys)
+    assert last == ("npvae train: error: runs/digit does not exist: did you mean runs/digits? "
+                    "(else give the run directory that npvae train printed)")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .data import search as _search
-from .runs import limit_threads, pictures
+from .runs import absent_run, limit_threads, pictures
 
 
 def _config_from_args(args):
@@ -30,6 +30,8 @@ def cmd_train(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         last = rd.checkpoint_path(run_dir, "last")
+        if not run_dir.exists():  # what eval and sample say of it: the near run, or how to make one
+            raise ValueError(absent_run(run_dir))
         if not last.exists():
             what = "is not a directory" if not run_dir.is_dir() else f"holds no checkpoint ({last.name})"
             raise ValueError(f"--resume {run_dir}: {what}, so there is no run to continue")
