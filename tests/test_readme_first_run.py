@@ -26,7 +26,8 @@ def _readme() -> str:
 
 
 def _table():
-    section = _readme()[_readme().index("### What you should see"):]
+    text = _readme()
+    section = text[text.index("### What you should see"):]
     rows = re.findall(r"^\| `npvae (.+?)` \| (.+?) \| (-?\d+(?:\.\d+)?) \|$", section, re.M)
     return [(COMMANDS[cmd], quantity, value) for cmd, quantity, value in rows]
 
@@ -39,7 +40,8 @@ def _holds(got: float, quoted: str) -> bool:
 
 def _mnist_command() -> list[str]:
     """Step 6's command of the README's first hour, as argv after `npvae` (continuation lines joined)."""
-    hour = _readme()[_readme().index("## Your first hour"):_readme().index("### What you should see")]
+    text = _readme()
+    hour = text[text.index("## Your first hour"):text.index("### What you should see")]
     blocks = re.findall(r"```bash\n(.*?)```", hour, re.S)
     (block,) = [b for b in blocks if "binarized-mnist" in b]
     argv = shlex.split(block.replace("\\\n", " "))
